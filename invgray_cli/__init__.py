@@ -1,0 +1,27 @@
+"""invgray: grayscale images that restore to colour from a tiny neural residual.
+
+``from invgray_cli import encode, decode`` gives the codec API; torch is imported
+only when one of them is first used, so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "1.0.0"
+
+if TYPE_CHECKING:
+    from .codec import Encoded, decode, decode_array, encode
+
+_LAZY = {"encode", "decode", "decode_array", "Encoded"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import codec
+
+        return getattr(codec, name)
+    raise AttributeError(f"module 'invgray_cli' has no attribute {name!r}")
+
+
+__all__ = ["Encoded", "__version__", "decode", "decode_array", "encode"]

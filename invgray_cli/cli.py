@@ -1,0 +1,294 @@
+"""The ``invgray`` command line: parses arguments, names files, reports. The codec
+work happens in :mod:`invgray_cli.codec`; torch loads only when a command needs it."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Grayscale images that restore to colour from a tiny residual file.")
+
+GRAY_SUFFIXES = (".gray.jpg", ".gray.jpeg", ".gray.png")
+RESIDUAL_SUFFIX = ".residual.bin"
+COLOUR_SUFFIX = ".color.png"
+STDIO = "-"
+
+
+class GrayFormatChoice(str, Enum):
+    jpg = "jpg"
+    png = "png"
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class InputError(Exception):
+    """A per-file failure reported as one line; the batch goes on."""
+
+
+def _err(message: str) -> None:
+    typer.echo(f"invgray: error: {message}", err=True)
+
+
+def _usage(message: str) -> typer.Exit:
+    _err(message)
+    return typer.Exit(2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"invgray {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """invgray: encode colour photos as a grayscale image plus a tiny residual, and back."""
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in GRAY_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _read_input(path: str) -> bytes:
+    if path == STDIO:
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if not p.exists():
+        raise InputError("no such file")
+    if p.is_dir():
+        raise InputError("is a directory")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror or exc})") from None
+
+
+def _check_writable(outputs: list[Path], inputs: list[str], force: bool) -> None:
+    resolved_inputs = {Path(i).resolve() for i in inputs if i != STDIO}
+    for out in outputs:
+        if out.resolve() in resolved_inputs:
+            raise InputError(f"output {out} would overwrite an input")
+        if out.exists() and not force:
+            raise InputError(f"{out} already exists (use --force to overwrite)")
+        if not out.parent.is_dir():
+            raise InputError(f"output folder {out.parent} does not exist")
+
+
+def _write_all(files: list[tuple[Path, bytes]], force: bool) -> None:
+    """Write every output atomically; if one fails, remove the ones already written."""
+    from .images import write_atomic
+
+    written: list[Path] = []
+    try:
+        for path, data in files:
+            write_atomic(path, data, overwrite=force)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _device(name: DeviceChoice):  # noqa: ANN202 - torch type, imported lazily
+    from .codec import resolve_device
+
+    try:
+        return resolve_device(name.value)
+    except (RuntimeError, ValueError) as exc:
+        raise _usage(str(exc)) from None
+
+
+@dataclass
+class _Outcome:
+    failed: int = 0
+
+    def fail(self, name: str, message: str) -> None:
+        _err(f"{name}: {message}")
+        self.failed += 1
+
+
+@app.command()
+def encode(
+    inputs: Annotated[list[str], typer.Argument(metavar="IN...", help="Photos to encode ('-' reads stdin).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output",
+                                                   help="Gray image path (one input only); the residual "
+                                                        "goes beside it as <stem>.residual.bin.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Folder for the outputs.")] = None,
+    quality: Annotated[int, typer.Option("-q", "--quality", min=1, max=100, help="Gray JPEG quality.")] = 90,
+    gray_format: Annotated[Optional[GrayFormatChoice], typer.Option(
+        "--gray-format", help="jpg (default) or png (lossless); -o's extension also decides.")] = None,
+    device: Annotated[DeviceChoice, typer.Option("--device", help="Where the network runs.")] = DeviceChoice.auto,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
+) -> None:
+    """Write <stem>.gray.jpg (or .gray.png) and <stem>.residual.bin for each photo."""
+    if output is not None and len(inputs) != 1:
+        raise _usage("-o/--output takes exactly one input")
+    if output is not None and out_dir is not None:
+        raise _usage("use either -o/--output or --out-dir, not both")
+    if STDIO in inputs and output is None:
+        raise _usage("reading stdin ('-') needs -o/--output to name the outputs")
+    fmt = gray_format.value if gray_format else None
+    if output is not None:
+        implied = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg"}.get(output.suffix.lower())
+        if implied is None:
+            raise _usage(f"{output}: gray output must end in .jpg, .jpeg or .png")
+        if fmt is not None and fmt != implied:
+            raise _usage(f"{output}: extension disagrees with --gray-format {fmt}")
+        fmt = implied
+    fmt = fmt or "jpg"
+    if out_dir is not None and not out_dir.is_dir():
+        raise _usage(f"--out-dir {out_dir}: not a folder")
+
+    torch_device = _device(device)
+    from .codec import encode as encode_image
+    from .images import ImageReadError, read_photo
+
+    outcome = _Outcome()
+    for name in inputs:
+        try:
+            if output is not None:
+                gray_path = output
+                residual_path = output.with_name(_stem(output) + RESIDUAL_SUFFIX)
+            else:
+                source = Path(name)
+                folder = out_dir if out_dir is not None else source.parent
+                gray_path = folder / f"{source.stem}.gray.{fmt}"
+                residual_path = folder / f"{source.stem}{RESIDUAL_SUFFIX}"
+            _check_writable([gray_path, residual_path], inputs, force)
+            rgb = read_photo(_read_input(name))
+            encoded = encode_image(rgb, quality=quality, gray_format=fmt, device=torch_device)
+            _write_all([(gray_path, encoded.gray), (residual_path, encoded.residual)], force)
+        except (InputError, ImageReadError, FileExistsError, ValueError) as exc:
+            outcome.fail(name, str(exc))
+            continue
+        except OSError as exc:
+            outcome.fail(name, f"cannot write output ({exc.strerror or exc})")
+            continue
+        pixels = rgb.shape[0] * rgb.shape[1]
+        typer.echo(f"{name}: {gray_path} ({len(encoded.gray) * 8 / pixels:.3f} bpp), {residual_path} "
+                   f"({len(encoded.residual)} bytes, {len(encoded.residual) * 8 / pixels:.4f} bpp)")
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def decode(
+    gray: Annotated[Path, typer.Argument(help="The gray image (.gray.jpg / .gray.png).")],
+    residual: Annotated[Path, typer.Argument(help="Its residual file (.residual.bin).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output",
+                                                   help="Output path; its extension picks the format "
+                                                        "(.png, .jpg, .webp, .tif, .bmp).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Folder for the output.")] = None,
+    device: Annotated[DeviceChoice, typer.Option("--device", help="Where the network runs.")] = DeviceChoice.auto,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")] = False,
+    compare: Annotated[Optional[Path], typer.Option(
+        "--compare", help="Original photo: also print the restored image's RGB PSNR against it.")] = None,
+) -> None:
+    """Restore the colour photo from a gray image and its residual: <stem>.color.png."""
+    if output is not None and out_dir is not None:
+        raise _usage("use either -o/--output or --out-dir, not both")
+    if out_dir is not None and not out_dir.is_dir():
+        raise _usage(f"--out-dir {out_dir}: not a folder")
+    from .images import colour_format_for
+
+    target = output if output is not None else (out_dir or gray.parent) / f"{_stem(gray)}{COLOUR_SUFFIX}"
+    try:
+        fmt = colour_format_for(target)
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    torch_device = _device(device)
+    from .codec import decode_array
+    from .container import InvalidResidualError
+    from .images import save_colour
+    from .zoo import UnknownModelError
+
+    try:
+        _check_writable([target], [str(gray), str(residual)], force)
+        gray_bytes = _read_input(str(gray))
+        try:
+            residual_bytes = _read_input(str(residual))
+        except InputError as exc:
+            raise InputError(f"{residual}: {exc}") from None
+        try:
+            rgb = decode_array(gray_bytes, residual_bytes, device=torch_device)
+        except (InvalidResidualError, UnknownModelError) as exc:
+            raise InputError(f"{residual}: {exc}") from None
+        except (ValueError, OSError) as exc:
+            raise InputError(f"unreadable gray image ({exc})") from None
+        _write_all([(target, save_colour(rgb, fmt))], force)
+    except (InputError, FileExistsError) as exc:
+        message = str(exc)
+        _err(message if message.startswith(str(residual)) else f"{gray}: {message}")
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        _err(f"{target}: cannot write output ({exc.strerror or exc})")
+        raise typer.Exit(1) from None
+    message = f"{gray} + {residual}: {target}"
+    if compare is not None:
+        message += f" ({_psnr_against(compare, rgb)})"
+    typer.echo(message)
+
+
+def _psnr_against(original: Path, restored) -> str:  # noqa: ANN001 - numpy array
+    from .images import ImageReadError, read_photo
+    from .inference import psnr
+
+    try:
+        reference = read_photo(_read_input(str(original)))
+    except (InputError, ImageReadError) as exc:
+        return f"cannot compare with {original}: {exc}"
+    if reference.shape != restored.shape:
+        return f"cannot compare with {original}: size differs"
+    return f"RGB PSNR {psnr(restored, reference):.2f} dB against {original}"
+
+
+@app.command()
+def info(file: Annotated[Path, typer.Argument(help="A residual file.")]) -> None:
+    """Print what a residual file holds."""
+    from .container import InvalidResidualError, read_residual
+    from .zoo import known_model_ids
+
+    try:
+        header = read_residual(_read_input(str(file)))
+    except (InputError, InvalidResidualError) as exc:
+        _err(f"{file}: {exc}")
+        raise typer.Exit(1) from None
+    pixels = header.width * header.height
+    size = file.stat().st_size
+    known = "bundled" if header.model_id in known_model_ids() else "NOT bundled with this invgray"
+    rows = [
+        ("format version", str(header.version)),
+        ("model", f"{header.model_id} ({known})"),
+        ("image", f"{header.width} x {header.height}"),
+        ("latent", " x ".join(map(str, header.latent_shape))),
+        ("quantisation step", f"{header.step:g}"),
+        ("gray fingerprint", header.gray_fingerprint.hex()),
+        ("payload", f"{len(header.payload)} bytes zstd, {header.raw_size} bytes raw"),
+        ("file size", f"{size} bytes, {size * 8 / pixels:.4f} bpp"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,135 @@
+"""The codec: photos to (gray image bytes, residual bytes) and back. No files, no CLI.
+
+``encode`` runs the real gray encode *and decode* before the network sees the gray,
+so the residual is computed against exactly the pixels a decoder will have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .container import FLAG_MONOCHROME, InvalidResidualError, Residual, gray_fingerprint, read_residual, write_residual
+from .gray import DEFAULT_QUALITY, GrayFormat, decode_gray, encode_gray, luma
+from .images import photo_to_rgb
+from .inference import analyse_image, synthesise_image
+from .network import InvGrayNet
+from .packing import PackingError, pack_symbols, raw_size_of, unpack_symbols
+from .zoo import load_model, model_id_of
+
+DEFAULT_STEP = 1.0
+
+
+class GrayMismatchError(InvalidResidualError):
+    """The residual was made for other gray pixels than the ones supplied."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    gray: bytes  # a complete grayscale JPEG or PNG file
+    residual: bytes  # a complete residual file
+    gray_format: GrayFormat
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but CUDA is not available")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"unknown device {name!r} (use auto, cpu or cuda)")
+    return torch.device(name)
+
+
+def _as_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return photo_to_rgb(image)
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 array, got {array.dtype}")
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return np.ascontiguousarray(array[:, :, :3])
+    raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) array, got shape {array.shape}")
+
+
+def encode(image: Image.Image | np.ndarray, *, quality: int = DEFAULT_QUALITY, gray_format: GrayFormat = "jpg",
+           step: float = DEFAULT_STEP, device: str | torch.device = "cpu",
+           model: InvGrayNet | None = None) -> Encoded:
+    """Encode a photo (PIL image or uint8 array) into gray image bytes + residual bytes."""
+    rgb = _as_rgb(image)
+    device = resolve_device(device) if isinstance(device, str) else device
+    model = model or load_model(device=device)
+    gray_bytes = encode_gray(luma(rgb), gray_format, quality)
+    decoded_gray = decode_gray(gray_bytes)
+    height, width = decoded_gray.shape
+    fingerprint = gray_fingerprint(decoded_gray)
+    if _is_monochrome(rgb):
+        residual = Residual(model_id_of(model), width, height, model.cfg.latent_channels, float(np.float32(step)),
+                            fingerprint, 0, b"", flags=FLAG_MONOCHROME)
+        return Encoded(gray_bytes, write_residual(residual), gray_format)
+    symbols = analyse_image(model, rgb, decoded_gray, step, device)
+    payload = pack_symbols(symbols)
+    residual = Residual(model_id_of(model), width, height, symbols.shape[0], float(np.float32(step)),
+                        fingerprint, raw_size_of(payload), payload)
+    return Encoded(gray_bytes, write_residual(residual), gray_format)
+
+
+def _is_monochrome(rgb: np.ndarray) -> bool:
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+
+
+def _as_gray(gray: bytes | Image.Image | np.ndarray) -> np.ndarray:
+    if isinstance(gray, (bytes, bytearray, memoryview)):
+        return decode_gray(bytes(gray))
+    if isinstance(gray, Image.Image):
+        if gray.mode != "L":
+            raise ValueError(f"gray image has mode {gray.mode}, expected L (8-bit grayscale)")
+        return np.asarray(gray)
+    array = np.asarray(gray)
+    if array.dtype != np.uint8 or array.ndim != 2:
+        raise ValueError(f"expected an (H, W) uint8 gray array, got {array.dtype} {array.shape}")
+    return array
+
+
+def decode_array(gray: bytes | Image.Image | np.ndarray, residual: bytes, *, device: str | torch.device = "cpu",
+                 model: InvGrayNet | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 colour restored from a gray image and its residual file."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    pixels = _as_gray(gray)
+    header = read_residual(residual)
+    height, width = pixels.shape
+    if (header.width, header.height) != (width, height):
+        raise GrayMismatchError(f"residual is for a {header.width}x{header.height} image, "
+                                f"the gray is {width}x{height}")
+    if header.gray_fingerprint != gray_fingerprint(pixels):
+        raise GrayMismatchError("residual does not belong to this gray image (gray pixels differ "
+                                "from the ones it was encoded with)")
+    if header.monochrome:
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    if model is None:
+        model = load_model(header.model_id, device)
+    elif model_id_of(model) != header.model_id:
+        raise InvalidResidualError(f"residual needs model {header.model_id}, not {model_id_of(model)}")
+    if header.channels != model.cfg.latent_channels:
+        raise InvalidResidualError(f"residual declares {header.channels} channels, model "
+                                   f"{header.model_id} uses {model.cfg.latent_channels}")
+    try:
+        symbols = unpack_symbols(header.payload, header.latent_shape, header.raw_size)
+    except PackingError as exc:
+        raise InvalidResidualError(str(exc)) from None
+    return synthesise_image(model, pixels, symbols, header.step, device)
+
+
+def decode(gray: bytes | Image.Image | np.ndarray, residual: bytes, *, device: str | torch.device = "cpu",
+           model: InvGrayNet | None = None) -> Image.Image:
+    """The restored colour photo as an RGB PIL image."""
+    return Image.fromarray(decode_array(gray, residual, device=device, model=model), "RGB")
+
+
+__all__ = ["Encoded", "GrayMismatchError", "decode", "decode_array", "encode", "resolve_device"]

@@ -1,0 +1,122 @@
+"""The residual file: a small versioned binary container (specified in docs/FORMAT.md).
+
+All integers are little-endian. Every field is checked before anything is
+allocated or decompressed; any defect raises :class:`InvalidResidualError` with a
+one-line message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+MAGIC = b"IGRS"
+FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MAX_SIDE = 1 << 18
+MAX_PIXELS = 1 << 28  # 268 megapixels, above Pillow's own decompression-bomb limit
+MAX_CHANNELS = 64
+MAX_STEP = 1000.0
+FLAG_MONOCHROME = 0x0001  # the photo was gray: no payload, it decodes to its gray
+KNOWN_FLAGS = FLAG_MONOCHROME
+
+# magic, version, flags, model id, width, height, channels, step, gray fingerprint,
+# raw (decompressed) payload size, payload length
+_HEADER = struct.Struct("<4sBH8sIIBf8sII")
+_CHECKSUM = struct.Struct("<I")
+HEADER_SIZE = _HEADER.size
+OVERHEAD = HEADER_SIZE + _CHECKSUM.size
+
+
+class InvalidResidualError(ValueError):
+    """A residual file that cannot be decoded; the message is one line for users."""
+
+
+@dataclass(frozen=True)
+class Residual:
+    model_id: str  # 16 hex digits
+    width: int
+    height: int
+    channels: int
+    step: float
+    gray_fingerprint: bytes  # 8 bytes
+    raw_size: int
+    payload: bytes
+    version: int = FORMAT_VERSION
+    flags: int = 0
+
+    @property
+    def monochrome(self) -> bool:
+        return bool(self.flags & FLAG_MONOCHROME)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        from .network import LATENT_STRIDE
+
+        return self.channels, -(-self.height // LATENT_STRIDE), -(-self.width // LATENT_STRIDE)
+
+
+def gray_fingerprint(gray: np.ndarray) -> bytes:
+    """First 8 bytes of SHA-256 over the height, width and row-major uint8 pixels."""
+    gray = np.ascontiguousarray(gray, dtype=np.uint8)
+    digest = hashlib.sha256(struct.pack("<II", gray.shape[0], gray.shape[1]))
+    digest.update(gray.tobytes())
+    return digest.digest()[:8]
+
+
+def write_residual(residual: Residual) -> bytes:
+    header = _HEADER.pack(
+        MAGIC, FORMAT_VERSION, residual.flags, bytes.fromhex(residual.model_id), residual.width, residual.height,
+        residual.channels, residual.step, residual.gray_fingerprint, residual.raw_size, len(residual.payload),
+    )
+    body = header + residual.payload
+    return body + _CHECKSUM.pack(zlib.crc32(body))
+
+
+def read_residual(data: bytes) -> Residual:
+    """Parse and validate a residual file's bytes (the payload stays compressed)."""
+    if len(data) < 4 or data[:4] != MAGIC:
+        raise InvalidResidualError("not an invgray residual file (bad magic bytes)")
+    if len(data) < 5:
+        raise InvalidResidualError("truncated residual file (no version)")
+    version = data[4]
+    if version not in SUPPORTED_VERSIONS:
+        raise InvalidResidualError(
+            f"residual format version {version} is not supported by this invgray "
+            f"(supports {', '.join(map(str, SUPPORTED_VERSIONS))}); upgrade invgray")
+    if len(data) < OVERHEAD:
+        raise InvalidResidualError(f"truncated residual file ({len(data)} bytes, header needs {OVERHEAD})")
+    (_, _, flags, model_id, width, height, channels, step, fingerprint, raw_size,
+     payload_length) = _HEADER.unpack_from(data)
+    if flags & ~KNOWN_FLAGS:
+        raise InvalidResidualError(f"residual uses feature flags {flags:#06x} unknown to this invgray")
+    expected = OVERHEAD + payload_length
+    if len(data) < expected:
+        raise InvalidResidualError(f"truncated residual file ({len(data)} of {expected} bytes)")
+    if len(data) > expected:
+        raise InvalidResidualError(f"residual file has {len(data) - expected} unexpected trailing bytes")
+    (checksum,) = _CHECKSUM.unpack_from(data, expected - _CHECKSUM.size)
+    if zlib.crc32(data[:expected - _CHECKSUM.size]) != checksum:
+        raise InvalidResidualError("residual file is corrupted (checksum mismatch)")
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise InvalidResidualError(f"residual declares an invalid image size {width}x{height}")
+    if width * height > MAX_PIXELS:
+        raise InvalidResidualError(f"residual declares {width}x{height} pixels, over the {MAX_PIXELS} limit")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise InvalidResidualError(f"residual declares an invalid channel count {channels}")
+    if not (np.isfinite(step) and 0 < step <= MAX_STEP):
+        raise InvalidResidualError(f"residual declares an invalid quantisation step {step}")
+    residual = Residual(model_id.hex(), width, height, channels, float(step), fingerprint, raw_size,
+                        bytes(data[HEADER_SIZE:HEADER_SIZE + payload_length]), version, flags)
+    if residual.monochrome and (payload_length or raw_size):
+        raise InvalidResidualError("monochrome residual must not carry a payload")
+    from .packing import max_raw_size
+
+    if raw_size > max_raw_size(residual.latent_shape):
+        raise InvalidResidualError(f"residual declares {raw_size} payload bytes, more than a "
+                                   f"{width}x{height} image can need")
+    return residual

@@ -1,0 +1,54 @@
+"""The base grayscale image: BT.601 luma exactly as Pillow computes it, stored as a
+baseline grayscale JPEG or a lossless PNG."""
+
+from __future__ import annotations
+
+import io
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+GrayFormat = Literal["jpg", "png"]
+GRAY_FORMATS: tuple[str, ...] = ("jpg", "png")
+DEFAULT_QUALITY = 90
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 luma of an (H, W, 3) uint8 RGB array: ``Image.convert("L")``."""
+    return np.asarray(Image.fromarray(rgb, "RGB").convert("L"))
+
+
+def encode_gray(gray: np.ndarray, fmt: GrayFormat = "jpg", quality: int = DEFAULT_QUALITY,
+                **save_options: object) -> bytes:
+    """Bytes of the gray image as a baseline JPEG (4:4:4 is moot for one channel) or PNG."""
+    buffer = io.BytesIO()
+    image = Image.fromarray(gray, "L")
+    if fmt == "jpg":
+        if not 1 <= quality <= 100:
+            raise ValueError(f"JPEG quality must be 1..100, got {quality}")
+        image.save(buffer, "JPEG", quality=quality, optimize=True, **save_options)
+    elif fmt == "png":
+        image.save(buffer, "PNG", optimize=False, compress_level=9, **save_options)
+    else:
+        raise ValueError(f"unknown gray format {fmt!r}")
+    return buffer.getvalue()
+
+
+def decode_gray(data: bytes) -> np.ndarray:
+    """(H, W) uint8 pixels of a gray image file's bytes, as any decoder shows them."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        if image.mode != "L":
+            raise ValueError(f"gray image has mode {image.mode}, expected L (8-bit grayscale)")
+        return np.asarray(image).copy()
+
+
+def jpeg_round_trip(gray: np.ndarray, quality: int) -> np.ndarray:
+    """What a decoder sees after the gray is stored as JPEG at ``quality``.
+
+    Huffman optimisation changes bytes, never pixels, so it is skipped here for speed.
+    """
+    buffer = io.BytesIO()
+    Image.fromarray(gray, "L").save(buffer, "JPEG", quality=quality)
+    return decode_gray(buffer.getvalue())

@@ -1,0 +1,198 @@
+"""The invgray network: an encoder that writes colour into a sparse low-resolution
+latent, the Sparsity Enforcing Prior (SEP) gate that zeroes most of it, and a
+decoder that restores colour from the decoded gray plus that latent.
+
+Design (see models/MODEL_CARD.md for the measured reasons):
+
+* All convolutions run at 1/4 or 1/8 of the image resolution. The full-resolution
+  gray enters the decoder losslessly through ``pixel_unshuffle`` (16 channels at 1/4
+  resolution) and full-resolution outputs leave through ``pixel_shuffle``, so the
+  cost per pixel stays in the tens of thousands of multiply-adds.
+* Strong prior from the start: the first two latent channels carry area-averaged
+  Cb/Cr (x8) plus a learned correction, and the decoder starts as bilinear chroma
+  upsampling. Chroma is then refined by a gray-guided local linear model
+  (``chroma = a * gray + b`` with smooth a, b, as in guided filtering) plus a
+  learned full-resolution correction; the decoder may also correct the gray's JPEG
+  error.
+* The SEP gate is a learned per-channel dead-zone threshold trained with a
+  straight-through estimator: entries below it become exactly zero, and the rate
+  term (a proxy calibrated against real zstd bytes) pays only for the survivors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .colour import rgb_to_ycbcr, ycbcr_to_rgb
+
+LATENT_STRIDE = 8
+FEATURE_STRIDE = 4
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    latent_channels: int = 8
+    encoder_width: int = 48
+    decoder_width: int = 48
+    latent_width: int = 64
+    decoder_blocks: int = 4
+    chroma_gain: float = 32.0  # latent units per unit of chroma at initialisation
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.leaky_relu(self.conv1(x), 0.1))
+
+
+class SparsityGate(nn.Module):
+    """Sparsity Enforcing Prior layer: learned per-channel dead zone.
+
+    Forward pass is a hard mask (entries with ``|y| <= threshold`` become exactly
+    zero, at training and inference alike); the backward pass uses a sigmoid
+    relaxation so that both the thresholds and the encoder learn where zeros are
+    cheap.
+    """
+
+    def __init__(self, channels: int, initial_threshold: float = 0.5, temperature: float = 0.1) -> None:
+        super().__init__()
+        raw = math.log(math.expm1(initial_threshold))
+        self.raw_threshold = nn.Parameter(torch.full((channels,), raw))
+        self.temperature = temperature
+
+    def thresholds(self) -> torch.Tensor:
+        return F.softplus(self.raw_threshold).view(1, -1, 1, 1)
+
+    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        margin = y.abs() - self.thresholds()
+        hard = (margin > 0).to(y.dtype)
+        if not self.training:
+            return y * hard, hard
+        soft = torch.sigmoid(margin / self.temperature)
+        gate = hard + soft - soft.detach()
+        return y * gate, gate
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: NetworkConfig) -> None:
+        super().__init__()
+        w = cfg.encoder_width
+        self.stem = nn.Conv2d(4 * FEATURE_STRIDE**2, w, 3, padding=1)
+        self.block_quarter = ResBlock(w)
+        self.down = nn.Conv2d(w, w, 4, stride=2, padding=1)
+        self.blocks_eighth = nn.Sequential(ResBlock(w), ResBlock(w, dilation=2))
+        self.out = nn.Conv2d(w, cfg.latent_channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, rgb: torch.Tensor, gray: torch.Tensor, chroma_gain: torch.Tensor) -> torch.Tensor:
+        ycc = rgb_to_ycbcr(rgb)
+        x = torch.cat([gray - 0.5, ycc[:, :1] - gray, ycc[:, 1:]], dim=1)
+        f = F.leaky_relu(self.stem(F.pixel_unshuffle(x, FEATURE_STRIDE)), 0.1)
+        f = self.block_quarter(f)
+        f = self.blocks_eighth(F.leaky_relu(self.down(f), 0.1))
+        y = self.out(f)
+        pooled_chroma = F.avg_pool2d(ycc[:, 1:], LATENT_STRIDE) * chroma_gain
+        return y + F.pad(pooled_chroma, (0, 0, 0, 0, 0, y.shape[1] - 2))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: NetworkConfig) -> None:
+        super().__init__()
+        w, lw = cfg.decoder_width, cfg.latent_width
+        self.latent_stem = nn.Conv2d(cfg.latent_channels, lw, 3, padding=1)
+        self.latent_blocks = nn.Sequential(ResBlock(lw), ResBlock(lw, dilation=2))
+        self.latent_up = nn.Conv2d(lw, 4 * w, 3, padding=1)
+        self.gray_stem = nn.Conv2d(FEATURE_STRIDE**2, w, 3, padding=1)
+        self.fuse = nn.Conv2d(2 * w, w, 1)
+        dilations = [1, 2, 1, 4, 1, 2, 1, 4][: cfg.decoder_blocks]
+        self.body = nn.Sequential(*[ResBlock(w, d) for d in dilations])
+        # 4 guided-linear coefficients (a_cb, b_cb, a_cr, b_cr) + 16 sub-pixels x (dCb, dCr, dY)
+        self.head = nn.Conv2d(w, 4 + 3 * FEATURE_STRIDE**2, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, gray: torch.Tensor, latent: torch.Tensor, chroma_gain: torch.Tensor) -> torch.Tensor:
+        lat = F.leaky_relu(self.latent_stem(latent), 0.1)
+        lat = self.latent_blocks(lat)
+        lat = F.pixel_shuffle(self.latent_up(lat), 2)
+        g = self.gray_stem(F.pixel_unshuffle(gray - 0.5, FEATURE_STRIDE))
+        f = F.leaky_relu(self.fuse(F.leaky_relu(torch.cat([lat, g], dim=1), 0.1)), 0.1)
+        f = self.body(f)
+        out = self.head(f)
+
+        coarse_chroma = F.interpolate(latent[:, :2] / chroma_gain, scale_factor=2, mode="bilinear", align_corners=False)
+        coeffs = out[:, :4] + torch.cat([torch.zeros_like(coarse_chroma[:, :1]), coarse_chroma[:, :1],
+                                         torch.zeros_like(coarse_chroma[:, 1:]), coarse_chroma[:, 1:]], dim=1)
+        coeffs = F.interpolate(coeffs, scale_factor=FEATURE_STRIDE, mode="bilinear", align_corners=False)
+        detail = F.pixel_shuffle(out[:, 4:], FEATURE_STRIDE)
+        centred = gray - 0.5
+        cb = coeffs[:, 0:1] * centred + coeffs[:, 1:2] + detail[:, 0:1]
+        cr = coeffs[:, 2:3] * centred + coeffs[:, 3:4] + detail[:, 1:2]
+        luma = gray + detail[:, 2:3]
+        return ycbcr_to_rgb(luma, cb, cr)
+
+
+class InvGrayNet(nn.Module):
+    """Encoder + SEP gate + decoder. Inputs must have sides divisible by 8."""
+
+    def __init__(self, cfg: NetworkConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or NetworkConfig()
+        self.log_chroma_gain = nn.Parameter(torch.tensor(math.log(self.cfg.chroma_gain)))
+        self.encoder = Encoder(self.cfg)
+        self.gate = SparsityGate(self.cfg.latent_channels)
+        self.decoder = Decoder(self.cfg)
+
+    @property
+    def chroma_gain(self) -> torch.Tensor:
+        return self.log_chroma_gain.exp()
+
+    def analyse(self, rgb: torch.Tensor, gray: torch.Tensor, step: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent before rounding, already gated, in quantisation steps; plus the gate."""
+        y = self.encoder(rgb, gray, self.chroma_gain) / step
+        return self.gate(y)
+
+    def quantise(self, rgb: torch.Tensor, gray: torch.Tensor, step: float = 1.0) -> torch.Tensor:
+        """Integer residual symbols (as a float tensor holding integers)."""
+        gated, _ = self.analyse(rgb, gray, step)
+        return torch.round(gated)
+
+    def synthesise(self, gray: torch.Tensor, symbols: torch.Tensor, step: float = 1.0) -> torch.Tensor:
+        """RGB in [0, 1] (unclamped) from decoded gray and integer symbols."""
+        return self.decoder(gray, symbols * step, self.chroma_gain)
+
+    def forward(self, rgb: torch.Tensor, gray: torch.Tensor, step: float = 1.0) -> dict[str, torch.Tensor]:
+        gated, gate = self.analyse(rgb, gray, step)
+        symbols = gated + (torch.round(gated) - gated).detach()
+        return {"rgb": self.synthesise(gray, symbols, step), "symbols": symbols, "gated": gated, "gate": gate}
+
+    def multiply_adds_per_pixel(self, height: int = 256, width: int = 256) -> float:
+        """Counted by hooking every convolution on a probe input."""
+        total = 0
+
+        def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            nonlocal total
+            kernel = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
+            total += output.numel() * kernel
+
+        hooks = [m.register_forward_hook(count) for m in self.modules() if isinstance(m, nn.Conv2d)]
+        try:
+            with torch.inference_mode():
+                self(torch.rand(1, 3, height, width), torch.rand(1, 1, height, width))
+        finally:
+            for h in hooks:
+                h.remove()
+        return total / (height * width)

@@ -1,0 +1,143 @@
+"""Lossless packing of the integer residual symbols into zstd-compressed bytes.
+
+Two layouts; the packer tries both and keeps the smaller (dense latents favour the
+first, sparse ones the second). The first raw byte names the layout.
+
+Layout 0, ``PLANAR_INT8``: the symbols as int8 (all must fit -128..127),
+channel-planar, row-major.
+
+Layout 1, ``SPARSE_PLANES``, for symbols of shape (C, h, w):
+  1. significance map: one bit per symbol (non-zero or not), channel-planar,
+     row-major, packed MSB first (``numpy.packbits``);
+  2. signs of the non-zero symbols, one bit each, same order, packed the same way;
+  3. magnitudes minus one of the non-zero symbols, one byte each (values up to 254),
+     with 255 as an escape followed by a little-endian uint16 of ``magnitude - 256``.
+Splitting zeros, signs and magnitudes lets zstd's entropy stage see three
+homogeneous streams instead of one mixed one (measured smaller than a raw int8
+plane; see models/MODEL_CARD.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import zstandard
+
+ZSTD_LEVEL = 19
+PLANAR_INT8 = 0
+SPARSE_PLANES = 1
+MAX_MAGNITUDE = 255 + 65535 + 1
+
+
+class PackingError(ValueError):
+    """The packed payload is inconsistent with the expected symbol shape."""
+
+
+def pack_symbols(symbols: np.ndarray, level: int = ZSTD_LEVEL) -> bytes:
+    flat = np.asarray(symbols).astype(np.int64, copy=False).ravel()
+    nonzero = flat != 0
+    values = flat[nonzero]
+    magnitudes = np.abs(values)
+    if magnitudes.size and int(magnitudes.max()) > MAX_MAGNITUDE:
+        raise ValueError(f"symbol magnitude {int(magnitudes.max())} exceeds {MAX_MAGNITUDE}")
+    compressor = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
+    candidates = [compressor.compress(bytes([SPARSE_PLANES]) + b"".join([
+        np.packbits(nonzero).tobytes(),
+        np.packbits(values < 0).tobytes(),
+        _encode_magnitudes(magnitudes),
+    ]))]
+    if not magnitudes.size or (flat.min() >= -128 and flat.max() <= 127):
+        candidates.append(compressor.compress(bytes([PLANAR_INT8]) + flat.astype(np.int8).tobytes()))
+    return min(candidates, key=len)
+
+
+def max_raw_size(shape: tuple[int, int, int]) -> int:
+    """Largest decompressed payload any layout can need for symbols of ``shape``."""
+    count = int(np.prod(shape))
+    return 1 + 2 * ((count + 7) // 8) + 3 * count
+
+
+def raw_size_of(payload: bytes) -> int:
+    """Decompressed size recorded in the payload's zstd frame header."""
+    try:
+        size = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as exc:
+        raise PackingError(f"residual payload is not a zstd frame: {exc}") from None
+    if size < 0:
+        raise PackingError("residual payload does not record its decompressed size")
+    return size
+
+
+def unpack_symbols(payload: bytes, shape: tuple[int, int, int], raw_size: int) -> np.ndarray:
+    """Inverse of :func:`pack_symbols`; ``raw_size`` is the size the container declared.
+
+    The frame's own size field must agree and stay within :func:`max_raw_size`
+    before anything is decompressed, so a hostile file cannot make it allocate more.
+    """
+    count = int(np.prod(shape))
+    if raw_size > max_raw_size(shape) or raw_size_of(payload) != raw_size:
+        raise PackingError("residual payload size disagrees with its header")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(payload, max_output_size=raw_size)
+    except zstandard.ZstdError as exc:
+        raise PackingError(f"residual payload does not decompress: {exc}") from None
+    if len(raw) != raw_size:
+        raise PackingError("residual payload decompressed to an unexpected size")
+    if not raw:
+        raise PackingError("residual payload is empty")
+    layout, raw = raw[0], raw[1:]
+    if layout == PLANAR_INT8:
+        if len(raw) != count:
+            raise PackingError(f"residual payload holds {len(raw)} symbols, expected {count}")
+        return np.frombuffer(raw, np.int8).astype(np.int32).reshape(shape)
+    if layout != SPARSE_PLANES:
+        raise PackingError(f"unknown residual layout {layout}")
+    map_bytes = (count + 7) // 8
+    if len(raw) < map_bytes:
+        raise PackingError("residual payload is shorter than its significance map")
+    nonzero = np.unpackbits(np.frombuffer(raw, np.uint8, map_bytes), count=count).astype(bool)
+    n = int(nonzero.sum())
+    sign_bytes = (n + 7) // 8
+    if len(raw) < map_bytes + sign_bytes:
+        raise PackingError("residual payload is shorter than its sign bits")
+    negative = np.unpackbits(np.frombuffer(raw, np.uint8, sign_bytes, map_bytes), count=n).astype(bool)
+    magnitudes = _decode_magnitudes(raw[map_bytes + sign_bytes:], n)
+    values = np.where(negative, -magnitudes, magnitudes)
+    flat = np.zeros(count, np.int32)
+    flat[nonzero] = values
+    return flat.reshape(shape)
+
+
+def _encode_magnitudes(magnitudes: np.ndarray) -> bytes:
+    minus_one = magnitudes - 1
+    if minus_one.size == 0 or minus_one.max() < 255:
+        return minus_one.astype(np.uint8).tobytes()
+    out = bytearray()
+    for m in minus_one.tolist():
+        if m < 255:
+            out.append(m)
+        else:
+            out.append(255)
+            out += int(m - 255).to_bytes(2, "little")
+    return bytes(out)
+
+
+def _decode_magnitudes(data: bytes, n: int) -> np.ndarray:
+    arr = np.frombuffer(data, np.uint8)
+    if 255 not in arr[:n] and len(arr) == n:
+        return arr.astype(np.int32) + 1
+    out = np.empty(n, np.int32)
+    pos = 0
+    for i in range(n):
+        if pos >= len(arr):
+            raise PackingError("residual payload ends inside its magnitudes")
+        m = int(arr[pos])
+        pos += 1
+        if m == 255:
+            if pos + 2 > len(arr):
+                raise PackingError("residual payload ends inside an escaped magnitude")
+            m = 255 + int(arr[pos]) + (int(arr[pos + 1]) << 8)
+            pos += 2
+        out[i] = m + 1
+    if pos != len(arr):
+        raise PackingError("residual payload has trailing bytes after its magnitudes")
+    return out

@@ -1,0 +1,213 @@
+"""Training: ``python -m invgray_cli.train --data ../shared/data/train --val ../shared/data/val/cbsd68``.
+
+Random crops, the gray passed through real Pillow JPEG (random quality, sometimes
+lossless) inside the loop, loss = RGB MSE + lambda x estimated bits per pixel, the
+rate term warmed up so the latent cannot collapse to zero early. Seeded and
+resumable; every ``--val-every`` steps the model is measured on the validation
+folder through the product path (real quantisation, real zstd bytes) and the
+checkpoint with the best rate-distortion score is kept as ``best.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .gray import jpeg_round_trip, luma
+from .inference import analyse_image, psnr, synthesise_image
+from .network import InvGrayNet, NetworkConfig
+from .packing import pack_symbols
+from .rate import estimated_bits
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def list_images(folders: list[Path]) -> list[Path]:
+    files = [p for folder in folders for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise SystemExit(f"no images found under {', '.join(map(str, folders))}")
+    return files
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+class CropSampler:
+    """Random crops of the training photos, at full scale and at half scale (the half
+    scale versions have cleaner chroma than the web JPEG originals)."""
+
+    def __init__(self, files: list[Path], crop: int, rng: np.random.Generator) -> None:
+        self.crop = crop
+        self.rng = rng
+        self.images: list[np.ndarray] = []
+        for path in files:
+            rgb = load_rgb(path)
+            h, w = rgb.shape[:2]
+            if min(h, w) >= crop:
+                self.images.append(rgb)
+            if min(h, w) >= 2 * crop:
+                half = Image.fromarray(rgb).resize((w // 2, h // 2), Image.Resampling.BOX)
+                self.images.append(np.asarray(half))
+        if not self.images:
+            raise SystemExit(f"no training image is at least {crop} px on its short side")
+
+    def batch(self, size: int, quality_range: tuple[int, int], lossless_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+        rgbs, grays = [], []
+        for _ in range(size):
+            img = self.images[self.rng.integers(len(self.images))]
+            h, w = img.shape[:2]
+            y0, x0 = self.rng.integers(h - self.crop + 1), self.rng.integers(w - self.crop + 1)
+            crop = img[y0:y0 + self.crop, x0:x0 + self.crop]
+            if self.rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            crop = np.ascontiguousarray(crop)
+            gray = luma(crop)
+            if self.rng.random() >= lossless_fraction:
+                gray = jpeg_round_trip(gray, int(self.rng.integers(quality_range[0], quality_range[1] + 1)))
+            rgbs.append(crop)
+            grays.append(gray)
+        rgb = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float() / 255.0
+        gray_t = torch.from_numpy(np.stack(grays))[:, None].float() / 255.0
+        return rgb, gray_t
+
+
+def validate(model: InvGrayNet, images: list[np.ndarray], quality: int) -> dict[str, float]:
+    model.eval()
+    psnrs, bits, proxy_bits, pixels = [], 0.0, 0.0, 0
+    for rgb in images:
+        gray = jpeg_round_trip(luma(rgb), quality)
+        symbols = analyse_image(model, rgb, gray)
+        restored = synthesise_image(model, gray, symbols)
+        psnrs.append(psnr(restored, rgb))
+        bits += 8 * len(pack_symbols(symbols))
+        sym = torch.from_numpy(symbols).float()[None]
+        proxy_bits += float(estimated_bits(sym, (sym != 0).float())[0])
+        pixels += rgb.shape[0] * rgb.shape[1]
+    model.train()
+    return {"val_psnr": float(np.mean(psnrs)), "val_bpp": bits / pixels, "val_proxy_bpp": proxy_bits / pixels}
+
+
+def rd_score(metrics: dict[str, float], lmbda: float) -> float:
+    """Validation objective in the training loss's units (lower is better)."""
+    mse = 10 ** (-metrics["val_psnr"] / 10)
+    return mse + lmbda * metrics["val_bpp"]
+
+
+def save_checkpoint(path: Path, model: InvGrayNet, optimiser: torch.optim.Optimizer, step: int,
+                    rng: np.random.Generator, best: float, args: argparse.Namespace) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({
+        "model": model.state_dict(),
+        "config": model.cfg.to_dict(),
+        "optimiser": optimiser.state_dict(),
+        "step": step,
+        "rng": json.dumps(rng.bit_generator.state),
+        "torch_rng": torch.get_rng_state(),
+        "best": best,
+        "args": vars(args) | {"data": [str(p) for p in args.data], "val": str(args.val), "out": str(args.out)},
+    }, tmp)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="training image folders")
+    parser.add_argument("--val", type=Path, required=True, help="validation image folder")
+    parser.add_argument("--out", type=Path, default=Path("runs/default"))
+    parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lmbda", type=float, default=2e-3, help="weight of bits per pixel against RGB MSE")
+    parser.add_argument("--warmup", type=int, default=1000, help="steps over which the rate weight ramps up")
+    parser.add_argument("--quality", type=int, nargs=2, default=(50, 100), metavar=("MIN", "MAX"))
+    parser.add_argument("--lossless-fraction", type=float, default=0.15)
+    parser.add_argument("--val-every", type=int, default=1000)
+    parser.add_argument("--val-quality", type=int, default=90)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+
+    model = InvGrayNet(NetworkConfig()).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step, best = 0, math.inf
+    last = args.out / "last.pt"
+    if args.resume and last.exists():
+        ckpt = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimiser.load_state_dict(ckpt["optimiser"])
+        step, best = ckpt["step"], ckpt["best"]
+        rng.bit_generator.state = json.loads(ckpt["rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        print(f"resumed from {last} at step {step}", flush=True)
+
+    t0 = time.time()
+    sampler = CropSampler(list_images(args.data), args.crop, rng)
+    val_images = [load_rgb(p) for p in list_images([args.val])]
+    print(f"{len(sampler.images)} training images, {len(val_images)} validation images, "
+          f"loaded in {time.time() - t0:.0f}s; {model.multiply_adds_per_pixel():.0f} MAC/pixel", flush=True)
+
+    log = (args.out / "log.jsonl").open("a")
+    model.train()
+    window: list[dict[str, float]] = []
+    t_start = time.time()
+    while step < args.steps:
+        lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        for group in optimiser.param_groups:
+            group["lr"] = lr
+        rgb, gray = sampler.batch(args.batch, tuple(args.quality), args.lossless_fraction)
+        rgb, gray = rgb.to(device), gray.to(device)
+        out = model(rgb, gray)
+        mse = torch.mean((out["rgb"] - rgb) ** 2)
+        bpp = estimated_bits(out["gated"], out["gate"]).mean() / (rgb.shape[2] * rgb.shape[3])
+        rate_weight = args.lmbda * min(1.0, step / max(1, args.warmup))
+        loss = mse + rate_weight * bpp
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        step += 1
+        window.append({"psnr": -10 * math.log10(max(mse.item(), 1e-12)), "bpp": bpp.item(),
+                       "nonzero": out["gate"].mean().item()})
+        if step % 100 == 0:
+            mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            window.clear()
+            rate = (time.time() - t_start) / step if not args.resume else 0.0
+            print(f"step {step} lr {lr:.2e} train_psnr {mean['psnr']:.2f} proxy_bpp {mean['bpp']:.4f} "
+                  f"nonzero {mean['nonzero']:.3f} ({time.time() - t_start:.0f}s)", flush=True)
+            log.write(json.dumps({"step": step, **mean, "time": time.time() - t_start}) + "\n")
+            log.flush()
+        if step % args.val_every == 0 or step == args.steps:
+            metrics = validate(model, val_images, args.val_quality)
+            score = rd_score(metrics, args.lmbda)
+            improved = score < best
+            best = min(best, score)
+            print(f"val step {step} psnr {metrics['val_psnr']:.3f} bpp {metrics['val_bpp']:.4f} "
+                  f"proxy_bpp {metrics['val_proxy_bpp']:.4f}{' best' if improved else ''}", flush=True)
+            log.write(json.dumps({"step": step, **metrics, "score": score, "time": time.time() - t_start}) + "\n")
+            log.flush()
+            save_checkpoint(last, model, optimiser, step, rng, best, args)
+            if improved:
+                save_checkpoint(args.out / "best.pt", model, optimiser, step, rng, best, args)
+
+
+if __name__ == "__main__":
+    main()

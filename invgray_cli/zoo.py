@@ -1,0 +1,96 @@
+"""The bundled models: their registry, ids, export and safe loading.
+
+The weights ship as the ``invgray_models`` package (the repository's ``models/``
+folder). ``models/registry.json`` lists every model this release can decode, by
+id; a model's id is the first 16 hex digits of SHA-256 over its tensors (names,
+dtypes, shapes and bytes, in name order), so it changes whenever a weight does and
+is checked on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .network import InvGrayNet, NetworkConfig
+
+REGISTRY_FILE = "registry.json"
+
+
+class UnknownModelError(LookupError):
+    """A residual names a model this installation does not have."""
+
+
+def weights_id(state_dict: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _models_dir() -> Path:
+    return Path(str(resources.files("invgray_models")))
+
+
+def registry() -> dict:
+    return json.loads((_models_dir() / REGISTRY_FILE).read_text())
+
+
+def default_model_id() -> str:
+    return registry()["default"]
+
+
+def known_model_ids() -> list[str]:
+    return sorted(registry()["models"])
+
+
+@lru_cache(maxsize=4)
+def _load_cpu(model_id: str) -> InvGrayNet:
+    entries = registry()["models"]
+    if model_id not in entries:
+        raise UnknownModelError(
+            f"residual was made with model {model_id}, which this invgray does not have "
+            f"(known: {', '.join(sorted(entries))}); install the invgray release that made it")
+    blob = torch.load(_models_dir() / entries[model_id]["file"], map_location="cpu", weights_only=True)
+    model = InvGrayNet(NetworkConfig(**blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    actual = weights_id(model.state_dict())
+    if actual != model_id:
+        raise UnknownModelError(f"bundled weights for model {model_id} are damaged (hash {actual})")
+    model.model_id = model_id
+    return model.eval()
+
+
+def load_model(model_id: str | None = None, device: torch.device | str = "cpu") -> InvGrayNet:
+    """The bundled model ``model_id`` (default: the current default), in eval mode."""
+    model = _load_cpu(model_id or default_model_id())
+    device = torch.device(device)
+    if device.type == "cpu":
+        return model
+    return _on_device(model_id or default_model_id(), str(device))
+
+
+@lru_cache(maxsize=4)
+def _on_device(model_id: str, device: str) -> InvGrayNet:
+    import copy
+
+    return copy.deepcopy(_load_cpu(model_id)).to(device).eval()
+
+
+def export_weights(model: InvGrayNet, destination: Path) -> str:
+    """Write a checkpoint's network as bundle-ready weights; returns the model id."""
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    torch.save({"config": model.cfg.to_dict(), "state_dict": state}, destination)
+    return weights_id(state)
+
+
+def model_id_of(model: InvGrayNet) -> str:
+    """The id recorded at load time, else computed from the weights."""
+    return getattr(model, "model_id", None) or weights_id(model.state_dict())

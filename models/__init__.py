@@ -1,0 +1,1 @@
+"""Bundled invgray weights (installed as the ``invgray_models`` package); see MODEL_CARD.md."""
