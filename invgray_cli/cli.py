@@ -27,6 +27,12 @@ class GrayFormatChoice(str, Enum):
     png = "png"
 
 
+class LevelChoice(str, Enum):
+    low = "low"
+    default = "default"
+    high = "high"
+
+
 class DeviceChoice(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -136,7 +142,13 @@ def encode(
     quality: Annotated[int, typer.Option("-q", "--quality", min=1, max=100, help="Gray JPEG quality.")] = 90,
     gray_format: Annotated[Optional[GrayFormatChoice], typer.Option(
         "--gray-format", help="jpg (default) or png (lossless); -o's extension also decides.")] = None,
+    level: Annotated[LevelChoice, typer.Option(
+        "--level", "-l", help="Residual size against colour fidelity.")] = LevelChoice.default,
+    step: Annotated[Optional[float], typer.Option("--step", min=0.01, max=1000.0,
+                                                  help="Quantisation step (expert; overrides --level).")] = None,
     device: Annotated[DeviceChoice, typer.Option("--device", help="Where the network runs.")] = DeviceChoice.auto,
+    embed: Annotated[bool, typer.Option("--embed", help="Put the residual inside the gray image "
+                                                        "(JPEG APP11 / PNG chunk): one file.")] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
 ) -> None:
     """Write <stem>.gray.jpg (or .gray.png) and <stem>.residual.bin for each photo."""
@@ -173,18 +185,26 @@ def encode(
                 folder = out_dir if out_dir is not None else source.parent
                 gray_path = folder / f"{source.stem}.gray.{fmt}"
                 residual_path = folder / f"{source.stem}{RESIDUAL_SUFFIX}"
-            _check_writable([gray_path, residual_path], inputs, force)
+            _check_writable([gray_path] if embed else [gray_path, residual_path], inputs, force)
             rgb = read_photo(_read_input(name))
-            encoded = encode_image(rgb, quality=quality, gray_format=fmt, device=torch_device)
-            _write_all([(gray_path, encoded.gray), (residual_path, encoded.residual)], force)
+            encoded = encode_image(rgb, quality=quality, gray_format=fmt, level=level.value, step=step,
+                                   device=torch_device)
+            if embed:
+                _write_all([(gray_path, encoded.embedded())], force)
+            else:
+                _write_all([(gray_path, encoded.gray), (residual_path, encoded.residual)], force)
         except (InputError, ImageReadError, FileExistsError, ValueError) as exc:
             outcome.fail(name, str(exc))
             continue
         except OSError as exc:
             outcome.fail(name, f"cannot write output ({exc.strerror or exc})")
             continue
+        except Exception as exc:  # noqa: BLE001 - one file's bug must not stop the batch
+            outcome.fail(name, f"internal error: {type(exc).__name__}: {exc}")
+            continue
         pixels = rgb.shape[0] * rgb.shape[1]
-        typer.echo(f"{name}: {gray_path} ({len(encoded.gray) * 8 / pixels:.3f} bpp), {residual_path} "
+        where = "embedded" if embed else str(residual_path)
+        typer.echo(f"{name}: {gray_path} ({len(encoded.gray) * 8 / pixels:.3f} bpp), residual {where} "
                    f"({len(encoded.residual)} bytes, {len(encoded.residual) * 8 / pixels:.4f} bpp)")
     if outcome.failed:
         raise typer.Exit(1)
@@ -193,7 +213,9 @@ def encode(
 @app.command()
 def decode(
     gray: Annotated[Path, typer.Argument(help="The gray image (.gray.jpg / .gray.png).")],
-    residual: Annotated[Path, typer.Argument(help="Its residual file (.residual.bin).")],
+    residual: Annotated[Optional[Path], typer.Argument(
+        help="Its residual file. Omitted: the residual embedded in the gray, else <stem>.residual.bin "
+             "beside it.")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output",
                                                    help="Output path; its extension picks the format "
                                                         "(.png, .jpg, .webp, .tif, .bmp).")] = None,
@@ -222,30 +244,122 @@ def decode(
     from .zoo import UnknownModelError
 
     try:
-        _check_writable([target], [str(gray), str(residual)], force)
-        gray_bytes = _read_input(str(gray))
-        try:
-            residual_bytes = _read_input(str(residual))
-        except InputError as exc:
-            raise InputError(f"{residual}: {exc}") from None
+        _check_writable([target], [str(gray)] + ([str(residual)] if residual else []), force)
+        gray_bytes = _labelled_read(gray)
+        residual_bytes, source = _find_residual(gray, gray_bytes, residual)
         try:
             rgb = decode_array(gray_bytes, residual_bytes, device=torch_device)
         except (InvalidResidualError, UnknownModelError) as exc:
-            raise InputError(f"{residual}: {exc}") from None
+            raise InputError(f"{source}: {exc}") from None
         except (ValueError, OSError) as exc:
-            raise InputError(f"unreadable gray image ({exc})") from None
+            raise InputError(f"{gray}: unreadable gray image ({exc})") from None
         _write_all([(target, save_colour(rgb, fmt))], force)
-    except (InputError, FileExistsError) as exc:
-        message = str(exc)
-        _err(message if message.startswith(str(residual)) else f"{gray}: {message}")
+    except (InputError, FileExistsError) as exc:  # messages already name their file
+        _err(str(exc))
         raise typer.Exit(1) from None
     except OSError as exc:
         _err(f"{target}: cannot write output ({exc.strerror or exc})")
         raise typer.Exit(1) from None
-    message = f"{gray} + {residual}: {target}"
+    message = f"{source}: {target}" if source.startswith(str(gray)) else f"{gray} + {source}: {target}"
     if compare is not None:
         message += f" ({_psnr_against(compare, rgb)})"
     typer.echo(message)
+
+
+def _find_residual(gray: Path, gray_bytes: bytes, residual: Path | None) -> tuple[bytes, str]:
+    """The residual's bytes and a label for messages: the named file, else the one
+    embedded in the gray, else the sidecar beside the gray."""
+    from .embedding import EmbeddingError, extract
+
+    if residual is not None:
+        return _labelled_read(residual), str(residual)
+    try:
+        embedded = extract(gray_bytes)
+    except EmbeddingError as exc:
+        raise InputError(f"{gray}: {exc}") from None
+    if embedded is not None:
+        return embedded, f"{gray} (embedded residual)"
+    sidecar = gray.with_name(_stem(gray) + RESIDUAL_SUFFIX)
+    if sidecar.is_file():
+        return _labelled_read(sidecar), str(sidecar)
+    raise InputError(f"{gray}: no residual found: none embedded (a tool may have stripped it) "
+                     f"and no {sidecar.name} beside it")
+
+
+@app.command()
+def embed(
+    gray: Annotated[Path, typer.Argument(help="A gray image made by invgray encode.")],
+    residual: Annotated[Path, typer.Argument(help="Its residual file.")],
+    output: Annotated[Optional[Path], typer.Option(
+        "-o", "--output", help="Output path (default <stem>.embedded.gray.jpg/.png beside the gray).")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")] = False,
+) -> None:
+    """Write the one-file form: the gray image with its residual inside (no re-encoding)."""
+    from .container import InvalidResidualError, gray_fingerprint, read_residual
+    from .gray import decode_gray
+    from .embedding import EmbeddingError
+    from .embedding import embed as embed_residual
+
+    suffix = ".png" if gray.name.lower().endswith(".png") else ".jpg"
+    target = output or gray.with_name(f"{_stem(gray)}.embedded.gray{suffix}")
+    try:
+        _check_writable([target], [str(gray), str(residual)], force)
+        gray_bytes = _labelled_read(gray)
+        residual_bytes = _labelled_read(residual)
+        try:
+            header = read_residual(residual_bytes)
+        except InvalidResidualError as exc:
+            raise InputError(f"{residual}: {exc}") from None
+        try:
+            if header.gray_fingerprint != gray_fingerprint(decode_gray(gray_bytes)):
+                raise ValueError(f"residual {residual} does not belong to this gray image")
+            embedded = embed_residual(gray_bytes, residual_bytes)
+        except (EmbeddingError, ValueError, OSError) as exc:
+            raise InputError(f"{gray}: {exc}") from None
+        _write_all([(target, embedded)], force)
+    except (InputError, FileExistsError) as exc:
+        _err(str(exc))
+        raise typer.Exit(1) from None
+    typer.echo(f"{gray} + {residual}: {target}")
+
+
+@app.command()
+def extract(
+    gray: Annotated[Path, typer.Argument(help="A gray image with an embedded residual.")],
+    output: Annotated[Optional[Path], typer.Option(
+        "-o", "--output", help="Residual path (default <stem>.residual.bin beside the gray).")] = None,
+    gray_out: Annotated[Optional[Path], typer.Option(
+        "--gray-out", help="Also write the gray image without the embedded residual here.")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
+) -> None:
+    """Write the sidecar form: the embedded residual as its own file (no re-encoding)."""
+    from .embedding import EmbeddingError, strip
+    from .embedding import extract as extract_residual
+
+    target = output or gray.with_name(_stem(gray) + RESIDUAL_SUFFIX)
+    outputs = [target] + ([gray_out] if gray_out else [])
+    try:
+        _check_writable(outputs, [str(gray)], force)
+        gray_bytes = _labelled_read(gray)
+        try:
+            residual_bytes = extract_residual(gray_bytes)
+            if residual_bytes is None:
+                raise InputError("no residual embedded (a tool may have stripped it)")
+            files = [(target, residual_bytes)] + ([(gray_out, strip(gray_bytes))] if gray_out else [])
+        except (EmbeddingError, InputError) as exc:
+            raise InputError(f"{gray}: {exc}") from None
+        _write_all(files, force)
+    except (InputError, FileExistsError) as exc:
+        _err(str(exc))
+        raise typer.Exit(1) from None
+    typer.echo(f"{gray}: {', '.join(str(p) for p, _ in files)}")
+
+
+def _labelled_read(path: Path) -> bytes:
+    try:
+        return _read_input(str(path))
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def _psnr_against(original: Path, restored) -> str:  # noqa: ANN001 - numpy array
@@ -265,7 +379,7 @@ def _psnr_against(original: Path, restored) -> str:  # noqa: ANN001 - numpy arra
 def info(file: Annotated[Path, typer.Argument(help="A residual file.")]) -> None:
     """Print what a residual file holds."""
     from .container import InvalidResidualError, read_residual
-    from .zoo import known_model_ids
+    from .zoo import known_model_ids, levels
 
     try:
         header = read_residual(_read_input(str(file)))
@@ -274,13 +388,16 @@ def info(file: Annotated[Path, typer.Argument(help="A residual file.")]) -> None
         raise typer.Exit(1) from None
     pixels = header.width * header.height
     size = file.stat().st_size
-    known = "bundled" if header.model_id in known_model_ids() else "NOT bundled with this invgray"
+    bundled = header.model_id in known_model_ids()
+    known = "bundled" if bundled else "NOT bundled with this invgray"
+    level_names = [name for name, value in (levels(header.model_id) if bundled else {}).items()
+                   if abs(value - header.step) < 1e-6]
     rows = [
         ("format version", str(header.version)),
         ("model", f"{header.model_id} ({known})"),
         ("image", f"{header.width} x {header.height}"),
-        ("latent", " x ".join(map(str, header.latent_shape))),
-        ("quantisation step", f"{header.step:g}"),
+        ("symbols", " x ".join(map(str, header.symbol_shape)) + f" ({header.cell} px cells)"),
+        ("quantisation step", f"{header.step:g}" + (f" (level {level_names[0]})" if level_names else "")),
         ("gray fingerprint", header.gray_fingerprint.hex()),
         ("payload", f"{len(header.payload)} bytes zstd, {header.raw_size} bytes raw"),
         ("file size", f"{size} bytes, {size * 8 / pixels:.4f} bpp"),
@@ -291,4 +408,13 @@ def info(file: Annotated[Path, typer.Argument(help="A residual file.")]) -> None
 
 
 def main() -> None:
-    app()
+    """Console entry point: no traceback reaches the user unless INVGRAY_DEBUG is set."""
+    import os
+
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - last line of defence, reported in one line
+        if os.environ.get("INVGRAY_DEBUG"):
+            raise
+        _err(f"internal error: {type(exc).__name__}: {exc} (set INVGRAY_DEBUG=1 for details)")
+        sys.exit(3)

@@ -12,19 +12,24 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .container import FLAG_MONOCHROME, InvalidResidualError, Residual, gray_fingerprint, read_residual, write_residual
+from . import embedding
+from .container import FLAG_MONOCHROME, MAX_STEP, InvalidResidualError, Residual, gray_fingerprint, read_residual, write_residual
 from .gray import DEFAULT_QUALITY, GrayFormat, decode_gray, encode_gray, luma
 from .images import photo_to_rgb
 from .inference import analyse_image, synthesise_image
 from .network import InvGrayNet
 from .packing import PackingError, pack_symbols, raw_size_of, unpack_symbols
-from .zoo import load_model, model_id_of
+from .zoo import level_step, load_model, model_id_of
 
-DEFAULT_STEP = 1.0
+DEFAULT_LEVEL = "default"
 
 
 class GrayMismatchError(InvalidResidualError):
     """The residual was made for other gray pixels than the ones supplied."""
+
+
+class NoResidualError(InvalidResidualError):
+    """Decoding a gray image alone, but it carries no embedded residual."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,10 @@ class Encoded:
     gray: bytes  # a complete grayscale JPEG or PNG file
     residual: bytes  # a complete residual file
     gray_format: GrayFormat
+
+    def embedded(self) -> bytes:
+        """The single-file form: the gray image with the residual inside it."""
+        return embedding.embed(self.gray, self.residual)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -59,24 +68,32 @@ def _as_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
 
 
 def encode(image: Image.Image | np.ndarray, *, quality: int = DEFAULT_QUALITY, gray_format: GrayFormat = "jpg",
-           step: float = DEFAULT_STEP, device: str | torch.device = "cpu",
+           level: str = DEFAULT_LEVEL, step: float | None = None, device: str | torch.device = "cpu",
            model: InvGrayNet | None = None) -> Encoded:
-    """Encode a photo (PIL image or uint8 array) into gray image bytes + residual bytes."""
+    """Encode a photo (PIL image or uint8 array) into gray image bytes + residual bytes.
+
+    ``level`` names one of the model's rate levels (``low``, ``default``, ``high``);
+    ``step`` sets the quantisation step directly instead (larger: smaller residual).
+    """
     rgb = _as_rgb(image)
     device = resolve_device(device) if isinstance(device, str) else device
     model = model or load_model(device=device)
+    if step is None:
+        step = level_step(model_id_of(model), level)
+    if not (0 < step <= MAX_STEP):
+        raise ValueError(f"quantisation step must be in (0, {MAX_STEP:g}], got {step}")
     gray_bytes = encode_gray(luma(rgb), gray_format, quality)
     decoded_gray = decode_gray(gray_bytes)
     height, width = decoded_gray.shape
     fingerprint = gray_fingerprint(decoded_gray)
     if _is_monochrome(rgb):
-        residual = Residual(model_id_of(model), width, height, model.cfg.latent_channels, float(np.float32(step)),
-                            fingerprint, 0, b"", flags=FLAG_MONOCHROME)
+        residual = Residual(model_id_of(model), width, height, model.cfg.symbol_planes, model.cfg.symbol_stride,
+                            float(np.float32(step)), fingerprint, 0, b"", flags=FLAG_MONOCHROME)
         return Encoded(gray_bytes, write_residual(residual), gray_format)
     symbols = analyse_image(model, rgb, decoded_gray, step, device)
     payload = pack_symbols(symbols)
-    residual = Residual(model_id_of(model), width, height, symbols.shape[0], float(np.float32(step)),
-                        fingerprint, raw_size_of(payload), payload)
+    residual = Residual(model_id_of(model), width, height, model.cfg.symbol_planes, model.cfg.symbol_stride,
+                        float(np.float32(step)), fingerprint, raw_size_of(payload), payload)
     return Encoded(gray_bytes, write_residual(residual), gray_format)
 
 
@@ -97,10 +114,13 @@ def _as_gray(gray: bytes | Image.Image | np.ndarray) -> np.ndarray:
     return array
 
 
-def decode_array(gray: bytes | Image.Image | np.ndarray, residual: bytes, *, device: str | torch.device = "cpu",
-                 model: InvGrayNet | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 colour restored from a gray image and its residual file."""
+def decode_array(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
+                 device: str | torch.device = "cpu", model: InvGrayNet | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 colour restored from a gray image and its residual file; with
+    ``residual=None`` the residual embedded in the gray image file is used."""
     device = resolve_device(device) if isinstance(device, str) else device
+    if residual is None:
+        residual = embedded_residual(gray)
     pixels = _as_gray(gray)
     header = read_residual(residual)
     height, width = pixels.shape
@@ -116,20 +136,30 @@ def decode_array(gray: bytes | Image.Image | np.ndarray, residual: bytes, *, dev
         model = load_model(header.model_id, device)
     elif model_id_of(model) != header.model_id:
         raise InvalidResidualError(f"residual needs model {header.model_id}, not {model_id_of(model)}")
-    if header.channels != model.cfg.latent_channels:
-        raise InvalidResidualError(f"residual declares {header.channels} channels, model "
-                                   f"{header.model_id} uses {model.cfg.latent_channels}")
+    if (header.planes, header.cell) != (model.cfg.symbol_planes, model.cfg.symbol_stride):
+        raise InvalidResidualError(f"residual declares {header.planes} symbol planes of {header.cell} px cells, "
+                                   f"model {header.model_id} uses {model.cfg.symbol_planes} of "
+                                   f"{model.cfg.symbol_stride} px")
     try:
-        symbols = unpack_symbols(header.payload, header.latent_shape, header.raw_size)
+        symbols = unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
     except PackingError as exc:
         raise InvalidResidualError(str(exc)) from None
     return synthesise_image(model, pixels, symbols, header.step, device)
 
 
-def decode(gray: bytes | Image.Image | np.ndarray, residual: bytes, *, device: str | torch.device = "cpu",
-           model: InvGrayNet | None = None) -> Image.Image:
+def embedded_residual(gray: bytes | Image.Image | np.ndarray) -> bytes:
+    """The residual embedded in a gray image file; NoResidualError when there is none."""
+    found = embedding.extract(bytes(gray)) if isinstance(gray, (bytes, bytearray, memoryview)) else None
+    if found is None:
+        raise NoResidualError("no residual embedded in this gray image (a tool may have stripped it)")
+    return found
+
+
+def decode(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
+           device: str | torch.device = "cpu", model: InvGrayNet | None = None) -> Image.Image:
     """The restored colour photo as an RGB PIL image."""
     return Image.fromarray(decode_array(gray, residual, device=device, model=model), "RGB")
 
 
-__all__ = ["Encoded", "GrayMismatchError", "decode", "decode_array", "encode", "resolve_device"]
+__all__ = ["Encoded", "GrayMismatchError", "NoResidualError", "decode", "decode_array", "embedded_residual",
+           "encode", "resolve_device"]

@@ -19,14 +19,15 @@ FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MAX_SIDE = 1 << 18
 MAX_PIXELS = 1 << 28  # 268 megapixels, above Pillow's own decompression-bomb limit
-MAX_CHANNELS = 64
+MAX_PLANES = 1024
+CELL_SIZES = (8, 16, 32, 64)
 MAX_STEP = 1000.0
 FLAG_MONOCHROME = 0x0001  # the photo was gray: no payload, it decodes to its gray
 KNOWN_FLAGS = FLAG_MONOCHROME
 
-# magic, version, flags, model id, width, height, channels, step, gray fingerprint,
-# raw (decompressed) payload size, payload length
-_HEADER = struct.Struct("<4sBH8sIIBf8sII")
+# magic, version, flags, model id, width, height, symbol planes, symbol cell size, step,
+# gray fingerprint, raw (decompressed) payload size, payload length
+_HEADER = struct.Struct("<4sBH8sIIHBf8sII")
 _CHECKSUM = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size
 OVERHEAD = HEADER_SIZE + _CHECKSUM.size
@@ -41,7 +42,8 @@ class Residual:
     model_id: str  # 16 hex digits
     width: int
     height: int
-    channels: int
+    planes: int  # symbol planes
+    cell: int  # image pixels per symbol cell, along each axis
     step: float
     gray_fingerprint: bytes  # 8 bytes
     raw_size: int
@@ -54,10 +56,8 @@ class Residual:
         return bool(self.flags & FLAG_MONOCHROME)
 
     @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        from .network import LATENT_STRIDE
-
-        return self.channels, -(-self.height // LATENT_STRIDE), -(-self.width // LATENT_STRIDE)
+    def symbol_shape(self) -> tuple[int, int, int]:
+        return self.planes, -(-self.height // self.cell), -(-self.width // self.cell)
 
 
 def gray_fingerprint(gray: np.ndarray) -> bytes:
@@ -71,7 +71,7 @@ def gray_fingerprint(gray: np.ndarray) -> bytes:
 def write_residual(residual: Residual) -> bytes:
     header = _HEADER.pack(
         MAGIC, FORMAT_VERSION, residual.flags, bytes.fromhex(residual.model_id), residual.width, residual.height,
-        residual.channels, residual.step, residual.gray_fingerprint, residual.raw_size, len(residual.payload),
+        residual.planes, residual.cell, residual.step, residual.gray_fingerprint, residual.raw_size, len(residual.payload),
     )
     body = header + residual.payload
     return body + _CHECKSUM.pack(zlib.crc32(body))
@@ -90,7 +90,7 @@ def read_residual(data: bytes) -> Residual:
             f"(supports {', '.join(map(str, SUPPORTED_VERSIONS))}); upgrade invgray")
     if len(data) < OVERHEAD:
         raise InvalidResidualError(f"truncated residual file ({len(data)} bytes, header needs {OVERHEAD})")
-    (_, _, flags, model_id, width, height, channels, step, fingerprint, raw_size,
+    (_, _, flags, model_id, width, height, planes, cell, step, fingerprint, raw_size,
      payload_length) = _HEADER.unpack_from(data)
     if flags & ~KNOWN_FLAGS:
         raise InvalidResidualError(f"residual uses feature flags {flags:#06x} unknown to this invgray")
@@ -106,17 +106,19 @@ def read_residual(data: bytes) -> Residual:
         raise InvalidResidualError(f"residual declares an invalid image size {width}x{height}")
     if width * height > MAX_PIXELS:
         raise InvalidResidualError(f"residual declares {width}x{height} pixels, over the {MAX_PIXELS} limit")
-    if not 1 <= channels <= MAX_CHANNELS:
-        raise InvalidResidualError(f"residual declares an invalid channel count {channels}")
+    if not 1 <= planes <= MAX_PLANES:
+        raise InvalidResidualError(f"residual declares an invalid symbol plane count {planes}")
+    if cell not in CELL_SIZES:
+        raise InvalidResidualError(f"residual declares an invalid symbol cell size {cell}")
     if not (np.isfinite(step) and 0 < step <= MAX_STEP):
         raise InvalidResidualError(f"residual declares an invalid quantisation step {step}")
-    residual = Residual(model_id.hex(), width, height, channels, float(step), fingerprint, raw_size,
+    residual = Residual(model_id.hex(), width, height, planes, cell, float(step), fingerprint, raw_size,
                         bytes(data[HEADER_SIZE:HEADER_SIZE + payload_length]), version, flags)
     if residual.monochrome and (payload_length or raw_size):
         raise InvalidResidualError("monochrome residual must not carry a payload")
     from .packing import max_raw_size
 
-    if raw_size > max_raw_size(residual.latent_shape):
+    if raw_size > max_raw_size(residual.symbol_shape):
         raise InvalidResidualError(f"residual declares {raw_size} payload bytes, more than a "
                                    f"{width}x{height} image can need")
     return residual

@@ -80,6 +80,12 @@ def colour_format_for(path: Path) -> str:
                          f"(use one of {', '.join(sorted(COLOUR_FORMATS))})") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
     """Write to a temporary file beside ``path``, then rename it into place, so a
     killed process never leaves a partial file. Refuses to replace an existing
@@ -89,6 +95,7 @@ def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
         raise FileExistsError(f"{path}: already exists (use --force to overwrite)")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would surprise users
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

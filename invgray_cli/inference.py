@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .network import LATENT_STRIDE, InvGrayNet
+from .network import InvGrayNet
 
 
 def _to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -20,29 +20,28 @@ def _to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.permute(2, 0, 1)[None]
 
 
-def _pad(t: torch.Tensor) -> torch.Tensor:
+def _pad(t: torch.Tensor, multiple: int) -> torch.Tensor:
     h, w = t.shape[-2:]
-    ph, pw = -h % LATENT_STRIDE, -w % LATENT_STRIDE
+    ph, pw = -h % multiple, -w % multiple
     if ph == 0 and pw == 0:
         return t
     return F.pad(t, (0, pw, 0, ph), mode="replicate")
 
 
-def latent_shape(model: InvGrayNet, height: int, width: int) -> tuple[int, int, int]:
-    return (
-        model.cfg.latent_channels,
-        -(-height // LATENT_STRIDE),
-        -(-width // LATENT_STRIDE),
-    )
+def symbol_shape(model: InvGrayNet, height: int, width: int) -> tuple[int, int, int]:
+    stride = model.cfg.symbol_stride
+    return model.cfg.symbol_planes, -(-height // stride), -(-width // stride)
 
 
 @torch.inference_mode()
 def analyse_image(model: InvGrayNet, rgb: np.ndarray, decoded_gray: np.ndarray, step: float = 1.0,
                   device: torch.device | str = "cpu") -> np.ndarray:
-    """Integer symbols (C, ceil(H/8), ceil(W/8)) for an (H, W, 3) uint8 photo and the
+    """Integer symbols (:func:`symbol_shape`) for an (H, W, 3) uint8 photo and the
     (H, W) uint8 gray exactly as a decoder will see it."""
     device = torch.device(device)
-    symbols = model.quantise(_pad(_to_tensor(rgb, device)), _pad(_to_tensor(decoded_gray, device)), step)
+    stride = model.cfg.symbol_stride
+    symbols = model.quantise(_pad(_to_tensor(rgb, device), stride), _pad(_to_tensor(decoded_gray, device), stride),
+                             step)
     return symbols[0].to("cpu", torch.int32).numpy()
 
 
@@ -52,7 +51,7 @@ def synthesise_image(model: InvGrayNet, decoded_gray: np.ndarray, symbols: np.nd
     """(H, W, 3) uint8 colour from the decoded gray and the integer symbols."""
     device = torch.device(device)
     h, w = decoded_gray.shape
-    gray = _pad(_to_tensor(decoded_gray, device))
+    gray = _pad(_to_tensor(decoded_gray, device), model.cfg.symbol_stride)
     sym = torch.from_numpy(np.ascontiguousarray(symbols)).to(device=device, dtype=torch.float32)[None]
     rgb = model.synthesise(gray, sym, step)[0, :, :h, :w]
     return (rgb.clamp(0, 1) * 255.0).round().to("cpu", torch.uint8).permute(1, 2, 0).numpy()

@@ -36,7 +36,8 @@ FEATURE_STRIDE = 4
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    latent_channels: int = 8
+    latent_channels: int = 4
+    transform_block: int = 4  # DCT block side, in latent cells
     encoder_width: int = 48
     decoder_width: int = 48
     latent_width: int = 64
@@ -45,6 +46,38 @@ class NetworkConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def symbol_planes(self) -> int:
+        return self.latent_channels * self.transform_block**2
+
+    @property
+    def symbol_stride(self) -> int:
+        """Image pixels per symbol cell along each axis."""
+        return LATENT_STRIDE * self.transform_block
+
+
+class BlockDCT(nn.Module):
+    """Orthonormal 2-D DCT-II on non-overlapping ``block x block`` tiles of each latent
+    channel: (N, C, h, w) -> (N, C * block^2, h / block, w / block), frequency-minor.
+    Decorrelating the latent this way leaves most high-frequency symbols at zero, the
+    way JPEG does for pixels."""
+
+    def __init__(self, channels: int, block: int) -> None:
+        super().__init__()
+        n = torch.arange(block, dtype=torch.float64)
+        basis = torch.cos(math.pi * (2 * n[None, :] + 1) * n[:, None] / (2 * block))
+        basis[0] /= math.sqrt(2)
+        basis *= math.sqrt(2 / block)
+        kernels = torch.einsum("ui,vj->uvij", basis, basis).reshape(block * block, 1, block, block)
+        self.register_buffer("kernels", kernels.float().repeat(channels, 1, 1, 1), persistent=False)
+        self.channels, self.block = channels, block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.kernels, stride=self.block, groups=self.channels)
+
+    def inverse(self, coefficients: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(coefficients, self.kernels, stride=self.block, groups=self.channels)
 
 
 class ResBlock(nn.Module):
@@ -58,12 +91,13 @@ class ResBlock(nn.Module):
 
 
 class SparsityGate(nn.Module):
-    """Sparsity Enforcing Prior layer: learned per-channel dead zone.
+    """Sparsity Enforcing Prior layer: a learned dead zone per symbol plane.
 
     Forward pass is a hard mask (entries with ``|y| <= threshold`` become exactly
-    zero, at training and inference alike); the backward pass uses a sigmoid
-    relaxation so that both the thresholds and the encoder learn where zeros are
-    cheap.
+    zero, at training and inference alike). Backward, the value passes straight
+    through (so a plane that is all zero still learns, instead of dying) and the
+    threshold learns through a sigmoid relaxation of the mask, from the distortion
+    it causes and from the rate term, which only pays for entries the gate keeps.
     """
 
     def __init__(self, channels: int, initial_threshold: float = 0.5, temperature: float = 0.1) -> None:
@@ -82,7 +116,8 @@ class SparsityGate(nn.Module):
             return y * hard, hard
         soft = torch.sigmoid(margin / self.temperature)
         gate = hard + soft - soft.detach()
-        return y * gate, gate
+        gated = y + (y * hard - y).detach() + y.detach() * (soft - soft.detach())
+        return gated, gate
 
 
 class Encoder(nn.Module):
@@ -94,8 +129,11 @@ class Encoder(nn.Module):
         self.down = nn.Conv2d(w, w, 4, stride=2, padding=1)
         self.blocks_eighth = nn.Sequential(ResBlock(w), ResBlock(w, dilation=2))
         self.out = nn.Conv2d(w, cfg.latent_channels, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        # Small but non-zero: an all-zero start would leave the extra channels inside the
+        # SEP dead zone, where they get (almost) no gradient and never open.
+        with torch.no_grad():
+            self.out.weight.mul_(0.3)
+            self.out.bias.zero_()
 
     def forward(self, rgb: torch.Tensor, gray: torch.Tensor, chroma_gain: torch.Tensor) -> torch.Tensor:
         ycc = rgb_to_ycbcr(rgb)
@@ -146,14 +184,16 @@ class Decoder(nn.Module):
 
 
 class InvGrayNet(nn.Module):
-    """Encoder + SEP gate + decoder. Inputs must have sides divisible by 8."""
+    """Encoder + block DCT + SEP gate + decoder. Inputs must have sides divisible by
+    ``cfg.symbol_stride``."""
 
     def __init__(self, cfg: NetworkConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg or NetworkConfig()
         self.log_chroma_gain = nn.Parameter(torch.tensor(math.log(self.cfg.chroma_gain)))
         self.encoder = Encoder(self.cfg)
-        self.gate = SparsityGate(self.cfg.latent_channels)
+        self.transform = BlockDCT(self.cfg.latent_channels, self.cfg.transform_block)
+        self.gate = SparsityGate(self.cfg.symbol_planes)
         self.decoder = Decoder(self.cfg)
 
     @property
@@ -161,9 +201,8 @@ class InvGrayNet(nn.Module):
         return self.log_chroma_gain.exp()
 
     def analyse(self, rgb: torch.Tensor, gray: torch.Tensor, step: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latent before rounding, already gated, in quantisation steps; plus the gate."""
-        y = self.encoder(rgb, gray, self.chroma_gain) / step
-        return self.gate(y)
+        """Transformed latent before rounding, already gated, in quantisation steps; plus the gate."""
+        return self.gate(self.transform(self.encoder(rgb, gray, self.chroma_gain)) / step)
 
     def quantise(self, rgb: torch.Tensor, gray: torch.Tensor, step: float = 1.0) -> torch.Tensor:
         """Integer residual symbols (as a float tensor holding integers)."""
@@ -172,7 +211,7 @@ class InvGrayNet(nn.Module):
 
     def synthesise(self, gray: torch.Tensor, symbols: torch.Tensor, step: float = 1.0) -> torch.Tensor:
         """RGB in [0, 1] (unclamped) from decoded gray and integer symbols."""
-        return self.decoder(gray, symbols * step, self.chroma_gain)
+        return self.decoder(gray, self.transform.inverse(symbols * step), self.chroma_gain)
 
     def forward(self, rgb: torch.Tensor, gray: torch.Tensor, step: float = 1.0) -> dict[str, torch.Tensor]:
         gated, gate = self.analyse(rgb, gray, step)

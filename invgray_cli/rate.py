@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-BITS_PER_NONZERO = 2.0
-BITS_PER_MAGNITUDE_OCTAVE = 0.6
+BITS_PER_NONZERO = 6.0
+BITS_PER_MAGNITUDE_OCTAVE = 0.5
 
 
 def estimated_bits(gated: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:

@@ -80,13 +80,13 @@ class CropSampler:
         return rgb, gray_t
 
 
-def validate(model: InvGrayNet, images: list[np.ndarray], quality: int) -> dict[str, float]:
+def validate(model: InvGrayNet, images: list[np.ndarray], quality: int, step: float) -> dict[str, float]:
     model.eval()
     psnrs, bits, proxy_bits, pixels = [], 0.0, 0.0, 0
     for rgb in images:
         gray = jpeg_round_trip(luma(rgb), quality)
-        symbols = analyse_image(model, rgb, gray)
-        restored = synthesise_image(model, gray, symbols)
+        symbols = analyse_image(model, rgb, gray, step)
+        restored = synthesise_image(model, gray, symbols, step)
         psnrs.append(psnr(restored, rgb))
         bits += 8 * len(pack_symbols(symbols))
         sym = torch.from_numpy(symbols).float()[None]
@@ -131,6 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1000, help="steps over which the rate weight ramps up")
     parser.add_argument("--quality", type=int, nargs=2, default=(50, 100), metavar=("MIN", "MAX"))
     parser.add_argument("--lossless-fraction", type=float, default=0.15)
+    parser.add_argument("--step-range", type=float, nargs=2, default=(0.5, 3.0), metavar=("MIN", "MAX"),
+                        help="quantisation steps drawn log-uniformly per batch, so that one model "
+                             "serves every rate level")
+    parser.add_argument("--val-steps", type=float, nargs="+", default=(1.0, 2.0))
     parser.add_argument("--val-every", type=int, default=1000)
     parser.add_argument("--val-quality", type=int, default=90)
     parser.add_argument("--seed", type=int, default=0)
@@ -175,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
             group["lr"] = lr
         rgb, gray = sampler.batch(args.batch, tuple(args.quality), args.lossless_fraction)
         rgb, gray = rgb.to(device), gray.to(device)
-        out = model(rgb, gray)
+        q_step = math.exp(rng.uniform(math.log(args.step_range[0]), math.log(args.step_range[1])))
+        out = model(rgb, gray, q_step)
         mse = torch.mean((out["rgb"] - rgb) ** 2)
         bpp = estimated_bits(out["gated"], out["gate"]).mean() / (rgb.shape[2] * rgb.shape[3])
         rate_weight = args.lmbda * min(1.0, step / max(1, args.warmup))
@@ -190,19 +195,23 @@ def main(argv: list[str] | None = None) -> None:
         if step % 100 == 0:
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             window.clear()
-            rate = (time.time() - t_start) / step if not args.resume else 0.0
             print(f"step {step} lr {lr:.2e} train_psnr {mean['psnr']:.2f} proxy_bpp {mean['bpp']:.4f} "
                   f"nonzero {mean['nonzero']:.3f} ({time.time() - t_start:.0f}s)", flush=True)
             log.write(json.dumps({"step": step, **mean, "time": time.time() - t_start}) + "\n")
             log.flush()
         if step % args.val_every == 0 or step == args.steps:
-            metrics = validate(model, val_images, args.val_quality)
-            score = rd_score(metrics, args.lmbda)
+            scores = []
+            for q_step in args.val_steps:
+                metrics = validate(model, val_images, args.val_quality, q_step)
+                scores.append(rd_score(metrics, args.lmbda))
+                print(f"val step {step} q_step {q_step:g} psnr {metrics['val_psnr']:.3f} bpp {metrics['val_bpp']:.4f} "
+                      f"proxy_bpp {metrics['val_proxy_bpp']:.4f}", flush=True)
+                log.write(json.dumps({"step": step, "q_step": q_step, **metrics, "time": time.time() - t_start}) + "\n")
+            score = float(np.mean(scores))
             improved = score < best
             best = min(best, score)
-            print(f"val step {step} psnr {metrics['val_psnr']:.3f} bpp {metrics['val_bpp']:.4f} "
-                  f"proxy_bpp {metrics['val_proxy_bpp']:.4f}{' best' if improved else ''}", flush=True)
-            log.write(json.dumps({"step": step, **metrics, "score": score, "time": time.time() - t_start}) + "\n")
+            print(f"val step {step} score {score:.3e}{' best' if improved else ''}", flush=True)
+            log.write(json.dumps({"step": step, "score": score}) + "\n")
             log.flush()
             save_checkpoint(last, model, optimiser, step, rng, best, args)
             if improved:

@@ -47,6 +47,18 @@ def default_model_id() -> str:
     return registry()["default"]
 
 
+def levels(model_id: str) -> dict[str, float]:
+    """The model's named rate levels: quantisation steps chosen on the validation set."""
+    return dict(registry()["models"][model_id].get("levels", {"default": 1.0}))
+
+
+def level_step(model_id: str, level: str) -> float:
+    named = levels(model_id)
+    if level not in named:
+        raise ValueError(f"unknown level {level!r} (model {model_id} has {', '.join(named)})")
+    return float(named[level])
+
+
 def known_model_ids() -> list[str]:
     return sorted(registry()["models"])
 

@@ -10,11 +10,11 @@ from invgray_cli.packing import pack_symbols, raw_size_of
 
 
 def _residual() -> Residual:
-    symbols = np.zeros((8, 3, 4), np.int32)
-    symbols[0, 1, 2] = -5
+    symbols = np.zeros((64, 1, 1), np.int32)
+    symbols[5, 0, 0] = -5
     payload = pack_symbols(symbols)
     gray = np.arange(20 * 30, dtype=np.uint8).reshape(20, 30)
-    return Residual("0123456789abcdef", 30, 20, 8, 0.75, gray_fingerprint(gray), raw_size_of(payload), payload)
+    return Residual("0123456789abcdef", 30, 20, 64, 32, 0.75, gray_fingerprint(gray), raw_size_of(payload), payload)
 
 
 def test_round_trip() -> None:
