@@ -4,6 +4,7 @@ work happens in :mod:`invgray_cli.codec`; torch loads only when a command needs 
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -238,7 +239,7 @@ def decode(
     except ValueError as exc:
         raise _usage(str(exc)) from None
     torch_device = _device(device)
-    from .codec import decode_array
+    from .codec import GrayRecompressedWarning, decode_array
     from .container import InvalidResidualError
     from .images import save_colour
     from .zoo import UnknownModelError
@@ -248,7 +249,11 @@ def decode(
         gray_bytes = _labelled_read(gray)
         residual_bytes, source = _find_residual(gray, gray_bytes, residual)
         try:
-            rgb = decode_array(gray_bytes, residual_bytes, device=torch_device)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", GrayRecompressedWarning)
+                rgb = decode_array(gray_bytes, residual_bytes, device=torch_device)
+            for warning in caught:
+                typer.echo(f"invgray: warning: {gray}: {warning.message}", err=True)
         except (InvalidResidualError, UnknownModelError) as exc:
             raise InputError(f"{source}: {exc}") from None
         except (ValueError, OSError) as exc:

@@ -6,6 +6,7 @@ so the residual is computed against exactly the pixels a decoder will have.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,7 +14,10 @@ import torch
 from PIL import Image
 
 from . import embedding
-from .container import FLAG_MONOCHROME, MAX_STEP, InvalidResidualError, Residual, gray_fingerprint, read_residual, write_residual
+from .container import (
+    FLAG_MONOCHROME, MAX_STEP, RECOMPRESSION_TOLERANCE, InvalidResidualError, Residual, gray_fingerprint,
+    gray_signature, read_residual, signature_distance, write_residual,
+)
 from .gray import DEFAULT_QUALITY, GrayFormat, decode_gray, encode_gray, luma
 from .images import photo_to_rgb
 from .inference import analyse_image, synthesise_image
@@ -26,6 +30,11 @@ DEFAULT_LEVEL = "default"
 
 class GrayMismatchError(InvalidResidualError):
     """The residual was made for other gray pixels than the ones supplied."""
+
+
+class GrayRecompressedWarning(UserWarning):
+    """The gray's pixels changed slightly since encoding (lossy re-compression): the
+    decode goes ahead, best effort."""
 
 
 class NoResidualError(InvalidResidualError):
@@ -85,15 +94,12 @@ def encode(image: Image.Image | np.ndarray, *, quality: int = DEFAULT_QUALITY, g
     gray_bytes = encode_gray(luma(rgb), gray_format, quality)
     decoded_gray = decode_gray(gray_bytes)
     height, width = decoded_gray.shape
-    fingerprint = gray_fingerprint(decoded_gray)
-    if _is_monochrome(rgb):
-        residual = Residual(model_id_of(model), width, height, model.cfg.symbol_planes, model.cfg.symbol_stride,
-                            float(np.float32(step)), fingerprint, 0, b"", flags=FLAG_MONOCHROME)
-        return Encoded(gray_bytes, write_residual(residual), gray_format)
-    symbols = analyse_image(model, rgb, decoded_gray, step, device)
-    payload = pack_symbols(symbols)
-    residual = Residual(model_id_of(model), width, height, model.cfg.symbol_planes, model.cfg.symbol_stride,
-                        float(np.float32(step)), fingerprint, raw_size_of(payload), payload)
+    monochrome = _is_monochrome(rgb)
+    payload = b"" if monochrome else pack_symbols(analyse_image(model, rgb, decoded_gray, step, device))
+    residual = Residual(
+        model_id_of(model), width, height, model.cfg.symbol_planes, model.cfg.symbol_stride, float(np.float32(step)),
+        gray_fingerprint(decoded_gray), gray_signature(decoded_gray), raw_size_of(payload) if payload else 0,
+        payload, flags=FLAG_MONOCHROME if monochrome else 0)
     return Encoded(gray_bytes, write_residual(residual), gray_format)
 
 
@@ -128,8 +134,12 @@ def decode_array(gray: bytes | Image.Image | np.ndarray, residual: bytes | None 
         raise GrayMismatchError(f"residual is for a {header.width}x{header.height} image, "
                                 f"the gray is {width}x{height}")
     if header.gray_fingerprint != gray_fingerprint(pixels):
-        raise GrayMismatchError("residual does not belong to this gray image (gray pixels differ "
-                                "from the ones it was encoded with)")
+        distance = signature_distance(header.gray_signature, gray_signature(pixels))
+        if distance > RECOMPRESSION_TOLERANCE:
+            raise GrayMismatchError("residual does not belong to this gray image (gray pixels differ "
+                                    "from the ones it was encoded with)")
+        warnings.warn("gray pixels differ slightly from the encoded ones (re-compressed?): "
+                      "best-effort decode, colour may be less accurate", GrayRecompressedWarning, stacklevel=2)
     if header.monochrome:
         return np.repeat(pixels[:, :, None], 3, axis=2)
     if model is None:
@@ -161,5 +171,5 @@ def decode(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None
     return Image.fromarray(decode_array(gray, residual, device=device, model=model), "RGB")
 
 
-__all__ = ["Encoded", "GrayMismatchError", "NoResidualError", "decode", "decode_array", "embedded_residual",
+__all__ = ["Encoded", "GrayMismatchError", "GrayRecompressedWarning", "NoResidualError", "decode", "decode_array", "embedded_residual",
            "encode", "resolve_device"]

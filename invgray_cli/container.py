@@ -26,8 +26,10 @@ FLAG_MONOCHROME = 0x0001  # the photo was gray: no payload, it decodes to its gr
 KNOWN_FLAGS = FLAG_MONOCHROME
 
 # magic, version, flags, model id, width, height, symbol planes, symbol cell size, step,
-# gray fingerprint, raw (decompressed) payload size, payload length
-_HEADER = struct.Struct("<4sBH8sIIHBf8sII")
+# gray fingerprint, gray signature, raw (decompressed) payload size, payload length
+_HEADER = struct.Struct("<4sBH8sIIHBf8s16sII")
+SIGNATURE_GRID = 4
+RECOMPRESSION_TOLERANCE = 4  # gray levels a block mean may move under lossy re-compression
 _CHECKSUM = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size
 OVERHEAD = HEADER_SIZE + _CHECKSUM.size
@@ -45,7 +47,8 @@ class Residual:
     planes: int  # symbol planes
     cell: int  # image pixels per symbol cell, along each axis
     step: float
-    gray_fingerprint: bytes  # 8 bytes
+    gray_fingerprint: bytes  # 8 bytes, exact pixels
+    gray_signature: bytes  # 16 bytes, coarse block means (recognises a re-compressed gray)
     raw_size: int
     payload: bytes
     version: int = FORMAT_VERSION
@@ -68,10 +71,23 @@ def gray_fingerprint(gray: np.ndarray) -> bytes:
     return digest.digest()[:8]
 
 
+def gray_signature(gray: np.ndarray) -> bytes:
+    """Means of a 4 x 4 grid of near-equal blocks, rounded to uint8, row-major."""
+    gray = np.asarray(gray, dtype=np.float64)
+    rows = np.array_split(np.arange(gray.shape[0]), SIGNATURE_GRID)
+    cols = np.array_split(np.arange(gray.shape[1]), SIGNATURE_GRID)
+    means = [gray[r[0]:r[-1] + 1, c[0]:c[-1] + 1].mean() if r.size and c.size else 0.0 for r in rows for c in cols]
+    return bytes(int(round(m)) for m in means)
+
+
+def signature_distance(a: bytes, b: bytes) -> int:
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
 def write_residual(residual: Residual) -> bytes:
     header = _HEADER.pack(
         MAGIC, FORMAT_VERSION, residual.flags, bytes.fromhex(residual.model_id), residual.width, residual.height,
-        residual.planes, residual.cell, residual.step, residual.gray_fingerprint, residual.raw_size, len(residual.payload),
+        residual.planes, residual.cell, residual.step, residual.gray_fingerprint, residual.gray_signature, residual.raw_size, len(residual.payload),
     )
     body = header + residual.payload
     return body + _CHECKSUM.pack(zlib.crc32(body))
@@ -90,7 +106,7 @@ def read_residual(data: bytes) -> Residual:
             f"(supports {', '.join(map(str, SUPPORTED_VERSIONS))}); upgrade invgray")
     if len(data) < OVERHEAD:
         raise InvalidResidualError(f"truncated residual file ({len(data)} bytes, header needs {OVERHEAD})")
-    (_, _, flags, model_id, width, height, planes, cell, step, fingerprint, raw_size,
+    (_, _, flags, model_id, width, height, planes, cell, step, fingerprint, signature, raw_size,
      payload_length) = _HEADER.unpack_from(data)
     if flags & ~KNOWN_FLAGS:
         raise InvalidResidualError(f"residual uses feature flags {flags:#06x} unknown to this invgray")
@@ -112,7 +128,7 @@ def read_residual(data: bytes) -> Residual:
         raise InvalidResidualError(f"residual declares an invalid symbol cell size {cell}")
     if not (np.isfinite(step) and 0 < step <= MAX_STEP):
         raise InvalidResidualError(f"residual declares an invalid quantisation step {step}")
-    residual = Residual(model_id.hex(), width, height, planes, cell, float(step), fingerprint, raw_size,
+    residual = Residual(model_id.hex(), width, height, planes, cell, float(step), fingerprint, signature, raw_size,
                         bytes(data[HEADER_SIZE:HEADER_SIZE + payload_length]), version, flags)
     if residual.monochrome and (payload_length or raw_size):
         raise InvalidResidualError("monochrome residual must not carry a payload")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from invgray_cli.container import (
-    MAGIC, OVERHEAD, InvalidResidualError, Residual, gray_fingerprint, read_residual, write_residual,
+    MAGIC, OVERHEAD, InvalidResidualError, Residual, gray_fingerprint, gray_signature, read_residual,
+    signature_distance, write_residual,
 )
 from invgray_cli.packing import pack_symbols, raw_size_of
 
@@ -14,7 +15,8 @@ def _residual() -> Residual:
     symbols[5, 0, 0] = -5
     payload = pack_symbols(symbols)
     gray = np.arange(20 * 30, dtype=np.uint8).reshape(20, 30)
-    return Residual("0123456789abcdef", 30, 20, 64, 32, 0.75, gray_fingerprint(gray), raw_size_of(payload), payload)
+    return Residual("0123456789abcdef", 30, 20, 64, 32, 0.75, gray_fingerprint(gray), gray_signature(gray),
+                    raw_size_of(payload), payload)
 
 
 def test_round_trip() -> None:
@@ -66,3 +68,13 @@ def test_fingerprint_depends_on_pixels_and_shape() -> None:
     changed = gray.copy()
     changed[2, 3] = 1
     assert gray_fingerprint(gray) != gray_fingerprint(changed)
+
+
+def test_signature_tolerates_small_changes_only() -> None:
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 256, (50, 70), dtype=np.uint8)
+    noisy = np.clip(gray.astype(int) + rng.integers(-3, 4, gray.shape), 0, 255).astype(np.uint8)
+    assert len(gray_signature(gray)) == 16
+    assert signature_distance(gray_signature(gray), gray_signature(noisy)) <= 1
+    assert signature_distance(gray_signature(gray), gray_signature(255 - gray)) > 10
+    assert len(gray_signature(np.zeros((1, 1), np.uint8))) == 16
