@@ -169,8 +169,8 @@ def run_images(count: int, rng: np.random.Generator) -> dict:
         data = mutate_image(seeds[rng.integers(len(seeds))], rng)
         started = time.perf_counter()
         try:
-            rgb = read_photo(data)
-            encoded = encode(rgb)
+            photo = read_photo(data)
+            encoded = encode(photo)
             decode_array(encoded.gray, encoded.residual)
             outcomes["encoded"] += 1
         except ImageReadError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import warnings
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,14 +12,15 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
+from .batch import (
+    RESIDUAL_SUFFIX, STDIO, Job, JobError, Reporter, decode_jobs, encode_jobs, run_jobs, stem_of,
+)
+
+InputError = JobError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Grayscale images that restore to colour from a tiny residual file.")
 
-GRAY_SUFFIXES = (".gray.jpg", ".gray.jpeg", ".gray.png")
-RESIDUAL_SUFFIX = ".residual.bin"
-COLOUR_SUFFIX = ".color.png"
-STDIO = "-"
 
 
 class GrayFormatChoice(str, Enum):
@@ -40,8 +40,6 @@ class DeviceChoice(str, Enum):
     cuda = "cuda"
 
 
-class InputError(Exception):
-    """A per-file failure reported as one line; the batch goes on."""
 
 
 def _err(message: str) -> None:
@@ -67,14 +65,6 @@ def main_options(
     """invgray: encode colour photos as a grayscale image plus a tiny residual, and back."""
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in GRAY_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def _read_input(path: str) -> bytes:
     if path == STDIO:
         return sys.stdin.buffer.read()
@@ -89,6 +79,13 @@ def _read_input(path: str) -> bytes:
         raise InputError(f"cannot read ({exc.strerror or exc})") from None
 
 
+def _labelled_read(path: Path) -> bytes:
+    try:
+        return _read_input(str(path))
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
 def _check_writable(outputs: list[Path], inputs: list[str], force: bool) -> None:
     resolved_inputs = {Path(i).resolve() for i in inputs if i != STDIO}
     for out in outputs:
@@ -96,8 +93,6 @@ def _check_writable(outputs: list[Path], inputs: list[str], force: bool) -> None
             raise InputError(f"output {out} would overwrite an input")
         if out.exists() and not force:
             raise InputError(f"{out} already exists (use --force to overwrite)")
-        if not out.parent.is_dir():
-            raise InputError(f"output folder {out.parent} does not exist")
 
 
 def _write_all(files: list[tuple[Path, bytes]], force: bool) -> None:
@@ -107,39 +102,49 @@ def _write_all(files: list[tuple[Path, bytes]], force: bool) -> None:
     written: list[Path] = []
     try:
         for path, data in files:
+            path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, data, overwrite=force)
             written.append(path)
-    except BaseException:
+    except FileExistsError as exc:
         for path in written:
             path.unlink(missing_ok=True)
-        raise
+        raise InputError(str(exc)) from None
+    except OSError as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise InputError(f"cannot write output ({exc.strerror or exc})") from None
 
 
-def _device(name: DeviceChoice):  # noqa: ANN202 - torch type, imported lazily
+def _device(name: DeviceChoice, threads: int):  # noqa: ANN202 - torch type, imported lazily
     from .codec import resolve_device
 
     try:
-        return resolve_device(name.value)
+        device = resolve_device(name.value)
     except (RuntimeError, ValueError) as exc:
         raise _usage(str(exc)) from None
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return device
 
 
-@dataclass
-class _Outcome:
-    failed: int = 0
-
-    def fail(self, name: str, message: str) -> None:
-        _err(f"{name}: {message}")
-        self.failed += 1
+_RECURSIVE = typer.Option("-r", "--recursive", help="Also take photos in subfolders of folder inputs.")
+_SKIP = typer.Option("--skip-existing", help="Skip inputs whose outputs all exist (resume a batch).")
+_JOBS = typer.Option("--jobs", "-j", min=1, max=64, help="Files processed at once.")
+_THREADS = typer.Option("--threads", min=0, max=256, help="CPU threads for the network (0: torch's default).")
+_DEVICE = typer.Option("--device", help="Where the network runs.")
 
 
 @app.command()
 def encode(
-    inputs: Annotated[list[str], typer.Argument(metavar="IN...", help="Photos to encode ('-' reads stdin).")],
+    inputs: Annotated[list[str], typer.Argument(metavar="IN...",
+                                                help="Photos or folders of photos ('-' reads stdin).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output",
                                                    help="Gray image path (one input only); the residual "
                                                         "goes beside it as <stem>.residual.bin.")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Folder for the outputs.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out-dir", help="Folder for the outputs (mirrors the tree of folder inputs; created if needed).")] = None,
     quality: Annotated[int, typer.Option("-q", "--quality", min=1, max=100, help="Gray JPEG quality.")] = 90,
     gray_format: Annotated[Optional[GrayFormatChoice], typer.Option(
         "--gray-format", help="jpg (default) or png (lossless); -o's extension also decides.")] = None,
@@ -147,18 +152,28 @@ def encode(
         "--level", "-l", help="Residual size against colour fidelity.")] = LevelChoice.default,
     step: Annotated[Optional[float], typer.Option("--step", min=0.01, max=1000.0,
                                                   help="Quantisation step (expert; overrides --level).")] = None,
-    device: Annotated[DeviceChoice, typer.Option("--device", help="Where the network runs.")] = DeviceChoice.auto,
     embed: Annotated[bool, typer.Option("--embed", help="Put the residual inside the gray image "
                                                         "(JPEG APP11 / PNG chunk): one file.")] = False,
+    strip: Annotated[bool, typer.Option("--strip", help="Drop EXIF, XMP and ICC metadata.")] = False,
+    max_pixels: Annotated[int, typer.Option(
+        "--max-pixels", min=0, help="Refuse larger images (decompression bombs); 0 lifts the limit.")]
+    = 200_000_000,
+    recursive: Annotated[bool, _RECURSIVE] = False,
+    skip_existing: Annotated[bool, _SKIP] = False,
+    jobs: Annotated[int, _JOBS] = 1,
+    threads: Annotated[int, _THREADS] = 0,
+    device: Annotated[DeviceChoice, _DEVICE] = DeviceChoice.auto,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
 ) -> None:
     """Write <stem>.gray.jpg (or .gray.png) and <stem>.residual.bin for each photo."""
-    if output is not None and len(inputs) != 1:
-        raise _usage("-o/--output takes exactly one input")
+    if output is not None and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
+        raise _usage("-o/--output takes exactly one input file")
     if output is not None and out_dir is not None:
         raise _usage("use either -o/--output or --out-dir, not both")
     if STDIO in inputs and output is None:
         raise _usage("reading stdin ('-') needs -o/--output to name the outputs")
+    if force and skip_existing:
+        raise _usage("use either --force or --skip-existing, not both")
     fmt = gray_format.value if gray_format else None
     if output is not None:
         implied = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg"}.get(output.suffix.lower())
@@ -168,107 +183,112 @@ def encode(
             raise _usage(f"{output}: extension disagrees with --gray-format {fmt}")
         fmt = implied
     fmt = fmt or "jpg"
-    if out_dir is not None and not out_dir.is_dir():
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise _usage(f"--out-dir {out_dir}: not a folder")
 
-    torch_device = _device(device)
-    from .codec import encode as encode_image
+    if output is not None:
+        outs = [output] if embed else [output, output.with_name(stem_of(output) + RESIDUAL_SUFFIX)]
+        batch = [Job(inputs[0], inputs[0], outs)]
+    else:
+        batch = encode_jobs(inputs, out_dir, f".gray.{fmt}", embed, recursive)
+    torch_device = _device(device, threads)
+    from .codec import encode as encode_photo
     from .images import ImageReadError, read_photo
 
-    outcome = _Outcome()
-    for name in inputs:
+    def work(job: Job) -> tuple[str, int]:
+        _check_writable(job.outputs, inputs, force)
         try:
-            if output is not None:
-                gray_path = output
-                residual_path = output.with_name(_stem(output) + RESIDUAL_SUFFIX)
-            else:
-                source = Path(name)
-                folder = out_dir if out_dir is not None else source.parent
-                gray_path = folder / f"{source.stem}.gray.{fmt}"
-                residual_path = folder / f"{source.stem}{RESIDUAL_SUFFIX}"
-            _check_writable([gray_path] if embed else [gray_path, residual_path], inputs, force)
-            rgb = read_photo(_read_input(name))
-            encoded = encode_image(rgb, quality=quality, gray_format=fmt, level=level.value, step=step,
-                                   device=torch_device)
-            if embed:
-                _write_all([(gray_path, encoded.embedded())], force)
-            else:
-                _write_all([(gray_path, encoded.gray), (residual_path, encoded.residual)], force)
-        except (InputError, ImageReadError, FileExistsError, ValueError) as exc:
-            outcome.fail(name, str(exc))
-            continue
-        except OSError as exc:
-            outcome.fail(name, f"cannot write output ({exc.strerror or exc})")
-            continue
-        except Exception as exc:  # noqa: BLE001 - one file's bug must not stop the batch
-            outcome.fail(name, f"internal error: {type(exc).__name__}: {exc}")
-            continue
-        pixels = rgb.shape[0] * rgb.shape[1]
-        where = "embedded" if embed else str(residual_path)
-        typer.echo(f"{name}: {gray_path} ({len(encoded.gray) * 8 / pixels:.3f} bpp), residual {where} "
-                   f"({len(encoded.residual)} bytes, {len(encoded.residual) * 8 / pixels:.4f} bpp)")
-    if outcome.failed:
+            photo = read_photo(_read_input(job.source), max_pixels or None)
+        except ImageReadError as exc:
+            raise JobError(str(exc)) from None
+        encoded = encode_photo(photo, quality=quality, gray_format=fmt, level=level.value, step=step,
+                               device=torch_device, keep_metadata=not strip)
+        if embed:
+            _write_all([(job.outputs[0], encoded.embedded())], force)
+        else:
+            _write_all([(job.outputs[0], encoded.gray), (job.outputs[1], encoded.residual)], force)
+        pixels = photo.rgb.shape[0] * photo.rgb.shape[1]
+        where = "embedded" if embed else str(job.outputs[1])
+        return (f"{job.label}: {job.outputs[0]} ({len(encoded.gray) * 8 / pixels:.3f} bpp), residual {where} "
+                f"({len(encoded.residual)} bytes, {len(encoded.residual) * 8 / pixels:.4f} bpp)"), pixels
+
+    outcome = run_jobs(batch, work, Reporter(len(batch), "encode"), skip_existing, jobs)
+    if outcome.failures:
         raise typer.Exit(1)
 
 
 @app.command()
 def decode(
-    gray: Annotated[Path, typer.Argument(help="The gray image (.gray.jpg / .gray.png).")],
-    residual: Annotated[Optional[Path], typer.Argument(
-        help="Its residual file. Omitted: the residual embedded in the gray, else <stem>.residual.bin "
-             "beside it.")] = None,
+    inputs: Annotated[list[str], typer.Argument(
+        metavar="GRAY [RESIDUAL] ...",
+        help="Gray images, each optionally followed by its .residual.bin (else the embedded residual, else "
+             "<stem>.residual.bin beside it), or folders of them.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output",
-                                                   help="Output path; its extension picks the format "
-                                                        "(.png, .jpg, .webp, .tif, .bmp).")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Folder for the output.")] = None,
-    device: Annotated[DeviceChoice, typer.Option("--device", help="Where the network runs.")] = DeviceChoice.auto,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")] = False,
+                                                   help="Output path (one gray only); its extension picks the "
+                                                        "format (.png, .jpg, .webp, .tif, .bmp).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out-dir", help="Folder for the outputs (mirrors the tree of folder inputs; created if needed).")] = None,
     compare: Annotated[Optional[Path], typer.Option(
         "--compare", help="Original photo: also print the restored image's RGB PSNR against it.")] = None,
+    recursive: Annotated[bool, _RECURSIVE] = False,
+    skip_existing: Annotated[bool, _SKIP] = False,
+    jobs: Annotated[int, _JOBS] = 1,
+    threads: Annotated[int, _THREADS] = 0,
+    device: Annotated[DeviceChoice, _DEVICE] = DeviceChoice.auto,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
 ) -> None:
-    """Restore the colour photo from a gray image and its residual: <stem>.color.png."""
+    """Restore colour photos from gray images and residuals: <stem>.color.png."""
     if output is not None and out_dir is not None:
         raise _usage("use either -o/--output or --out-dir, not both")
-    if out_dir is not None and not out_dir.is_dir():
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise _usage(f"--out-dir {out_dir}: not a folder")
+    if force and skip_existing:
+        raise _usage("use either --force or --skip-existing, not both")
     from .images import colour_format_for
 
-    target = output if output is not None else (out_dir or gray.parent) / f"{_stem(gray)}{COLOUR_SUFFIX}"
-    try:
-        fmt = colour_format_for(target)
-    except ValueError as exc:
-        raise _usage(str(exc)) from None
-    torch_device = _device(device)
-    from .codec import GrayRecompressedWarning, decode_array
+    batch = decode_jobs(inputs, out_dir, recursive)
+    if output is not None:
+        if len(batch) != 1 or Path(batch[0].source).is_dir():
+            raise _usage("-o/--output takes exactly one gray image")
+        batch[0].outputs = [output]
+    if compare is not None and len(batch) != 1:
+        raise _usage("--compare takes exactly one gray image")
+    for job in batch:
+        if job.outputs:
+            try:
+                colour_format_for(job.outputs[0])
+            except ValueError as exc:
+                raise _usage(str(exc)) from None
+    torch_device = _device(device, threads)
+    from .codec import GrayRecompressedWarning, decode_photo
     from .container import InvalidResidualError
     from .images import save_colour
     from .zoo import UnknownModelError
 
-    try:
-        _check_writable([target], [str(gray)] + ([str(residual)] if residual else []), force)
+    def work(job: Job) -> tuple[str, int]:
+        gray = Path(job.source)
+        _check_writable(job.outputs, [job.source] + ([str(job.companion)] if job.companion else []), force)
         gray_bytes = _labelled_read(gray)
-        residual_bytes, source = _find_residual(gray, gray_bytes, residual)
+        residual_bytes, source = _find_residual(gray, gray_bytes, job.companion)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", GrayRecompressedWarning)
-                rgb = decode_array(gray_bytes, residual_bytes, device=torch_device)
-            for warning in caught:
-                typer.echo(f"invgray: warning: {gray}: {warning.message}", err=True)
+                photo = decode_photo(gray_bytes, residual_bytes, device=torch_device)
         except (InvalidResidualError, UnknownModelError) as exc:
-            raise InputError(f"{source}: {exc}") from None
+            raise JobError(f"{source}: {exc}") from None
         except (ValueError, OSError) as exc:
-            raise InputError(f"{gray}: unreadable gray image ({exc})") from None
-        _write_all([(target, save_colour(rgb, fmt))], force)
-    except (InputError, FileExistsError) as exc:  # messages already name their file
-        _err(str(exc))
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        _err(f"{target}: cannot write output ({exc.strerror or exc})")
-        raise typer.Exit(1) from None
-    message = f"{source}: {target}" if source.startswith(str(gray)) else f"{gray} + {source}: {target}"
-    if compare is not None:
-        message += f" ({_psnr_against(compare, rgb)})"
-    typer.echo(message)
+            raise JobError(f"unreadable gray image ({exc})") from None
+        _write_all([(job.outputs[0], save_colour(photo, colour_format_for(job.outputs[0])))], force)
+        line = f"{job.label}" + ("" if source.startswith(str(gray)) else f" + {source}") + f": {job.outputs[0]}"
+        for warning in caught:
+            line += f" (warning: {warning.message})"
+        if compare is not None:
+            line += f" ({_psnr_against(compare, photo.rgb)})"
+        return line, photo.rgb.shape[0] * photo.rgb.shape[1]
+
+    outcome = run_jobs(batch, work, Reporter(len(batch), "decode"), skip_existing, jobs)
+    if outcome.failures:
+        raise typer.Exit(1)
 
 
 def _find_residual(gray: Path, gray_bytes: bytes, residual: Path | None) -> tuple[bytes, str]:
@@ -281,13 +301,13 @@ def _find_residual(gray: Path, gray_bytes: bytes, residual: Path | None) -> tupl
     try:
         embedded = extract(gray_bytes)
     except EmbeddingError as exc:
-        raise InputError(f"{gray}: {exc}") from None
+        raise InputError(str(exc)) from None
     if embedded is not None:
         return embedded, f"{gray} (embedded residual)"
-    sidecar = gray.with_name(_stem(gray) + RESIDUAL_SUFFIX)
+    sidecar = gray.with_name(stem_of(gray) + RESIDUAL_SUFFIX)
     if sidecar.is_file():
         return _labelled_read(sidecar), str(sidecar)
-    raise InputError(f"{gray}: no residual found: none embedded (a tool may have stripped it) "
+    raise InputError(f"no residual found: none embedded (a tool may have stripped it) "
                      f"and no {sidecar.name} beside it")
 
 
@@ -306,7 +326,7 @@ def embed(
     from .embedding import embed as embed_residual
 
     suffix = ".png" if gray.name.lower().endswith(".png") else ".jpg"
-    target = output or gray.with_name(f"{_stem(gray)}.embedded.gray{suffix}")
+    target = output or gray.with_name(f"{stem_of(gray)}.embedded.gray{suffix}")
     try:
         _check_writable([target], [str(gray), str(residual)], force)
         gray_bytes = _labelled_read(gray)
@@ -341,7 +361,7 @@ def extract(
     from .embedding import EmbeddingError, strip
     from .embedding import extract as extract_residual
 
-    target = output or gray.with_name(_stem(gray) + RESIDUAL_SUFFIX)
+    target = output or gray.with_name(stem_of(gray) + RESIDUAL_SUFFIX)
     outputs = [target] + ([gray_out] if gray_out else [])
     try:
         _check_writable(outputs, [str(gray)], force)
@@ -360,19 +380,12 @@ def extract(
     typer.echo(f"{gray}: {', '.join(str(p) for p, _ in files)}")
 
 
-def _labelled_read(path: Path) -> bytes:
-    try:
-        return _read_input(str(path))
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
-
-
 def _psnr_against(original: Path, restored) -> str:  # noqa: ANN001 - numpy array
     from .images import ImageReadError, read_photo
     from .inference import psnr
 
     try:
-        reference = read_photo(_read_input(str(original)))
+        reference = read_photo(_read_input(str(original))).rgb
     except (InputError, ImageReadError) as exc:
         return f"cannot compare with {original}: {exc}"
     if reference.shape != restored.shape:

@@ -18,8 +18,8 @@ from .container import (
     FLAG_MONOCHROME, MAX_STEP, RECOMPRESSION_TOLERANCE, InvalidResidualError, Residual, gray_fingerprint,
     gray_signature, read_residual, signature_distance, write_residual,
 )
-from .gray import DEFAULT_QUALITY, GrayFormat, decode_gray, encode_gray, luma
-from .images import photo_to_rgb
+from .gray import DEFAULT_QUALITY, GrayFormat, decode_gray, encode_gray, gray_metadata, luma
+from .images import Photo, photo_from_image, photo_to_pil
 from .inference import analyse_image, synthesise_image
 from .network import InvGrayNet
 from .packing import PackingError, pack_symbols, raw_size_of, unpack_symbols
@@ -63,48 +63,57 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _as_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
+def _as_photo(image: Photo | Image.Image | np.ndarray) -> Photo:
+    if isinstance(image, Photo):
+        return image
     if isinstance(image, Image.Image):
-        return photo_to_rgb(image)
+        return photo_from_image(image)
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise ValueError(f"expected a uint8 array, got {array.dtype}")
     if array.ndim == 2:
-        return np.repeat(array[:, :, None], 3, axis=2)
-    if array.ndim == 3 and array.shape[2] in (3, 4):
-        return np.ascontiguousarray(array[:, :, :3])
+        return Photo(np.repeat(array[:, :, None], 3, axis=2))
+    if array.ndim == 3 and array.shape[2] == 3:
+        return Photo(np.ascontiguousarray(array))
+    if array.ndim == 3 and array.shape[2] == 4:
+        alpha = np.ascontiguousarray(array[:, :, 3])
+        return Photo(np.ascontiguousarray(array[:, :, :3]), None if (alpha == 255).all() else alpha)
     raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) array, got shape {array.shape}")
 
 
-def encode(image: Image.Image | np.ndarray, *, quality: int = DEFAULT_QUALITY, gray_format: GrayFormat = "jpg",
-           level: str = DEFAULT_LEVEL, step: float | None = None, device: str | torch.device = "cpu",
-           model: InvGrayNet | None = None) -> Encoded:
-    """Encode a photo (PIL image or uint8 array) into gray image bytes + residual bytes.
+def encode(image: Photo | Image.Image | np.ndarray, *, quality: int = DEFAULT_QUALITY,
+           gray_format: GrayFormat = "jpg", level: str = DEFAULT_LEVEL, step: float | None = None,
+           device: str | torch.device = "cpu", model: InvGrayNet | None = None,
+           keep_metadata: bool = True) -> Encoded:
+    """Encode a photo (:class:`Photo`, PIL image or uint8 array) into gray image bytes +
+    residual bytes.
 
     ``level`` names one of the model's rate levels (``low``, ``default``, ``high``);
     ``step`` sets the quantisation step directly instead (larger: smaller residual).
+    Alpha always travels (losslessly, in the residual); EXIF and XMP go into the gray
+    image and the ICC profile into the residual unless ``keep_metadata`` is False.
     """
-    rgb = _as_rgb(image)
+    photo = _as_photo(image)
+    rgb = photo.rgb
     device = resolve_device(device) if isinstance(device, str) else device
     model = model or load_model(device=device)
     if step is None:
         step = level_step(model_id_of(model), level)
     if not (0 < step <= MAX_STEP):
         raise ValueError(f"quantisation step must be in (0, {MAX_STEP:g}], got {step}")
-    gray_bytes = encode_gray(luma(rgb), gray_format, quality)
+    gray_bytes = encode_gray(luma(rgb), gray_format, quality, exif=photo.exif if keep_metadata else None,
+                             xmp=photo.xmp if keep_metadata else None)
     decoded_gray = decode_gray(gray_bytes)
     height, width = decoded_gray.shape
-    monochrome = _is_monochrome(rgb)
+    monochrome = photo.is_gray
     payload = b"" if monochrome else pack_symbols(analyse_image(model, rgb, decoded_gray, step, device))
     residual = Residual(
         model_id_of(model), width, height, model.cfg.symbol_planes, model.cfg.symbol_stride, float(np.float32(step)),
         gray_fingerprint(decoded_gray), gray_signature(decoded_gray), raw_size_of(payload) if payload else 0,
-        payload, flags=FLAG_MONOCHROME if monochrome else 0)
+        payload, flags=FLAG_MONOCHROME if monochrome else 0,
+        alpha=photo.alpha.tobytes() if photo.alpha is not None else b"",
+        icc_profile=(photo.icc_profile or b"") if keep_metadata else b"")
     return Encoded(gray_bytes, write_residual(residual), gray_format)
-
-
-def _is_monochrome(rgb: np.ndarray) -> bool:
-    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
 
 
 def _as_gray(gray: bytes | Image.Image | np.ndarray) -> np.ndarray:
@@ -120,10 +129,10 @@ def _as_gray(gray: bytes | Image.Image | np.ndarray) -> np.ndarray:
     return array
 
 
-def decode_array(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
-                 device: str | torch.device = "cpu", model: InvGrayNet | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 colour restored from a gray image and its residual file; with
-    ``residual=None`` the residual embedded in the gray image file is used."""
+def decode_photo(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
+                 device: str | torch.device = "cpu", model: InvGrayNet | None = None) -> Photo:
+    """The restored :class:`Photo` (colour, alpha, EXIF/XMP from the gray file, ICC from
+    the residual). With ``residual=None`` the residual embedded in the gray file is used."""
     device = resolve_device(device) if isinstance(device, str) else device
     if residual is None:
         residual = embedded_residual(gray)
@@ -140,6 +149,13 @@ def decode_array(gray: bytes | Image.Image | np.ndarray, residual: bytes | None 
                                     "from the ones it was encoded with)")
         warnings.warn("gray pixels differ slightly from the encoded ones (re-compressed?): "
                       "best-effort decode, colour may be less accurate", GrayRecompressedWarning, stacklevel=2)
+    exif, xmp = gray_metadata(bytes(gray)) if isinstance(gray, (bytes, bytearray, memoryview)) else (None, None)
+    alpha = np.frombuffer(header.alpha, np.uint8).reshape(height, width) if header.alpha else None
+    return Photo(_restore_colour(header, pixels, device, model), alpha, exif, header.icc_profile or None, xmp)
+
+
+def _restore_colour(header: Residual, pixels: np.ndarray, device: torch.device,
+                    model: InvGrayNet | None) -> np.ndarray:
     if header.monochrome:
         return np.repeat(pixels[:, :, None], 3, axis=2)
     if model is None:
@@ -157,6 +173,12 @@ def decode_array(gray: bytes | Image.Image | np.ndarray, residual: bytes | None 
     return synthesise_image(model, pixels, symbols, header.step, device)
 
 
+def decode_array(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
+                 device: str | torch.device = "cpu", model: InvGrayNet | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 colour restored from a gray image and its residual file."""
+    return decode_photo(gray, residual, device=device, model=model).rgb
+
+
 def embedded_residual(gray: bytes | Image.Image | np.ndarray) -> bytes:
     """The residual embedded in a gray image file; NoResidualError when there is none."""
     found = embedding.extract(bytes(gray)) if isinstance(gray, (bytes, bytearray, memoryview)) else None
@@ -167,9 +189,10 @@ def embedded_residual(gray: bytes | Image.Image | np.ndarray) -> bytes:
 
 def decode(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
            device: str | torch.device = "cpu", model: InvGrayNet | None = None) -> Image.Image:
-    """The restored colour photo as an RGB PIL image."""
-    return Image.fromarray(decode_array(gray, residual, device=device, model=model), "RGB")
+    """The restored photo as a PIL image: RGB, or RGBA when the original had alpha;
+    EXIF, XMP and ICC profile in ``info``."""
+    return photo_to_pil(decode_photo(gray, residual, device=device, model=model))
 
 
-__all__ = ["Encoded", "GrayMismatchError", "GrayRecompressedWarning", "NoResidualError", "decode", "decode_array", "embedded_residual",
-           "encode", "resolve_device"]
+__all__ = ["Encoded", "GrayMismatchError", "GrayRecompressedWarning", "NoResidualError", "Photo", "decode",
+           "decode_array", "decode_photo", "embedded_residual", "encode", "resolve_device"]

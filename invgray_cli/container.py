@@ -23,7 +23,11 @@ MAX_PLANES = 1024
 CELL_SIZES = (8, 16, 32, 64)
 MAX_STEP = 1000.0
 FLAG_MONOCHROME = 0x0001  # the photo was gray: no payload, it decodes to its gray
-KNOWN_FLAGS = FLAG_MONOCHROME
+FLAG_ALPHA = 0x0002  # an alpha-plane section follows the payload
+FLAG_ICC = 0x0004  # an ICC-profile section follows (after the alpha section, if any)
+KNOWN_FLAGS = FLAG_MONOCHROME | FLAG_ALPHA | FLAG_ICC
+MAX_ICC_SIZE = 4 << 20
+_SECTION_LENGTH = struct.Struct("<I")
 
 # magic, version, flags, model id, width, height, symbol planes, symbol cell size, step,
 # gray fingerprint, gray signature, raw (decompressed) payload size, payload length
@@ -52,7 +56,9 @@ class Residual:
     raw_size: int
     payload: bytes
     version: int = FORMAT_VERSION
-    flags: int = 0
+    flags: int = 0  # FLAG_MONOCHROME; FLAG_ALPHA and FLAG_ICC follow from the fields below
+    alpha: bytes = b""  # (height x width) uint8 alpha plane, row-major; empty when opaque
+    icc_profile: bytes = b""  # ICC profile of the photo's RGB; empty for untagged (sRGB)
 
     @property
     def monochrome(self) -> bool:
@@ -84,17 +90,62 @@ def signature_distance(a: bytes, b: bytes) -> int:
     return max(abs(x - y) for x, y in zip(a, b))
 
 
+def _compress_section(data: bytes) -> bytes:
+    import zstandard
+
+    frame = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(data)
+    return _SECTION_LENGTH.pack(len(frame)) + frame
+
+
 def write_residual(residual: Residual) -> bytes:
+    if residual.alpha and len(residual.alpha) != residual.width * residual.height:
+        raise ValueError("alpha plane size does not match the image")
+    flags = residual.flags & FLAG_MONOCHROME
+    flags |= FLAG_ALPHA if residual.alpha else 0
+    flags |= FLAG_ICC if residual.icc_profile else 0
     header = _HEADER.pack(
-        MAGIC, FORMAT_VERSION, residual.flags, bytes.fromhex(residual.model_id), residual.width, residual.height,
-        residual.planes, residual.cell, residual.step, residual.gray_fingerprint, residual.gray_signature, residual.raw_size, len(residual.payload),
+        MAGIC, FORMAT_VERSION, flags, bytes.fromhex(residual.model_id), residual.width, residual.height,
+        residual.planes, residual.cell, residual.step, residual.gray_fingerprint, residual.gray_signature,
+        residual.raw_size, len(residual.payload),
     )
     body = header + residual.payload
+    if residual.alpha:
+        body += _compress_section(residual.alpha)
+    if residual.icc_profile:
+        body += _compress_section(residual.icc_profile)
     return body + _CHECKSUM.pack(zlib.crc32(body))
 
 
+def _read_section(data: bytes, pos: int, end: int, exact_size: int | None, max_size: int,
+                  what: str) -> tuple[bytes, int]:
+    """Decompress one length-prefixed zstd section at ``pos``; bounded before allocation."""
+    import zstandard
+
+    if pos + _SECTION_LENGTH.size > end:
+        raise InvalidResidualError(f"truncated residual file (no {what} section)")
+    (length,) = _SECTION_LENGTH.unpack_from(data, pos)
+    start, stop = pos + _SECTION_LENGTH.size, pos + _SECTION_LENGTH.size + length
+    if stop > end:
+        raise InvalidResidualError(f"truncated residual file ({what} section runs past the end)")
+    frame = bytes(data[start:stop])
+    try:
+        size = zstandard.frame_content_size(frame)
+    except zstandard.ZstdError:
+        raise InvalidResidualError(f"{what} section is not a zstd frame") from None
+    if size < 0 or size > max_size or (exact_size is not None and size != exact_size):
+        raise InvalidResidualError(f"{what} section declares an invalid size")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(frame, max_output_size=max(size, 1))
+    except zstandard.ZstdError as exc:
+        raise InvalidResidualError(f"{what} section does not decompress: {exc}") from None
+    if len(raw) != size:
+        raise InvalidResidualError(f"{what} section decompressed to an unexpected size")
+    return raw, stop
+
+
 def read_residual(data: bytes) -> Residual:
-    """Parse and validate a residual file's bytes (the payload stays compressed)."""
+    """Parse and validate a residual file's bytes (the symbol payload stays compressed;
+    alpha and ICC sections are decompressed, bounded by the declared image size)."""
     if len(data) < 4 or data[:4] != MAGIC:
         raise InvalidResidualError("not an invgray residual file (bad magic bytes)")
     if len(data) < 5:
@@ -113,10 +164,10 @@ def read_residual(data: bytes) -> Residual:
     expected = OVERHEAD + payload_length
     if len(data) < expected:
         raise InvalidResidualError(f"truncated residual file ({len(data)} of {expected} bytes)")
-    if len(data) > expected:
+    if len(data) > expected and not flags & (FLAG_ALPHA | FLAG_ICC):
         raise InvalidResidualError(f"residual file has {len(data) - expected} unexpected trailing bytes")
-    (checksum,) = _CHECKSUM.unpack_from(data, expected - _CHECKSUM.size)
-    if zlib.crc32(data[:expected - _CHECKSUM.size]) != checksum:
+    (checksum,) = _CHECKSUM.unpack_from(data, len(data) - _CHECKSUM.size)
+    if zlib.crc32(data[:len(data) - _CHECKSUM.size]) != checksum:
         raise InvalidResidualError("residual file is corrupted (checksum mismatch)")
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
         raise InvalidResidualError(f"residual declares an invalid image size {width}x{height}")
@@ -128,13 +179,22 @@ def read_residual(data: bytes) -> Residual:
         raise InvalidResidualError(f"residual declares an invalid symbol cell size {cell}")
     if not (np.isfinite(step) and 0 < step <= MAX_STEP):
         raise InvalidResidualError(f"residual declares an invalid quantisation step {step}")
-    residual = Residual(model_id.hex(), width, height, planes, cell, float(step), fingerprint, signature, raw_size,
-                        bytes(data[HEADER_SIZE:HEADER_SIZE + payload_length]), version, flags)
-    if residual.monochrome and (payload_length or raw_size):
+    if flags & FLAG_MONOCHROME and (payload_length or raw_size):
         raise InvalidResidualError("monochrome residual must not carry a payload")
     from .packing import max_raw_size
 
-    if raw_size > max_raw_size(residual.symbol_shape):
+    symbol_count = planes * -(-height // cell) * -(-width // cell)
+    if raw_size > max_raw_size((symbol_count, 1, 1)):
         raise InvalidResidualError(f"residual declares {raw_size} payload bytes, more than a "
                                    f"{width}x{height} image can need")
-    return residual
+    pos, end = HEADER_SIZE + payload_length, len(data) - _CHECKSUM.size
+    alpha = icc = b""
+    if flags & FLAG_ALPHA:
+        alpha, pos = _read_section(data, pos, end, width * height, width * height, "alpha")
+    if flags & FLAG_ICC:
+        icc, pos = _read_section(data, pos, end, None, MAX_ICC_SIZE, "ICC profile")
+    if pos != end:
+        raise InvalidResidualError(f"residual file has {end - pos} unexpected trailing bytes")
+    return Residual(model_id.hex(), width, height, planes, cell, float(step), fingerprint, signature, raw_size,
+                    bytes(data[HEADER_SIZE:HEADER_SIZE + payload_length]), version, flags & FLAG_MONOCHROME,
+                    alpha, icc)

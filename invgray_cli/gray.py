@@ -7,7 +7,7 @@ import io
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 GrayFormat = Literal["jpg", "png"]
 GRAY_FORMATS: tuple[str, ...] = ("jpg", "png")
@@ -20,19 +20,39 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def encode_gray(gray: np.ndarray, fmt: GrayFormat = "jpg", quality: int = DEFAULT_QUALITY,
-                **save_options: object) -> bytes:
-    """Bytes of the gray image as a baseline JPEG (4:4:4 is moot for one channel) or PNG."""
+                exif: bytes | None = None, xmp: bytes | None = None) -> bytes:
+    """Bytes of the gray image as a baseline JPEG or PNG, carrying the photo's EXIF and
+    XMP when given (the RGB ICC profile stays in the residual: it does not describe gray)."""
     buffer = io.BytesIO()
     image = Image.fromarray(gray, "L")
+    options: dict[str, object] = {}
+    if exif:
+        options["exif"] = exif
     if fmt == "jpg":
         if not 1 <= quality <= 100:
             raise ValueError(f"JPEG quality must be 1..100, got {quality}")
-        image.save(buffer, "JPEG", quality=quality, optimize=True, **save_options)
+        if xmp:
+            options["xmp"] = xmp
+        image.save(buffer, "JPEG", quality=quality, optimize=True, **options)
     elif fmt == "png":
-        image.save(buffer, "PNG", optimize=False, compress_level=9, **save_options)
+        if xmp:
+            info = PngImagePlugin.PngInfo()
+            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
+            options["pnginfo"] = info
+        image.save(buffer, "PNG", optimize=False, compress_level=9, **options)
     else:
         raise ValueError(f"unknown gray format {fmt!r}")
     return buffer.getvalue()
+
+
+def gray_metadata(data: bytes) -> tuple[bytes | None, bytes | None]:
+    """(EXIF, XMP) carried by a gray image file, for the restored photo."""
+    with Image.open(io.BytesIO(data)) as image:
+        exif = image.info.get("exif") or None
+        xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp") or None
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    return exif, xmp
 
 
 def decode_gray(data: bytes) -> np.ndarray:

@@ -1,20 +1,25 @@
 """Image file I/O: reading photos, writing restored colour images, atomic writes.
 
-Processing happens on 8-bit gamma-encoded RGB as the file stores it (sRGB for
-untagged files); EXIF orientation is applied on input so the gray and the restored
-image are upright.
+Colour space: the network works on 8-bit gamma-encoded RGB exactly as the file
+stores it, in the file's own RGB space (sRGB when untagged); its ICC profile is
+carried through unchanged, so the restored file means the same colours. CMYK is
+converted to sRGB (through its profile when it has one). 16-bit samples are scaled
+to 8 bits. EXIF orientation is applied on input, so the gray and the restored image
+are upright and carry orientation 1.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 COLOUR_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
                   ".tiff": "TIFF", ".bmp": "BMP"}
@@ -24,51 +29,191 @@ class ImageReadError(ValueError):
     """An input that is not a readable image; the message is one line for users."""
 
 
-def open_image(data: bytes) -> Image.Image:
-    """Open and fully decode image bytes, turning every failure into ImageReadError."""
+DEFAULT_MAX_PIXELS = 200_000_000
+ORIENTATION_TAG = 0x0112
+
+
+@dataclass
+class Photo:
+    """A decoded input photo: upright 8-bit RGB plus what must survive the round trip."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8
+    alpha: np.ndarray | None = None  # (H, W) uint8, None when opaque
+    exif: bytes | None = None  # orientation already applied to the pixels, tag reset to 1
+    icc_profile: bytes | None = None  # RGB profile of rgb; None means sRGB
+    xmp: bytes | None = None
+
+    @property
+    def is_gray(self) -> bool:
+        rgb = self.rgb
+        return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+
+
+def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode image bytes (first frame), turning every failure into
+    ImageReadError. Images over ``max_pixels`` are refused before decoding."""
     if not data:
         raise ImageReadError("empty file")
     try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if max_pixels and width * height > max_pixels:
+            raise ImageReadError(f"image has {width}x{height} = {width * height} pixels, over the "
+                                 f"{max_pixels} limit (raise it with --max-pixels)")
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageReadError(f"image too large ({exc})") from None
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image.load()
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+    except ImageReadError:
+        raise
     except UnidentifiedImageError:
         raise ImageReadError("not a recognised image file") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageReadError(f"unreadable image ({exc})") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"image too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
+            MemoryError, KeyError, ZeroDivisionError) as exc:
+        raise ImageReadError(f"unreadable image ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
     return image
+
+
+def _profile_colour_space(icc: bytes | None) -> bytes | None:
+    return icc[16:20] if icc and len(icc) >= 20 else None
+
+
+def _upright(image: Image.Image) -> tuple[Image.Image, bytes | None]:
+    """Apply EXIF orientation; return the image and its EXIF with orientation reset."""
+    try:
+        exif = image.getexif()
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not make the photo unreadable
+        return image, None
+    if not exif:
+        return image, None
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001
+        upright = image
+    if ORIENTATION_TAG in exif:
+        exif[ORIENTATION_TAG] = 1
+    try:
+        return upright, exif.tobytes()
+    except Exception:  # noqa: BLE001 - unserialisable EXIF is dropped rather than fatal
+        return upright, None
+
+
+def _sixteen_bit_to_gray(image: Image.Image) -> Image.Image:
+    wide = np.asarray(image).astype(np.int64)
+    if image.mode == "I" and wide.size and wide.max() <= 255:
+        return Image.fromarray(np.clip(wide, 0, 255).astype(np.uint8), "L")
+    scaled = (np.clip(wide, 0, 65535) * 255 + 32767) // 65535  # scale, never clip the range
+    return Image.fromarray(scaled.astype(np.uint8), "L")
+
+
+def photo_from_image(image: Image.Image) -> Photo:
+    """A :class:`Photo` from any Pillow image of a supported mode, or ImageReadError."""
+    icc = image.info.get("icc_profile") or None
+    xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp") or None
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    image, exif = _upright(image)
+    mode = image.mode
+    alpha = None
+    if mode in ("F", "LAB", "HSV") or mode.startswith("BGR"):
+        raise ImageReadError(f"unsupported colour mode {mode}")
+    if mode == "CMYK":
+        image = _cmyk_to_srgb(image, icc)
+        icc = None
+    elif mode.startswith("I"):
+        image = _sixteen_bit_to_gray(image)
+    elif mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    elif mode == "1":
+        image = image.convert("L")
+    mode = image.mode
+    if mode in ("LA", "La", "RGBA", "RGBa"):
+        if mode in ("La", "RGBa"):
+            image = image.convert(mode[0:-1] + "A" if mode == "La" else "RGBA")
+        alpha_plane = np.asarray(image.getchannel("A"))
+        alpha = None if bool((alpha_plane == 255).all()) else alpha_plane.copy()
+        image = image.convert("L" if image.mode == "LA" else "RGB")
+    if _profile_colour_space(icc) != b"RGB ":
+        icc = None  # a gray or CMYK profile does not describe the RGB pixels we keep
+    rgb = np.asarray(image.convert("RGB"))
+    return Photo(rgb=rgb, alpha=alpha, exif=exif, icc_profile=icc, xmp=xmp)
+
+
+def _cmyk_to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """CMYK through its embedded profile when it has one (Pillow already undoes Adobe's
+    inverted CMYK JPEGs), else the naive conversion."""
+    if _profile_colour_space(icc) == b"CMYK":
+        try:
+            from PIL import ImageCms
+
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:  # noqa: BLE001 - an unusable profile falls back to the plain formula
+            pass
+    return image.convert("RGB")
+
+
+def read_photo(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo:
+    image = open_image(data, max_pixels)
+    try:
+        return photo_from_image(image)
+    except ImageReadError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ImageReadError(f"unreadable image ({exc})") from None
 
 
 def photo_to_rgb(image: Image.Image) -> np.ndarray:
     """(H, W, 3) uint8 RGB of any Pillow image, upright per its EXIF orientation."""
-    try:
-        image = ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block must not make the photo unreadable
-        pass
-    if image.mode == "I;16" or image.mode.startswith("I;16"):
-        wide = np.asarray(image).astype(np.uint32)
-        image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
-    elif image.mode in ("I", "F"):
-        image = image.convert("L")
-    return np.asarray(image.convert("RGB"))
+    return photo_from_image(image).rgb
 
 
-def read_photo(data: bytes) -> np.ndarray:
-    return photo_to_rgb(open_image(data))
+ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 
 
-def save_colour(rgb: np.ndarray, fmt: str) -> bytes:
-    """Bytes of an RGB image in Pillow format ``fmt`` (PNG, JPEG q95 4:4:4, WEBP lossless, ...)."""
-    buffer = io.BytesIO()
+def photo_to_pil(photo: Photo) -> Image.Image:
+    """RGB or RGBA PIL image with the photo's metadata in ``info``."""
+    image = Image.fromarray(photo.rgb, "RGB")
+    if photo.alpha is not None:
+        image.putalpha(Image.fromarray(photo.alpha, "L"))
+    for key, value in (("exif", photo.exif), ("icc_profile", photo.icc_profile), ("xmp", photo.xmp)):
+        if value:
+            image.info[key] = value
+    return image
+
+
+def save_colour(photo: Photo | np.ndarray, fmt: str) -> bytes:
+    """Bytes of the restored photo in Pillow format ``fmt`` (PNG, JPEG q95 4:4:4, WEBP
+    lossless, TIFF, BMP), with alpha where the format holds it and EXIF, ICC and XMP
+    where it stores them."""
+    if isinstance(photo, np.ndarray):
+        photo = Photo(photo)
+    image = photo_to_pil(photo) if fmt in ALPHA_FORMATS else photo_to_pil(Photo(photo.rgb, None, photo.exif,
+                                                                                   photo.icc_profile, photo.xmp))
     options: dict[str, object] = {}
     if fmt == "JPEG":
         options = {"quality": 95, "subsampling": 0}
     elif fmt == "WEBP":
         options = {"lossless": True}
-    Image.fromarray(rgb, "RGB").save(buffer, fmt, **options)
+    if photo.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        options["exif"] = photo.exif
+    if photo.icc_profile and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        options["icc_profile"] = photo.icc_profile
+    if photo.xmp and fmt in ("JPEG", "WEBP"):
+        options["xmp"] = photo.xmp
+    elif photo.xmp and fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", photo.xmp.decode("utf-8", "replace"))
+        options["pnginfo"] = info
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
     return buffer.getvalue()
 
 

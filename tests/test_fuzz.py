@@ -39,11 +39,11 @@ def test_mutated_images_encode_or_are_refused(seed: int) -> None:
     rng = np.random.default_rng(seed)
     data = mutate_image(IMAGES[rng.integers(len(IMAGES))], rng)
     try:
-        rgb = read_photo(data)
+        photo = read_photo(data)
     except ImageReadError:
         return
-    encoded = encode(rgb)
-    assert decode_array(encoded.gray, encoded.residual).shape == rgb.shape
+    encoded = encode(photo)
+    assert decode_array(encoded.gray, encoded.residual).shape == photo.rgb.shape
 
 
 @pytest.mark.parametrize("cut", [0, 1, 10, 65])

@@ -1,0 +1,224 @@
+"""Batches for the CLI: finding the files behind the arguments, naming outputs,
+running one job per file so that one bad file never stops the rest, and reporting
+(a rich progress bar on a terminal, one plain line per file otherwise)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+GRAY_SUFFIXES = (".gray.jpg", ".gray.jpeg", ".gray.png")
+RESIDUAL_SUFFIX = ".residual.bin"
+COLOUR_SUFFIX = ".color.png"
+STDIO = "-"
+
+
+class JobError(Exception):
+    """A per-file failure, reported as one line; the batch goes on."""
+
+
+@dataclass
+class Job:
+    label: str  # what messages name: the input as the user gave it, or the file found in a folder
+    source: str  # a path, or "-" for stdin
+    outputs: list[Path]
+    companion: Path | None = None  # decode: the residual file, when not embedded
+    error: str | None = None  # known before running (name clash, empty folder)
+
+
+@dataclass
+class Outcome:
+    done: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    pixels: int = 0
+    seconds: float = 0.0
+
+
+def stem_of(path: Path) -> str:
+    """File name without its invgray suffix (.gray.jpg, .residual.bin) or extension."""
+    name = path.name
+    for suffix in (*GRAY_SUFFIXES, RESIDUAL_SUFFIX, ".color.png"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def is_invgray_output(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith((*GRAY_SUFFIXES, RESIDUAL_SUFFIX)) or ".color." in name
+
+
+def _folder_files(folder: Path, recursive: bool, keep: Callable[[Path], bool]) -> list[Path]:
+    candidates = folder.rglob("*") if recursive else folder.glob("*")
+    return sorted(p for p in candidates if p.is_file() and not p.name.startswith(".") and keep(p))
+
+
+def _mark_clashes(jobs: list[Job]) -> list[Job]:
+    """Two inputs that would write the same output (a.png and a.jpg): the later one fails."""
+    claimed: dict[Path, str] = {}
+    for job in jobs:
+        if job.error:
+            continue
+        for out in job.outputs:
+            key = out.resolve()
+            if key in claimed:
+                job.error = f"output {out} would also be written for {claimed[key]} (rename one, or use -o)"
+                break
+        else:
+            for out in job.outputs:
+                claimed[out.resolve()] = job.label
+    return jobs
+
+
+def encode_jobs(inputs: list[str], out_dir: Path | None, gray_suffix: str, embed: bool,
+                recursive: bool) -> list[Job]:
+    jobs = []
+
+    def outputs(folder: Path, stem: str) -> list[Path]:
+        gray = folder / f"{stem}{gray_suffix}"
+        return [gray] if embed else [gray, folder / f"{stem}{RESIDUAL_SUFFIX}"]
+
+    for name in inputs:
+        path = Path(name)
+        if name != STDIO and path.is_dir():
+            files = _folder_files(path, recursive,
+                                  lambda p: p.suffix.lower() in PHOTO_SUFFIXES and not is_invgray_output(p))
+            if not files:
+                jobs.append(Job(name, name, [], error="no photos found in this folder"
+                                + ("" if recursive else " (use -r for subfolders)")))
+            for file in files:
+                relative = file.relative_to(path)
+                folder = (out_dir / relative.parent) if out_dir else file.parent
+                jobs.append(Job(str(file), str(file), outputs(folder, file.stem)))
+        else:
+            folder = out_dir if out_dir else path.parent
+            jobs.append(Job(name, name, outputs(folder, path.stem)))
+    return _mark_clashes(jobs)
+
+
+def decode_jobs(inputs: list[str], out_dir: Path | None, recursive: bool) -> list[Job]:
+    """Arguments ending in .residual.bin pair with the gray before them; a gray alone
+    uses its embedded residual or the sidecar beside it; a folder, every gray in it."""
+    jobs: list[Job] = []
+    # `decode GRAY RESIDUAL` pairs whatever the residual file is called
+    classic_pair = (len(inputs) == 2 and not Path(inputs[0]).is_dir() and not Path(inputs[1]).is_dir()
+                    and not inputs[1].lower().endswith(GRAY_SUFFIXES))
+    for index, name in enumerate(inputs):
+        path = Path(name)
+        pairs_with_previous = name.lower().endswith(RESIDUAL_SUFFIX) or (classic_pair and index == 1)
+        if pairs_with_previous and jobs and jobs[-1].companion is None and not jobs[-1].error \
+                and not Path(jobs[-1].source).is_dir() and jobs[-1].source == inputs[index - 1]:
+            jobs[-1].companion = path
+            continue
+        if path.is_dir():
+            files = _folder_files(path, recursive, lambda p: p.name.lower().endswith(GRAY_SUFFIXES))
+            if not files:
+                jobs.append(Job(name, name, [], error="no .gray.jpg/.gray.png files found in this folder"
+                                + ("" if recursive else " (use -r for subfolders)")))
+            for file in files:
+                relative = file.relative_to(path)
+                folder = (out_dir / relative.parent) if out_dir else file.parent
+                sidecar = file.with_name(stem_of(file) + RESIDUAL_SUFFIX)
+                job = Job(str(file), str(file), [folder / f"{stem_of(file)}{COLOUR_SUFFIX}"])
+                job.companion = sidecar if sidecar.is_file() else None
+                jobs.append(job)
+            continue
+        folder = out_dir if out_dir else path.parent
+        jobs.append(Job(name, name, [folder / f"{stem_of(path)}{COLOUR_SUFFIX}"]))
+    return _mark_clashes(jobs)
+
+
+class Reporter:
+    """Progress and results: rich bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, total: int, verb: str, quiet: bool = False) -> None:
+        self.total, self.verb, self.quiet = total, verb, quiet
+        self.progress = None
+        if sys.stderr.isatty() and total > 1 and not os.environ.get("INVGRAY_PLAIN"):
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.console = Console(stderr=True)
+            self.progress = Progress(TextColumn(f"{verb}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                     TimeRemainingColumn(), console=self.console, transient=False)
+            self.task = self.progress.add_task(verb, total=total, rate="")
+            self.progress.start()
+        self.started = time.perf_counter()
+        self.finished = 0
+
+    def line(self, text: str, error: bool = False) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        elif error:
+            print(text, file=sys.stderr, flush=True)
+        elif not self.quiet:
+            print(text, flush=True)
+
+    def advance(self) -> None:
+        self.finished += 1
+        if self.progress is not None:
+            elapsed = time.perf_counter() - self.started
+            self.progress.update(self.task, advance=1, rate=f"{self.finished / max(elapsed, 1e-9):.2f} files/s")
+
+    def close(self, outcome: Outcome) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        if self.total > 1 or outcome.failures or outcome.skipped:
+            summary = f"{self.verb}: {outcome.done} done, {outcome.skipped} skipped, {len(outcome.failures)} failed"
+            if outcome.seconds and outcome.pixels:
+                summary += f" ({outcome.pixels / 1e6 / outcome.seconds:.2f} MP/s)"
+            print(summary, file=sys.stderr, flush=True)
+            for label, message in outcome.failures if self.total > 1 else []:
+                print(f"  failed: {label}: {message}", file=sys.stderr, flush=True)
+
+
+def run_jobs(jobs: list[Job], work: Callable[[Job], tuple[str, int]], reporter: Reporter,
+             skip_existing: bool, workers: int = 1) -> Outcome:
+    """Run ``work`` on every job; it returns (report line, pixels) or raises JobError."""
+    outcome = Outcome()
+    started = time.perf_counter()
+
+    def one(job: Job) -> tuple[Job, str, str | None, int]:
+        if job.error:
+            return job, "failed", job.error, 0
+        if skip_existing and job.outputs and all(p.exists() for p in job.outputs):
+            return job, "skipped", None, 0
+        try:
+            text, pixels = work(job)
+            return job, "done", text, pixels
+        except JobError as exc:
+            return job, "failed", str(exc), 0
+        except Exception as exc:  # noqa: BLE001 - one file's bug must not stop the batch
+            return job, "failed", f"internal error: {type(exc).__name__}: {exc}", 0
+
+    def results() -> Iterable[tuple[Job, str, str | None, int]]:
+        if workers <= 1:
+            yield from map(one, jobs)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            yield from pool.map(one, jobs)
+
+    for job, status, message, pixels in results():
+        if status == "done":
+            outcome.done += 1
+            outcome.pixels += pixels
+            reporter.line(message or "")
+        elif status == "skipped":
+            outcome.skipped += 1
+            reporter.line(f"{job.label}: skipped (outputs exist)")
+        else:
+            outcome.failures.append((job.label, message or "failed"))
+            reporter.line(f"invgray: error: {job.label}: {message}", error=True)
+        reporter.advance()
+    outcome.seconds = time.perf_counter() - started
+    reporter.close(outcome)
+    return outcome
