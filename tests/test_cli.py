@@ -135,3 +135,62 @@ def test_info(small_png: Path) -> None:
     assert "203 x 157" in result.output and "bundled" in result.output
     bad = invoke("info", small_png)
     assert bad.exit_code == 1 and "magic" in bad.output
+
+
+def _photo_folder(root: Path, small_rgb: np.ndarray) -> None:
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(small_rgb).save(root / "a.png")
+    Image.fromarray(small_rgb[::-1].copy()).save(root / "b.jpg", quality=95)
+    Image.fromarray(small_rgb[:, ::-1].copy()).save(root / "sub" / "c.webp", lossless=True)
+    (root / "notes.txt").write_text("not a photo")
+
+
+def test_folder_batch_mirrors_tree_and_resumes(tmp_path: Path, small_rgb: np.ndarray) -> None:
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    _photo_folder(photos, small_rgb)
+    result = invoke("encode", photos, "-r", "--out-dir", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "a.gray.jpg", "a.residual.bin", "b.gray.jpg", "b.residual.bin", "sub/c.gray.jpg", "sub/c.residual.bin"]
+    assert "3 done, 0 skipped, 0 failed" in result.output
+
+    again = invoke("encode", photos, "-r", "--out-dir", out, "--skip-existing")
+    assert again.exit_code == 0 and "0 done, 3 skipped, 0 failed" in again.output
+
+    colour = tmp_path / "colour"
+    result = invoke("decode", out, "-r", "--out-dir", colour)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(colour).as_posix() for p in colour.rglob("*.png")) == [
+        "a.color.png", "b.color.png", "sub/c.color.png"]
+
+
+def test_folder_without_recursion_skips_subfolders(tmp_path: Path, small_rgb: np.ndarray) -> None:
+    _photo_folder(tmp_path / "p", small_rgb)
+    assert invoke("encode", tmp_path / "p").exit_code == 0
+    assert not (tmp_path / "p" / "sub" / "c.gray.jpg").exists()
+    assert (tmp_path / "p" / "a.gray.jpg").exists()
+    # a second run finds only its own outputs and the originals: it never encodes a .gray.jpg
+    result = invoke("encode", tmp_path / "p", "--skip-existing")
+    assert result.exit_code == 0 and "2 skipped" in result.output
+
+
+def test_name_clash_in_one_batch_fails_only_the_later_file(tmp_path: Path, small_rgb: np.ndarray) -> None:
+    Image.fromarray(small_rgb).save(tmp_path / "x.png")
+    Image.fromarray(small_rgb).save(tmp_path / "x.bmp")
+    result = invoke("encode", tmp_path / "x.bmp", tmp_path / "x.png")
+    assert result.exit_code == 1
+    assert "would also be written" in result.output and "1 done" in result.output
+
+
+def test_decode_folder_reports_broken_pairs_and_finishes_the_rest(tmp_path: Path, small_rgb: np.ndarray) -> None:
+    for i in range(3):
+        Image.fromarray(np.roll(small_rgb, i * 10, axis=1)).save(tmp_path / f"p{i}.png")
+    assert invoke("encode", tmp_path).exit_code == 0
+    (tmp_path / "p1.residual.bin").write_bytes((tmp_path / "p1.residual.bin").read_bytes()[:30])
+    (tmp_path / "p2.residual.bin").unlink()
+    result = invoke("decode", tmp_path)
+    assert result.exit_code == 1
+    assert (tmp_path / "p0.color.png").exists()
+    assert not (tmp_path / "p1.color.png").exists() and not (tmp_path / "p2.color.png").exists()
+    assert "1 done, 0 skipped, 2 failed" in result.output
+    assert "truncated" in result.output and "no residual found" in result.output
