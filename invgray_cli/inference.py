@@ -33,23 +33,70 @@ def symbol_shape(model: InvGrayNet, height: int, width: int) -> tuple[int, int, 
     return model.cfg.symbol_planes, -(-height // stride), -(-width // stride)
 
 
+TILE_CORE = 1024  # pixels of output per tile side (a multiple of every symbol cell size)
+TILE_HALO = 96  # context on each side: measured exact (tiled == untiled) from 96 px
+WHOLE_IMAGE_PIXELS = 4 * 1024 * 1024  # at most this many pixels run in one piece
+
+
+def _tiles(height: int, width: int, stride: int, core: int, halo: int):  # noqa: ANN202 - generator of slices
+    """(core slice, context slice) pairs in pixels, both aligned to ``stride``."""
+    for y0 in range(0, height, core):
+        for x0 in range(0, width, core):
+            y1, x1 = min(y0 + core, height), min(x0 + core, width)
+            cy0, cx0 = max(0, y0 - halo), max(0, x0 - halo)
+            cy1, cx1 = min(height, y1 + halo), min(width, x1 + halo)
+            yield (slice(y0, y1), slice(x0, x1)), (slice(cy0, cy1), slice(cx0, cx1))
+    assert core % stride == 0 and halo % stride == 0
+
+
+def _use_tiles(height: int, width: int, tile: bool | None) -> bool:
+    return height * width > WHOLE_IMAGE_PIXELS if tile is None else tile
+
+
 @torch.inference_mode()
 def analyse_image(model: InvGrayNet, rgb: np.ndarray, decoded_gray: np.ndarray, step: float = 1.0,
-                  device: torch.device | str = "cpu") -> np.ndarray:
+                  device: torch.device | str = "cpu", tile: bool | None = None) -> np.ndarray:
     """Integer symbols (:func:`symbol_shape`) for an (H, W, 3) uint8 photo and the
-    (H, W) uint8 gray exactly as a decoder will see it."""
+    (H, W) uint8 gray exactly as a decoder will see it. Large images run in
+    overlapping tiles (``tile=None`` decides by size), so memory stays bounded."""
     device = torch.device(device)
     stride = model.cfg.symbol_stride
-    symbols = model.quantise(_pad(_to_tensor(rgb, device), stride), _pad(_to_tensor(decoded_gray, device), stride),
-                             step)
-    return symbols[0].to("cpu", torch.int32).numpy()
+    height, width = decoded_gray.shape
+    if not _use_tiles(height, width, tile):
+        symbols = model.quantise(_pad(_to_tensor(rgb, device), stride),
+                                 _pad(_to_tensor(decoded_gray, device), stride), step)
+        return symbols[0].to("cpu", torch.int32).numpy()
+    out = np.zeros(symbol_shape(model, height, width), np.int32)
+    for (ys, xs), (cys, cxs) in _tiles(height, width, stride, TILE_CORE, TILE_HALO):
+        symbols = model.quantise(_pad(_to_tensor(rgb[cys, cxs], device), stride),
+                                 _pad(_to_tensor(decoded_gray[cys, cxs], device), stride), step)[0]
+        oy, ox = (ys.start - cys.start) // stride, (xs.start - cxs.start) // stride
+        ny, nx = -(-(ys.stop - ys.start) // stride), -(-(xs.stop - xs.start) // stride)
+        out[:, ys.start // stride:ys.start // stride + ny, xs.start // stride:xs.start // stride + nx] = \
+            symbols[:, oy:oy + ny, ox:ox + nx].to("cpu", torch.int32).numpy()
+    return out
 
 
 @torch.inference_mode()
 def synthesise_image(model: InvGrayNet, decoded_gray: np.ndarray, symbols: np.ndarray, step: float = 1.0,
-                     device: torch.device | str = "cpu") -> np.ndarray:
-    """(H, W, 3) uint8 colour from the decoded gray and the integer symbols."""
+                     device: torch.device | str = "cpu", tile: bool | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 colour from the decoded gray and the integer symbols; large
+    images in overlapping tiles (see :func:`analyse_image`)."""
     device = torch.device(device)
+    stride = model.cfg.symbol_stride
+    height, width = decoded_gray.shape
+    if not _use_tiles(height, width, tile):
+        return _synthesise(model, decoded_gray, symbols, step, device)
+    out = np.empty((height, width, 3), np.uint8)
+    for (ys, xs), (cys, cxs) in _tiles(height, width, stride, TILE_CORE, TILE_HALO):
+        cells = symbols[:, cys.start // stride:-(-cys.stop // stride), cxs.start // stride:-(-cxs.stop // stride)]
+        colour = _synthesise(model, decoded_gray[cys, cxs], cells, step, device)
+        out[ys, xs] = colour[ys.start - cys.start:ys.stop - cys.start, xs.start - cxs.start:xs.stop - cxs.start]
+    return out
+
+
+def _synthesise(model: InvGrayNet, decoded_gray: np.ndarray, symbols: np.ndarray, step: float,
+                device: torch.device) -> np.ndarray:
     h, w = decoded_gray.shape
     gray = _pad(_to_tensor(decoded_gray, device), model.cfg.symbol_stride)
     sym = torch.from_numpy(np.ascontiguousarray(symbols)).to(device=device, dtype=torch.float32)[None]
