@@ -146,6 +146,8 @@ def _read_section(data: bytes, pos: int, end: int, exact_size: int | None, max_s
 def read_residual(data: bytes) -> Residual:
     """Parse and validate a residual file's bytes (the symbol payload stays compressed;
     alpha and ICC sections are decompressed, bounded by the declared image size)."""
+    if not data:
+        raise InvalidResidualError("empty residual file")
     if len(data) < 4 or data[:4] != MAGIC:
         raise InvalidResidualError("not an invgray residual file (bad magic bytes)")
     if len(data) < 5:

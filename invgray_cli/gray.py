@@ -4,10 +4,11 @@ baseline grayscale JPEG or a lossless PNG."""
 from __future__ import annotations
 
 import io
+import struct
 from typing import Literal
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 GrayFormat = Literal["jpg", "png"]
 GRAY_FORMATS: tuple[str, ...] = ("jpg", "png")
@@ -56,12 +57,20 @@ def gray_metadata(data: bytes) -> tuple[bytes | None, bytes | None]:
 
 
 def decode_gray(data: bytes) -> np.ndarray:
-    """(H, W) uint8 pixels of a gray image file's bytes, as any decoder shows them."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        if image.mode != "L":
-            raise ValueError(f"gray image has mode {image.mode}, expected L (8-bit grayscale)")
-        return np.asarray(image).copy()
+    """(H, W) uint8 pixels of a gray image file's bytes, as any decoder shows them.
+    Raises ValueError with a one-line reason for anything else."""
+    if not data:
+        raise ValueError("empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.mode != "L":
+                raise ValueError(f"gray image has mode {image.mode}, expected L (8-bit grayscale)")
+            return np.asarray(image).copy()
+    except UnidentifiedImageError:
+        raise ValueError("not a recognised image file") from None
+    except (OSError, SyntaxError, EOFError, struct.error) as exc:
+        raise ValueError(str(exc)) from None
 
 
 def jpeg_round_trip(gray: np.ndarray, quality: int) -> np.ndarray:
