@@ -1,15 +1,19 @@
 """Bundle a training checkpoint as a shipped model:
-``python -m invgray_cli.export runs/v1/best.pt --name invgray-v1 [--default]``.
+``python -m invgray_cli.export runs/v4/best.pt --name invgray-v1 --default --levels-val ../shared/data/val/cbsd68``.
 
 Writes ``models/<name>.pt`` (config + state dict, loadable with
 ``torch.load(weights_only=True)``) and records it in ``models/registry.json`` under
-its id. Existing entries stay, so residuals made with older models keep decoding.
+its id, with its rate levels: for each level, the quantisation step whose mean
+residual size on the validation folder (gray JPEG q90) is closest to, without
+exceeding, the level's target bits per pixel. Existing entries stay, so residuals
+made with older models keep decoding.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -26,6 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True, help="file stem, e.g. invgray-v1")
     parser.add_argument("--default", action="store_true", help="make it the model new residuals use")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
+    parser.add_argument("--levels-val", type=Path, help="validation folder that sets the rate levels")
+    parser.add_argument("--level-bpp", nargs="+", default=["low=0.01", "default=0.03", "high=0.08"],
+                        metavar="NAME=BPP", help="residual bits per pixel each level aims at on validation")
     args = parser.parse_args(argv)
 
     ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
@@ -35,11 +42,48 @@ def main(argv: list[str] | None = None) -> None:
     model_id = export_weights(model, args.models_dir / filename)
     registry_path = args.models_dir / REGISTRY_FILE
     registry = json.loads(registry_path.read_text()) if registry_path.exists() else {"default": None, "models": {}}
-    registry["models"][model_id] = {"file": filename, "name": args.name, "checkpoint_step": ckpt["step"]}
+    entry = {"file": filename, "name": args.name, "checkpoint_step": ckpt["step"]}
+    if args.levels_val:
+        targets = {name: float(bpp) for name, bpp in (item.split("=") for item in args.level_bpp)}
+        entry["levels"], entry["validation"] = choose_levels(model.eval(), args.levels_val, targets)
+    registry["models"][model_id] = entry
     if args.default or registry["default"] is None:
         registry["default"] = model_id
     registry_path.write_text(json.dumps(registry, indent=2) + "\n")
     print(f"{args.name}: model id {model_id} -> {args.models_dir / filename}")
+
+
+def choose_levels(model: InvGrayNet, folder: Path, targets: dict[str, float]) -> tuple[dict, dict]:
+    """Per level, the smallest step (best quality) whose validation bpp meets the
+    target, by bisection on log(step); plus the validation figures at each."""
+    from .train import list_images, load_rgb, validate
+
+    images = [load_rgb(p) for p in list_images([folder])]
+    cache: dict[float, dict[str, float]] = {}
+
+    def measure(step: float) -> dict[str, float]:
+        step = float(f"{step:.4g}")
+        if step not in cache:
+            cache[step] = validate(model, images, quality=90, step=step)
+            print(f"  step {step:g}: {cache[step]['val_psnr']:.3f} dB, {cache[step]['val_bpp']:.4f} bpp", flush=True)
+        return cache[step]
+
+    levels, figures = {}, {}
+    for name, target in targets.items():
+        low, high = math.log(0.05), math.log(50.0)  # bpp falls as the step grows
+        for _ in range(9):
+            middle = (low + high) / 2
+            if measure(math.exp(middle))["val_bpp"] <= target:
+                high = middle
+            else:
+                low = middle
+        step = float(f"{math.exp(high):.4g}")
+        levels[name] = step
+        figures[name] = {"step": step, "val_psnr": round(measure(step)["val_psnr"], 3),
+                         "val_bpp": round(measure(step)["val_bpp"], 5), "target_bpp": target,
+                         "folder": folder.name}
+        print(f"{name}: step {step:g}", flush=True)
+    return levels, figures
 
 
 if __name__ == "__main__":
