@@ -1,0 +1,68 @@
+"""Regenerate the golden fixtures: ``python tests/golden/make_golden.py``.
+
+Run once when a model is added. Fixtures are never regenerated for an existing
+model: they pin what its residual files decode to, so a change that breaks old
+files fails test_golden.py instead of landing silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))
+
+from invgray_cli.codec import decode_photo, encode  # noqa: E402
+from invgray_cli.images import Photo  # noqa: E402
+from invgray_cli.zoo import default_model_id  # noqa: E402
+
+
+def cases() -> dict[str, tuple[Photo, dict]]:
+    rgb = np.asarray(Image.open(HERE.parent.parent / "samples" / "kodim23.png").convert("RGB"))
+    crop = np.ascontiguousarray(rgb[180:277, 250:381])  # 131 x 97: not a multiple of the cell size
+    alpha = np.tile(np.linspace(0, 255, crop.shape[1]).astype(np.uint8), (crop.shape[0], 1))
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    gray = np.asarray(Image.fromarray(crop).convert("L"))
+    return {
+        "rgb-q90": (Photo(crop), {"quality": 90}),
+        "rgb-q75-low": (Photo(crop), {"quality": 75, "level": "low"}),
+        "rgba-icc-png": (Photo(crop, alpha, icc_profile=icc), {"gray_format": "png", "level": "high"}),
+        "monochrome": (Photo(np.repeat(gray[:, :, None], 3, axis=2)), {"gray_format": "png"}),
+    }
+
+
+def main() -> None:
+    model_id = default_model_id()
+    folder = HERE / model_id
+    if folder.exists():
+        raise SystemExit(f"{folder} exists: golden files of a shipped model are never regenerated")
+    folder.mkdir()
+    manifest = {"model_id": model_id, "cases": {}}
+    for name, (photo, options) in cases().items():
+        encoded = encode(photo, **options)
+        suffix = "png" if options.get("gray_format") == "png" else "jpg"
+        (folder / f"{name}.gray.{suffix}").write_bytes(encoded.gray)
+        (folder / f"{name}.residual.bin").write_bytes(encoded.residual)
+        restored = decode_photo(encoded.gray, encoded.residual)
+        pixels = np.dstack([restored.rgb, restored.alpha]) if restored.alpha is not None else restored.rgb
+        Image.fromarray(pixels).save(folder / f"{name}.expected.png")
+        manifest["cases"][name] = {
+            "gray": f"{name}.gray.{suffix}", "residual": f"{name}.residual.bin",
+            "expected": f"{name}.expected.png", "sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
+            "options": options,
+        }
+    embedded = encode(cases()["rgb-q90"][0]).embedded()
+    (folder / "embedded.gray.jpg").write_bytes(embedded)
+    manifest["cases"]["embedded"] = {**manifest["cases"]["rgb-q90"], "gray": "embedded.gray.jpg", "residual": None}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {len(manifest['cases'])} golden cases to {folder}")
+
+
+if __name__ == "__main__":
+    main()
