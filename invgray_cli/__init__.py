@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "1.0.0"
 
 if TYPE_CHECKING:
-    from .codec import Encoded, decode, decode_array, encode
+    from .codec import Encoded, Photo, decode, decode_array, decode_photo, encode
 
-_LAZY = {"encode", "decode", "decode_array", "Encoded"}
+_LAZY = {"encode", "decode", "decode_array", "decode_photo", "Encoded", "Photo"}
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +24,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'invgray_cli' has no attribute {name!r}")
 
 
-__all__ = ["Encoded", "__version__", "decode", "decode_array", "encode"]
+__all__ = ["Encoded", "Photo", "__version__", "decode", "decode_array", "decode_photo", "encode"]

@@ -170,11 +170,6 @@ def read_photo(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Phot
         raise ImageReadError(f"unreadable image ({exc})") from None
 
 
-def photo_to_rgb(image: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of any Pillow image, upright per its EXIF orientation."""
-    return photo_from_image(image).rgb
-
-
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 
 
