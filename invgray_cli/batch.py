@@ -51,8 +51,8 @@ def stem_of(path: Path) -> str:
 
 
 def is_invgray_output(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith((*GRAY_SUFFIXES, RESIDUAL_SUFFIX)) or ".color." in name
+    """What encode and decode write by default: never taken as a photo in folder mode."""
+    return path.name.lower().endswith((*GRAY_SUFFIXES, RESIDUAL_SUFFIX, COLOUR_SUFFIX))
 
 
 def _folder_files(folder: Path, recursive: bool, keep: Callable[[Path], bool]) -> list[Path]:
@@ -103,19 +103,43 @@ def encode_jobs(inputs: list[str], out_dir: Path | None, gray_suffix: str, embed
     return _mark_clashes(jobs)
 
 
+def _is_residual_file(name: str) -> bool:
+    """Named *.residual.bin, or starting with the residual magic bytes."""
+    if name.lower().endswith(RESIDUAL_SUFFIX):
+        return True
+    try:
+        with open(name, "rb") as handle:
+            return handle.read(4) == b"IGRS"
+    except OSError:
+        return False
+
+
+def _looks_like_image(name: str) -> bool:
+    try:
+        with open(name, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return head.startswith((b"\xff\xd8", b"\x89PNG"))
+
+
 def decode_jobs(inputs: list[str], out_dir: Path | None, recursive: bool) -> list[Job]:
-    """Arguments ending in .residual.bin pair with the gray before them; a gray alone
-    uses its embedded residual or the sidecar beside it; a folder, every gray in it."""
+    """A residual file pairs with the gray image right before it; a gray alone uses
+    its embedded residual or the sidecar beside it (decided when it runs); a folder
+    gives every *.gray.jpg/png in it. In the two-argument form ``GRAY RESIDUAL`` the
+    second is the residual whatever its name, unless it is itself a JPEG or PNG."""
     jobs: list[Job] = []
-    # `decode GRAY RESIDUAL` pairs whatever the residual file is called
-    classic_pair = (len(inputs) == 2 and not Path(inputs[0]).is_dir() and not Path(inputs[1]).is_dir()
-                    and not inputs[1].lower().endswith(GRAY_SUFFIXES))
+    classic_pair = (len(inputs) == 2 and Path(inputs[0]).is_file() and Path(inputs[1]).is_file()
+                    and not _looks_like_image(inputs[1]))
     for index, name in enumerate(inputs):
         path = Path(name)
-        pairs_with_previous = name.lower().endswith(RESIDUAL_SUFFIX) or (classic_pair and index == 1)
-        if pairs_with_previous and jobs and jobs[-1].companion is None and not jobs[-1].error \
-                and not Path(jobs[-1].source).is_dir() and jobs[-1].source == inputs[index - 1]:
-            jobs[-1].companion = path
+        if (classic_pair and index == 1) or (path.is_file() and _is_residual_file(name)):
+            previous = jobs[-1] if jobs else None
+            if previous is None or previous.companion is not None or previous.error \
+                    or previous.source != inputs[index - 1]:
+                jobs.append(Job(name, name, [], error="a residual file must follow its gray image"))
+            else:
+                previous.companion = path
             continue
         if path.is_dir():
             files = _folder_files(path, recursive, lambda p: p.name.lower().endswith(GRAY_SUFFIXES))
@@ -125,10 +149,7 @@ def decode_jobs(inputs: list[str], out_dir: Path | None, recursive: bool) -> lis
             for file in files:
                 relative = file.relative_to(path)
                 folder = (out_dir / relative.parent) if out_dir else file.parent
-                sidecar = file.with_name(stem_of(file) + RESIDUAL_SUFFIX)
-                job = Job(str(file), str(file), [folder / f"{stem_of(file)}{COLOUR_SUFFIX}"])
-                job.companion = sidecar if sidecar.is_file() else None
-                jobs.append(job)
+                jobs.append(Job(str(file), str(file), [folder / f"{stem_of(file)}{COLOUR_SUFFIX}"]))
             continue
         folder = out_dir if out_dir else path.parent
         jobs.append(Job(name, name, [folder / f"{stem_of(path)}{COLOUR_SUFFIX}"]))

@@ -73,6 +73,8 @@ def _read_input(path: str) -> bytes:
         raise InputError("no such file")
     if p.is_dir():
         raise InputError("is a directory")
+    if not p.is_file():
+        raise InputError("not a regular file")
     try:
         return p.read_bytes()
     except OSError as exc:
@@ -96,23 +98,16 @@ def _check_writable(outputs: list[Path], inputs: list[str], force: bool) -> None
 
 
 def _write_all(files: list[tuple[Path, bytes]], force: bool) -> None:
-    """Write every output atomically; if one fails, remove the ones already written."""
-    from .images import write_atomic
+    """Write every output of one input as a set (see images.write_all_atomic)."""
+    from .images import write_all_atomic
 
-    written: list[Path] = []
     try:
-        for path, data in files:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, data, overwrite=force)
-            written.append(path)
+        write_all_atomic(files, overwrite=force)
     except FileExistsError as exc:
-        for path in written:
-            path.unlink(missing_ok=True)
         raise InputError(str(exc)) from None
     except OSError as exc:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise InputError(f"cannot write output ({exc.strerror or exc})") from None
+        target = exc.filename or ", ".join(str(p) for p, _ in files)
+        raise InputError(f"cannot write {target} ({exc.strerror or exc})") from None
 
 
 def _device(name: DeviceChoice, threads: int):  # noqa: ANN202 - torch type, imported lazily
@@ -244,6 +239,8 @@ def decode(
         raise _usage(f"--out-dir {out_dir}: not a folder")
     if force and skip_existing:
         raise _usage("use either --force or --skip-existing, not both")
+    if STDIO in inputs:
+        raise _usage("decode reads files, not stdin: save the gray image first")
     from .images import colour_format_for
 
     batch = decode_jobs(inputs, out_dir, recursive)
@@ -261,6 +258,8 @@ def decode(
                 raise _usage(str(exc)) from None
     torch_device = _device(device, threads)
     from .codec import GrayRecompressedWarning, decode_photo
+
+    warnings.simplefilter("ignore", GrayRecompressedWarning)  # reported per file from photo.notes
     from .container import InvalidResidualError
     from .images import save_colour
     from .zoo import UnknownModelError
@@ -271,17 +270,20 @@ def decode(
         gray_bytes = _labelled_read(gray)
         residual_bytes, source = _find_residual(gray, gray_bytes, job.companion)
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", GrayRecompressedWarning)
-                photo = decode_photo(gray_bytes, residual_bytes, device=torch_device)
+            photo = decode_photo(gray_bytes, residual_bytes, device=torch_device)
         except (InvalidResidualError, UnknownModelError) as exc:
             raise JobError(f"{source}: {exc}") from None
         except (ValueError, OSError) as exc:
             raise JobError(f"unreadable gray image ({exc})") from None
-        _write_all([(job.outputs[0], save_colour(photo, colour_format_for(job.outputs[0])))], force)
+        fmt = colour_format_for(job.outputs[0])
+        try:
+            data = save_colour(photo, fmt)
+        except (OSError, ValueError) as exc:
+            raise JobError(f"cannot save as {fmt} ({exc})") from None
+        _write_all([(job.outputs[0], data)], force)
         line = f"{job.label}" + ("" if source.startswith(str(gray)) else f" + {source}") + f": {job.outputs[0]}"
-        for warning in caught:
-            line += f" (warning: {warning.message})"
+        for note in photo.notes:
+            line += f" (warning: {note})"
         if compare is not None:
             line += f" ({_psnr_against(compare, photo.rgb)})"
         return line, photo.rgb.shape[0] * photo.rgb.shape[1]
@@ -325,11 +327,13 @@ def embed(
     from .embedding import EmbeddingError
     from .embedding import embed as embed_residual
 
-    suffix = ".png" if gray.name.lower().endswith(".png") else ".jpg"
-    target = output or gray.with_name(f"{stem_of(gray)}.embedded.gray{suffix}")
+    if STDIO in (str(gray), str(residual)):
+        raise _usage("embed reads files, not stdin")
     try:
-        _check_writable([target], [str(gray), str(residual)], force)
         gray_bytes = _labelled_read(gray)
+        suffix = ".png" if gray_bytes.startswith(b"\x89PNG") else ".jpg"
+        target = output or gray.with_name(f"{stem_of(gray)}.embedded.gray{suffix}")
+        _check_writable([target], [str(gray), str(residual)], force)
         residual_bytes = _labelled_read(residual)
         try:
             header = read_residual(residual_bytes)
@@ -361,8 +365,12 @@ def extract(
     from .embedding import EmbeddingError, strip
     from .embedding import extract as extract_residual
 
+    if str(gray) == STDIO:
+        raise _usage("extract reads files, not stdin")
     target = output or gray.with_name(stem_of(gray) + RESIDUAL_SUFFIX)
     outputs = [target] + ([gray_out] if gray_out else [])
+    if gray_out is not None and gray_out.resolve() == target.resolve():
+        raise _usage("--gray-out and the residual output are the same file")
     try:
         _check_writable(outputs, [str(gray)], force)
         gray_bytes = _labelled_read(gray)
@@ -400,12 +408,13 @@ def info(file: Annotated[Path, typer.Argument(help="A residual file.")]) -> None
     from .zoo import known_model_ids, levels
 
     try:
-        header = read_residual(_read_input(str(file)))
+        data = _read_input(str(file))
+        header = read_residual(data)
     except (InputError, InvalidResidualError) as exc:
         _err(f"{file}: {exc}")
         raise typer.Exit(1) from None
     pixels = header.width * header.height
-    size = file.stat().st_size
+    size = len(data)
     bundled = header.model_id in known_model_ids()
     known = "bundled" if bundled else "NOT bundled with this invgray"
     level_names = [name for name, value in (levels(header.model_id) if bundled else {}).items()
@@ -435,4 +444,4 @@ def main() -> None:
         if os.environ.get("INVGRAY_DEBUG"):
             raise
         _err(f"internal error: {type(exc).__name__}: {exc} (set INVGRAY_DEBUG=1 for details)")
-        sys.exit(3)
+        sys.exit(1)

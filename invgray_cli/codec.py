@@ -15,10 +15,11 @@ from PIL import Image
 
 from . import embedding
 from .container import (
-    FLAG_MONOCHROME, MAX_STEP, RECOMPRESSION_TOLERANCE, InvalidResidualError, Residual, gray_fingerprint,
-    gray_signature, read_residual, signature_distance, write_residual,
+    FLAG_MONOCHROME, MAX_PIXELS, MAX_SIDE, MAX_STEP, RECOMPRESSION_TOLERANCE, GrayMismatchError,
+    InvalidResidualError, Residual, gray_fingerprint, gray_signature, read_residual, signature_distance,
+    write_residual,
 )
-from .gray import DEFAULT_QUALITY, GrayFormat, decode_gray, encode_gray, gray_metadata, luma
+from .gray import DEFAULT_QUALITY, MAX_JPEG_SIDE, GrayFormat, decode_gray, encode_gray, gray_metadata, luma
 from .images import Photo, photo_from_image, photo_to_pil
 from .inference import analyse_image, synthesise_image
 from .network import InvGrayNet
@@ -26,10 +27,6 @@ from .packing import PackingError, pack_symbols, raw_size_of, unpack_symbols
 from .zoo import level_step, load_model, model_id_of
 
 DEFAULT_LEVEL = "default"
-
-
-class GrayMismatchError(InvalidResidualError):
-    """The residual was made for other gray pixels than the ones supplied."""
 
 
 class GrayRecompressedWarning(UserWarning):
@@ -95,6 +92,7 @@ def encode(image: Photo | Image.Image | np.ndarray, *, quality: int = DEFAULT_QU
     """
     photo = _as_photo(image)
     rgb = photo.rgb
+    _check_encodable(rgb.shape[1], rgb.shape[0], gray_format)
     device = resolve_device(device) if isinstance(device, str) else device
     model = model or load_model(device=device)
     if step is None:
@@ -114,6 +112,15 @@ def encode(image: Photo | Image.Image | np.ndarray, *, quality: int = DEFAULT_QU
         alpha=photo.alpha.tobytes() if photo.alpha is not None else b"",
         icc_profile=(photo.icc_profile or b"") if keep_metadata else b"")
     return Encoded(gray_bytes, write_residual(residual), gray_format)
+
+
+def _check_encodable(width: int, height: int, gray_format: GrayFormat) -> None:
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ValueError(f"image is {width}x{height}: the residual format holds at most {MAX_SIDE} px a side "
+                         f"and {MAX_PIXELS} pixels")
+    if gray_format == "jpg" and max(width, height) > MAX_JPEG_SIDE:
+        raise ValueError(f"image is {width}x{height}: JPEG holds at most {MAX_JPEG_SIDE} px a side "
+                         f"(use --gray-format png)")
 
 
 def _as_gray(gray: bytes | Image.Image | np.ndarray) -> np.ndarray:
@@ -137,21 +144,20 @@ def decode_photo(gray: bytes | Image.Image | np.ndarray, residual: bytes | None 
     if residual is None:
         residual = embedded_residual(gray)
     pixels = _as_gray(gray)
-    header = read_residual(residual)
     height, width = pixels.shape
-    if (header.width, header.height) != (width, height):
-        raise GrayMismatchError(f"residual is for a {header.width}x{header.height} image, "
-                                f"the gray is {width}x{height}")
+    header = read_residual(residual, image_size=(width, height))
+    notes: list[str] = []
     if header.gray_fingerprint != gray_fingerprint(pixels):
         distance = signature_distance(header.gray_signature, gray_signature(pixels))
         if distance > RECOMPRESSION_TOLERANCE:
             raise GrayMismatchError("residual does not belong to this gray image (gray pixels differ "
                                     "from the ones it was encoded with)")
-        warnings.warn("gray pixels differ slightly from the encoded ones (re-compressed?): "
-                      "best-effort decode, colour may be less accurate", GrayRecompressedWarning, stacklevel=2)
+        notes.append("gray pixels differ slightly from the encoded ones (re-compressed?): "
+                     "best-effort decode, colour may be less accurate")
+        warnings.warn(notes[-1], GrayRecompressedWarning, stacklevel=2)
     exif, xmp = gray_metadata(bytes(gray)) if isinstance(gray, (bytes, bytearray, memoryview)) else (None, None)
     alpha = np.frombuffer(header.alpha, np.uint8).reshape(height, width) if header.alpha else None
-    return Photo(_restore_colour(header, pixels, device, model), alpha, exif, header.icc_profile or None, xmp)
+    return Photo(_restore_colour(header, pixels, device, model), alpha, exif, header.icc_profile or None, xmp, notes)
 
 
 def _restore_colour(header: Residual, pixels: np.ndarray, device: torch.device,

@@ -43,6 +43,10 @@ class InvalidResidualError(ValueError):
     """A residual file that cannot be decoded; the message is one line for users."""
 
 
+class GrayMismatchError(InvalidResidualError):
+    """The residual was made for other gray pixels than the ones supplied."""
+
+
 @dataclass(frozen=True)
 class Residual:
     model_id: str  # 16 hex digits
@@ -78,12 +82,20 @@ def gray_fingerprint(gray: np.ndarray) -> bytes:
 
 
 def gray_signature(gray: np.ndarray) -> bytes:
-    """Means of a 4 x 4 grid of near-equal blocks, rounded to uint8, row-major."""
-    gray = np.asarray(gray, dtype=np.float64)
+    """Means of a 4 x 4 grid of near-equal blocks, rounded half up, row-major."""
+    gray = np.asarray(gray, dtype=np.uint8)
     rows = np.array_split(np.arange(gray.shape[0]), SIGNATURE_GRID)
     cols = np.array_split(np.arange(gray.shape[1]), SIGNATURE_GRID)
-    means = [gray[r[0]:r[-1] + 1, c[0]:c[-1] + 1].mean() if r.size and c.size else 0.0 for r in rows for c in cols]
-    return bytes(int(round(m)) for m in means)
+    means = []
+    for r in rows:
+        for c in cols:
+            if not (r.size and c.size):
+                means.append(0)
+                continue
+            block = gray[r[0]:r[-1] + 1, c[0]:c[-1] + 1]
+            total = int(block.sum(dtype=np.uint64))
+            means.append((2 * total + block.size) // (2 * block.size))  # exact integer round-half-up
+    return bytes(means)
 
 
 def signature_distance(a: bytes, b: bytes) -> int:
@@ -143,9 +155,12 @@ def _read_section(data: bytes, pos: int, end: int, exact_size: int | None, max_s
     return raw, stop
 
 
-def read_residual(data: bytes) -> Residual:
+def read_residual(data: bytes, image_size: tuple[int, int] | None = None) -> Residual:
     """Parse and validate a residual file's bytes (the symbol payload stays compressed;
-    alpha and ICC sections are decompressed, bounded by the declared image size)."""
+    alpha and ICC sections are decompressed, bounded by the declared image size).
+
+    With ``image_size`` (width, height of the gray it is paired with), a size
+    mismatch is refused before any section is decompressed."""
     if not data:
         raise InvalidResidualError("empty residual file")
     if len(data) < 4 or data[:4] != MAGIC:
@@ -189,6 +204,9 @@ def read_residual(data: bytes) -> Residual:
     if raw_size > max_raw_size((symbol_count, 1, 1)):
         raise InvalidResidualError(f"residual declares {raw_size} payload bytes, more than a "
                                    f"{width}x{height} image can need")
+    if image_size is not None and image_size != (width, height):
+        raise GrayMismatchError(f"residual is for a {width}x{height} image, the gray is "
+                                f"{image_size[0]}x{image_size[1]}")
     pos, end = HEADER_SIZE + payload_length, len(data) - _CHECKSUM.size
     alpha = icc = b""
     if flags & FLAG_ALPHA:

@@ -64,8 +64,10 @@ def _jpeg_header_segments(data: bytes) -> tuple[list[tuple[int, int, int]], int]
     while True:
         if pos + 4 > len(data) or data[pos] != 0xFF:
             raise EmbeddingError("gray JPEG is malformed (no scan found)")
-        while pos < len(data) and data[pos + 1] == 0xFF:  # fill bytes
+        while pos + 2 < len(data) and data[pos + 1] == 0xFF:  # fill bytes
             pos += 1
+        if pos + 2 > len(data):
+            raise EmbeddingError("gray JPEG is malformed (no scan found)")
         marker = data[pos + 1]
         if marker == 0xDA:
             return segments, pos

@@ -13,6 +13,8 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 GrayFormat = Literal["jpg", "png"]
 GRAY_FORMATS: tuple[str, ...] = ("jpg", "png")
 DEFAULT_QUALITY = 90
+MAX_GRAY_PIXELS = 1 << 28  # the residual format's own limit
+MAX_JPEG_SIDE = 65_500
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -63,14 +65,18 @@ def decode_gray(data: bytes) -> np.ndarray:
         raise ValueError("empty file")
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.size[0] * image.size[1] > MAX_GRAY_PIXELS:
+                raise ValueError(f"gray image is {image.size[0]}x{image.size[1]}, over the "
+                                 f"{MAX_GRAY_PIXELS} pixel limit")
             image.load()
             if image.mode != "L":
                 raise ValueError(f"gray image has mode {image.mode}, expected L (8-bit grayscale)")
             return np.asarray(image).copy()
     except UnidentifiedImageError:
         raise ValueError("not a recognised image file") from None
-    except (OSError, SyntaxError, EOFError, struct.error) as exc:
-        raise ValueError(str(exc)) from None
+    except (OSError, SyntaxError, EOFError, struct.error, IndexError, TypeError, KeyError, MemoryError,
+            ZeroDivisionError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
 
 
 def jpeg_round_trip(gray: np.ndarray, quality: int) -> np.ndarray:

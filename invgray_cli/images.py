@@ -14,8 +14,7 @@ import io
 import os
 import struct
 import tempfile
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,9 @@ class ImageReadError(ValueError):
 
 
 DEFAULT_MAX_PIXELS = 200_000_000
+# invgray applies its own limit (--max-pixels) before decoding; Pillow's global one
+# would otherwise refuse at Image.open, before ours can be lifted.
+Image.MAX_IMAGE_PIXELS = None
 ORIENTATION_TAG = 0x0112
 
 
@@ -42,6 +44,7 @@ class Photo:
     exif: bytes | None = None  # orientation already applied to the pixels, tag reset to 1
     icc_profile: bytes | None = None  # RGB profile of rgb; None means sRGB
     xmp: bytes | None = None
+    notes: list[str] = field(default_factory=list)  # decode-time warnings, for reporting
 
     @property
     def is_gray(self) -> bool:
@@ -60,13 +63,7 @@ def open_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Imag
         if max_pixels and width * height > max_pixels:
             raise ImageReadError(f"image has {width}x{height} = {width * height} pixels, over the "
                                  f"{max_pixels} limit (raise it with --max-pixels)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                image.load()
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous
+        image.load()
     except ImageReadError:
         raise
     except UnidentifiedImageError:
@@ -104,10 +101,13 @@ def _upright(image: Image.Image) -> tuple[Image.Image, bytes | None]:
 
 
 def _sixteen_bit_to_gray(image: Image.Image) -> Image.Image:
-    wide = np.asarray(image).astype(np.int64)
-    if image.mode == "I" and wide.size and wide.max() <= 255:
-        return Image.fromarray(np.clip(wide, 0, 255).astype(np.uint8), "L")
-    scaled = (np.clip(wide, 0, 65535) * 255 + 32767) // 65535  # scale, never clip the range
+    wide = np.asarray(image)
+    if image.mode == "I" and wide.size and 0 <= wide.min() and wide.max() <= 255:
+        return Image.fromarray(wide.astype(np.uint8), "L")
+    scaled = np.clip(wide, 0, 65535).astype(np.uint32)
+    scaled *= 255
+    scaled += 32767
+    scaled //= 65535  # scale the 16-bit range, never clip it
     return Image.fromarray(scaled.astype(np.uint8), "L")
 
 
@@ -228,23 +228,33 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
-    """Write to a temporary file beside ``path``, then rename it into place, so a
-    killed process never leaves a partial file. Refuses to replace an existing
-    file unless ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: already exists (use --force to overwrite)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+def write_all_atomic(files: list[tuple[Path, bytes]], overwrite: bool = False) -> None:
+    """Write several files as one step: each goes to a temporary file beside its
+    target, and only when all are complete are they moved into place. A killed or
+    failing run leaves neither partial files nor a half-replaced set. Existing
+    targets are refused unless ``overwrite``."""
+    staged: list[tuple[str, Path]] = []
+    committed: list[Path] = []
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would surprise users
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
+        for path, data in files:
+            path = Path(path)
+            if path.exists() and not overwrite:
+                raise FileExistsError(f"{path}: already exists (use --force to overwrite)")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot create folder {path.parent} ({exc.strerror})") from None
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+            staged.append((tmp, path))
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would surprise users
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for tmp, path in staged:
+            if overwrite:
+                os.replace(tmp, path)
+                continue
             try:
                 os.link(tmp, path)  # fails if the path appeared meanwhile: never clobber
             except FileExistsError:
@@ -253,7 +263,15 @@ def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
                 os.replace(tmp, path)
             else:
                 os.unlink(tmp)
+            committed.append(path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        for path in committed:  # new files of an incomplete set (never pre-existing ones)
+            path.unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
+    write_all_atomic([(path, data)], overwrite)

@@ -105,8 +105,12 @@ def test_decode_errors(small_png: Path, tmp_path: Path) -> None:
     result = invoke("decode", tmp_path / "other.gray.jpg", residual)
     assert result.exit_code == 1 and "does not belong" in result.output
     assert not (tmp_path / "other.color.png").exists()
-    result = invoke("decode", gray, small_png)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a residual")
+    result = invoke("decode", gray, notes)
     assert result.exit_code == 1 and "magic" in result.output
+    result = invoke("decode", residual)
+    assert result.exit_code == 1 and "must follow its gray image" in result.output
 
 
 def test_usage_errors_exit_2(small_png: Path, tmp_path: Path) -> None:
@@ -194,3 +198,11 @@ def test_decode_folder_reports_broken_pairs_and_finishes_the_rest(tmp_path: Path
     assert not (tmp_path / "p1.color.png").exists() and not (tmp_path / "p2.color.png").exists()
     assert "1 done, 0 skipped, 2 failed" in result.output
     assert "truncated" in result.output and "no residual found" in result.output
+
+
+def test_photo_named_color_is_still_a_photo(tmp_path: Path, small_rgb: np.ndarray) -> None:
+    Image.fromarray(small_rgb).save(tmp_path / "team.color.jpg")
+    Image.fromarray(small_rgb).save(tmp_path / "x.color.png")  # what decode writes: not an input
+    result = invoke("encode", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "team.color.gray.jpg").exists() and not (tmp_path / "x.color.gray.jpg").exists()

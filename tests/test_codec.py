@@ -105,3 +105,12 @@ def test_damaged_residual_is_refused(small_rgb: np.ndarray) -> None:
     encoded = encode(small_rgb)
     with pytest.raises(InvalidResidualError):
         decode_array(encoded.gray, encoded.residual[:-3])
+
+
+def test_images_beyond_the_format_are_refused_before_encoding() -> None:
+    from invgray_cli.gray import MAX_JPEG_SIDE
+
+    wide = np.zeros((1, MAX_JPEG_SIDE + 8, 3), np.uint8)
+    wide[0, 0] = (255, 0, 0)
+    with pytest.raises(ValueError, match="--gray-format png"):
+        encode(wide)

@@ -101,3 +101,9 @@ def test_cli_embed_extract_and_single_argument_decode(small_png: Path) -> None:
     result = runner.invoke(app, ["decode", str(folder / "plain.embedded.gray.jpg"), "-o", str(folder / "b.png")])
     assert result.exit_code == 0, result.output
     assert np.array_equal(np.asarray(Image.open(folder / "a.png")), np.asarray(Image.open(folder / "b.png")))
+
+
+@pytest.mark.parametrize("data", [b"\xff\xd8" + b"\xff" * 10, b"\xff\xd8\xff", b"\xff\xd8\xff\xe0\x00\x10JFIF"])
+def test_malformed_jpeg_headers_are_reported(data: bytes) -> None:
+    with pytest.raises(EmbeddingError):
+        extract(data)
