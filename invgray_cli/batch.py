@@ -60,6 +60,19 @@ def _folder_files(folder: Path, recursive: bool, keep: Callable[[Path], bool]) -
     return sorted(p for p in candidates if p.is_file() and not p.name.startswith(".") and keep(p))
 
 
+def _folder_jobs(root: Path, recursive: bool, out_dir: Path | None, what: str, keep: Callable[[Path], bool],
+                 outputs_for: Callable[[Path, Path], list[Path]]) -> list[Job]:
+    """One job per matching file under ``root``; outputs go beside each file, or into
+    ``out_dir`` mirroring the tree below ``root``."""
+    files = _folder_files(root, recursive, keep)
+    if not files:
+        hint = "" if recursive else " (use -r for subfolders)"
+        return [Job(str(root), str(root), [], error=f"no {what} found in this folder{hint}")]
+    return [Job(str(file), str(file),
+                outputs_for((out_dir / file.relative_to(root).parent) if out_dir else file.parent, file))
+            for file in files]
+
+
 def _mark_clashes(jobs: list[Job]) -> list[Job]:
     """Two inputs that would write the same output (a.png and a.jpg): the later one fails."""
     claimed: dict[Path, str] = {}
@@ -88,15 +101,9 @@ def encode_jobs(inputs: list[str], out_dir: Path | None, gray_suffix: str, embed
     for name in inputs:
         path = Path(name)
         if name != STDIO and path.is_dir():
-            files = _folder_files(path, recursive,
-                                  lambda p: p.suffix.lower() in PHOTO_SUFFIXES and not is_invgray_output(p))
-            if not files:
-                jobs.append(Job(name, name, [], error="no photos found in this folder"
-                                + ("" if recursive else " (use -r for subfolders)")))
-            for file in files:
-                relative = file.relative_to(path)
-                folder = (out_dir / relative.parent) if out_dir else file.parent
-                jobs.append(Job(str(file), str(file), outputs(folder, file.stem)))
+            jobs += _folder_jobs(path, recursive, out_dir, "photos",
+                                 lambda p: p.suffix.lower() in PHOTO_SUFFIXES and not is_invgray_output(p),
+                                 lambda folder, file: outputs(folder, file.stem))
         else:
             folder = out_dir if out_dir else path.parent
             jobs.append(Job(name, name, outputs(folder, path.stem)))
@@ -142,14 +149,9 @@ def decode_jobs(inputs: list[str], out_dir: Path | None, recursive: bool) -> lis
                 previous.companion = path
             continue
         if path.is_dir():
-            files = _folder_files(path, recursive, lambda p: p.name.lower().endswith(GRAY_SUFFIXES))
-            if not files:
-                jobs.append(Job(name, name, [], error="no .gray.jpg/.gray.png files found in this folder"
-                                + ("" if recursive else " (use -r for subfolders)")))
-            for file in files:
-                relative = file.relative_to(path)
-                folder = (out_dir / relative.parent) if out_dir else file.parent
-                jobs.append(Job(str(file), str(file), [folder / f"{stem_of(file)}{COLOUR_SUFFIX}"]))
+            jobs += _folder_jobs(path, recursive, out_dir, ".gray.jpg/.gray.png files",
+                                 lambda p: p.name.lower().endswith(GRAY_SUFFIXES),
+                                 lambda folder, file: [folder / f"{stem_of(file)}{COLOUR_SUFFIX}"])
             continue
         folder = out_dir if out_dir else path.parent
         jobs.append(Job(name, name, [folder / f"{stem_of(path)}{COLOUR_SUFFIX}"]))
