@@ -1,11 +1,11 @@
 """Quality benchmark: restored-colour PSNR and file sizes, beside the classical split.
 
-    python benchmarks/quality.py [FOLDER] [--qualities 75 90] [--device cpu]
+    python benchmarks/quality.py [FOLDER] [--qualities 75 90] [--levels default] [--device cpu]
 
-For each gray JPEG quality it runs the product path (``invgray_cli.encode`` then
-``decode``) on every image of FOLDER (default ../shared/data/test/kodak24) and
-prints mean whole-image RGB PSNR (8-bit, per image then averaged), mean gray bpp
-and mean residual bpp (file bytes x 8 / pixels). Beside it, the classical split:
+For each gray JPEG quality and rate level it runs the product path
+(``invgray_cli.encode`` then ``decode``) on every image of FOLDER (default
+../shared/data/test/kodak24) and prints mean whole-image RGB PSNR (8-bit, per image
+then averaged), mean gray bpp and mean residual bpp (file bytes x 8 / pixels). Beside it, the classical split:
 the same gray JPEG plus Cb and Cr area-downsampled x4 or x8, each stored as a
 grayscale JPEG, bilinearly upsampled and recombined.
 """
@@ -60,6 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
     parser.add_argument("--qualities", type=int, nargs="+", default=[75, 90])
+    parser.add_argument("--levels", nargs="+", default=["default"], help="rate levels to run (low default high)")
     parser.add_argument("--chroma-qualities", type=int, nargs="+", default=[50, 90])
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -76,10 +77,12 @@ def main() -> None:
         started = time.perf_counter()
         for _, rgb in images:
             pixels = rgb.shape[0] * rgb.shape[1]
-            encoded = encode(rgb, quality=quality, device=device, model=model)
-            restored = decode_array(encoded.gray, encoded.residual, device=device, model=model)
-            gray_bpp = len(encoded.gray) * 8 / pixels
-            rows.setdefault("invgray", []).append((psnr(restored, rgb), gray_bpp, len(encoded.residual) * 8 / pixels))
+            for level in args.levels:
+                encoded = encode(rgb, quality=quality, level=level, device=device, model=model)
+                restored = decode_array(encoded.gray, encoded.residual, device=device, model=model)
+                gray_bpp = len(encoded.gray) * 8 / pixels
+                rows.setdefault(f"invgray level {level}", []).append(
+                    (psnr(restored, rgb), gray_bpp, len(encoded.residual) * 8 / pixels))
             for factor in (8, 4):
                 for cq in args.chroma_qualities:
                     split, side = classical_split(rgb, encoded.gray, factor, cq)
