@@ -200,8 +200,7 @@ def read_residual(data: bytes, image_size: tuple[int, int] | None = None) -> Res
         raise InvalidResidualError("monochrome residual must not carry a payload")
     from .packing import max_raw_size
 
-    symbol_count = planes * -(-height // cell) * -(-width // cell)
-    if raw_size > max_raw_size((symbol_count, 1, 1)):
+    if raw_size > max_raw_size((planes, -(-height // cell), -(-width // cell))):
         raise InvalidResidualError(f"residual declares {raw_size} payload bytes, more than a "
                                    f"{width}x{height} image can need")
     if image_size is not None and image_size != (width, height):

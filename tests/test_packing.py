@@ -46,3 +46,13 @@ def test_bomb_is_refused_before_decompression() -> None:
 def test_garbage_payload_is_refused() -> None:
     with pytest.raises(PackingError):
         unpack_symbols(b"not zstd at all", (1, 2, 2), 5)
+
+
+def test_smooth_planes_are_row_delta_coded_and_smaller() -> None:
+    ramp = np.tile(np.arange(40) // 3, (12, 1))[None].repeat(2, axis=0)
+    noise = np.random.default_rng(3).integers(-1, 2, (2, 12, 40))
+    symbols = np.concatenate([ramp, noise])
+    payload = pack_symbols(symbols)
+    raw = zstandard.ZstdDecompressor().decompress(payload)
+    assert raw[0] & 0x80 and raw[1] == 0b11000000  # the two ramps, not the noise
+    assert np.array_equal(unpack_symbols(payload, symbols.shape, raw_size_of(payload)), symbols)
