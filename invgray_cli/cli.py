@@ -53,7 +53,10 @@ def _usage(message: str) -> typer.Exit:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"invgray {__version__}")
+        from .zoo import default_model_id, registry
+
+        model_id = default_model_id()
+        typer.echo(f"invgray {__version__} (model {registry()['models'][model_id]['name']} {model_id})")
         raise typer.Exit()
 
 

@@ -14,10 +14,12 @@ import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch loads lazily: reading the registry (--version, info) must stay fast
+    import torch
 
-from .network import InvGrayNet, NetworkConfig
+    from .network import InvGrayNet
 
 REGISTRY_FILE = "registry.json"
 
@@ -70,6 +72,10 @@ def _load_cpu(model_id: str) -> InvGrayNet:
         raise UnknownModelError(
             f"residual was made with model {model_id}, which this invgray does not have "
             f"(known: {', '.join(sorted(entries))}); install the invgray release that made it")
+    import torch
+
+    from .network import InvGrayNet, NetworkConfig
+
     blob = torch.load(_models_dir() / entries[model_id]["file"], map_location="cpu", weights_only=True)
     model = InvGrayNet(NetworkConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
@@ -82,6 +88,8 @@ def _load_cpu(model_id: str) -> InvGrayNet:
 
 def load_model(model_id: str | None = None, device: torch.device | str = "cpu") -> InvGrayNet:
     """The bundled model ``model_id`` (default: the current default), in eval mode."""
+    import torch
+
     model = _load_cpu(model_id or default_model_id())
     device = torch.device(device)
     if device.type == "cpu":
@@ -98,6 +106,8 @@ def _on_device(model_id: str, device: str) -> InvGrayNet:
 
 def export_weights(model: InvGrayNet, destination: Path) -> str:
     """Write a checkpoint's network as bundle-ready weights; returns the model id."""
+    import torch
+
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
     torch.save({"config": model.cfg.to_dict(), "state_dict": state}, destination)
     return weights_id(state)
