@@ -66,6 +66,9 @@ def main_options(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """invgray: encode colour photos as a grayscale image plus a tiny residual, and back."""
+    # Pillow's warnings about damaged files would print multi-line noise; damaged files
+    # are reported in one line, or read as far as they can be.
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?")
 
 
 def _read_input(path: str) -> bytes:
