@@ -80,7 +80,9 @@ def main() -> None:
     print(f"stray or partial files in the output folder: {partial or 'none'}")
 
     result = invgray("decode", str(photos), "--out-dir", str(restored), "--skip-existing")
-    print(f"rerun with --skip-existing: exit {result.returncode}; {result.stderr.strip().splitlines()[0]}")
+    summary = next(line for line in result.stderr.splitlines() if " done, " in line)
+    print(f"rerun with --skip-existing: exit {result.returncode}; {summary.strip()}; "
+          f"{len(list(restored.glob('*.color.png')))} restored files")
 
 
 if __name__ == "__main__":
