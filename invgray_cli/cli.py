@@ -16,8 +16,6 @@ from .batch import (
     RESIDUAL_SUFFIX, STDIO, Job, JobError, Reporter, decode_jobs, encode_jobs, run_jobs, stem_of,
 )
 
-InputError = JobError
-
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Grayscale images that restore to colour from a tiny residual file.")
 
@@ -76,31 +74,31 @@ def _read_input(path: str) -> bytes:
         return sys.stdin.buffer.read()
     p = Path(path)
     if not p.exists():
-        raise InputError("no such file")
+        raise JobError("no such file")
     if p.is_dir():
-        raise InputError("is a directory")
+        raise JobError("is a directory")
     if not p.is_file():
-        raise InputError("not a regular file")
+        raise JobError("not a regular file")
     try:
         return p.read_bytes()
     except OSError as exc:
-        raise InputError(f"cannot read ({exc.strerror or exc})") from None
+        raise JobError(f"cannot read ({exc.strerror or exc})") from None
 
 
 def _labelled_read(path: Path) -> bytes:
     try:
         return _read_input(str(path))
-    except InputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+    except JobError as exc:
+        raise JobError(f"{path}: {exc}") from None
 
 
 def _check_writable(outputs: list[Path], inputs: list[str], force: bool) -> None:
     resolved_inputs = {Path(i).resolve() for i in inputs if i != STDIO}
     for out in outputs:
         if out.resolve() in resolved_inputs:
-            raise InputError(f"output {out} would overwrite an input")
+            raise JobError(f"output {out} would overwrite an input")
         if out.exists() and not force:
-            raise InputError(f"{out} already exists (use --force to overwrite)")
+            raise JobError(f"{out} already exists (use --force to overwrite)")
 
 
 def _write_all(files: list[tuple[Path, bytes]], force: bool) -> None:
@@ -110,10 +108,10 @@ def _write_all(files: list[tuple[Path, bytes]], force: bool) -> None:
     try:
         write_all_atomic(files, overwrite=force)
     except FileExistsError as exc:
-        raise InputError(str(exc)) from None
+        raise JobError(str(exc)) from None
     except OSError as exc:
         target = exc.filename or ", ".join(str(p) for p, _ in files)
-        raise InputError(f"cannot write {target} ({exc.strerror or exc})") from None
+        raise JobError(f"cannot write {target} ({exc.strerror or exc})") from None
 
 
 def _device(name: DeviceChoice, threads: int):  # noqa: ANN202 - torch type, imported lazily
@@ -135,6 +133,9 @@ _SKIP = typer.Option("--skip-existing", help="Skip inputs whose outputs all exis
 _JOBS = typer.Option("--jobs", "-j", min=1, max=64, help="Files processed at once.")
 _THREADS = typer.Option("--threads", min=0, max=256, help="CPU threads for the network (0: torch's default).")
 _DEVICE = typer.Option("--device", help="Where the network runs.")
+_FORCE = typer.Option("--force", "-f", help="Overwrite existing outputs.")
+_OUT_DIR = typer.Option("--out-dir", help="Folder for the outputs (mirrors the tree of folder inputs; "
+                                          "created if needed).")
 
 
 @app.command()
@@ -144,8 +145,7 @@ def encode(
     output: Annotated[Optional[Path], typer.Option("-o", "--output",
                                                    help="Gray image path (one input only); the residual "
                                                         "goes beside it as <stem>.residual.bin.")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option(
-        "--out-dir", help="Folder for the outputs (mirrors the tree of folder inputs; created if needed).")] = None,
+    out_dir: Annotated[Optional[Path], _OUT_DIR] = None,
     quality: Annotated[int, typer.Option("-q", "--quality", min=1, max=100, help="Gray JPEG quality.")] = 90,
     gray_format: Annotated[Optional[GrayFormatChoice], typer.Option(
         "--gray-format", help="jpg (default) or png (lossless); -o's extension also decides.")] = None,
@@ -164,7 +164,7 @@ def encode(
     jobs: Annotated[int, _JOBS] = 1,
     threads: Annotated[int, _THREADS] = 0,
     device: Annotated[DeviceChoice, _DEVICE] = DeviceChoice.auto,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
+    force: Annotated[bool, _FORCE] = False,
 ) -> None:
     """Write <stem>.gray.jpg (or .gray.png) and <stem>.residual.bin for each photo."""
     if output is not None and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
@@ -227,8 +227,7 @@ def decode(
     output: Annotated[Optional[Path], typer.Option("-o", "--output",
                                                    help="Output path (one gray only); its extension picks the "
                                                         "format (.png, .jpg, .webp, .tif, .bmp).")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option(
-        "--out-dir", help="Folder for the outputs (mirrors the tree of folder inputs; created if needed).")] = None,
+    out_dir: Annotated[Optional[Path], _OUT_DIR] = None,
     compare: Annotated[Optional[Path], typer.Option(
         "--compare", help="Original photo: also print the restored image's RGB PSNR against it.")] = None,
     recursive: Annotated[bool, _RECURSIVE] = False,
@@ -236,7 +235,7 @@ def decode(
     jobs: Annotated[int, _JOBS] = 1,
     threads: Annotated[int, _THREADS] = 0,
     device: Annotated[DeviceChoice, _DEVICE] = DeviceChoice.auto,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
+    force: Annotated[bool, _FORCE] = False,
 ) -> None:
     """Restore colour photos from gray images and residuals: <stem>.color.png."""
     if output is not None and out_dir is not None:
@@ -309,13 +308,13 @@ def _find_residual(gray: Path, gray_bytes: bytes, residual: Path | None) -> tupl
     try:
         embedded = extract(gray_bytes)
     except EmbeddingError as exc:
-        raise InputError(str(exc)) from None
+        raise JobError(str(exc)) from None
     if embedded is not None:
         return embedded, f"{gray} (embedded residual)"
     sidecar = gray.with_name(stem_of(gray) + RESIDUAL_SUFFIX)
     if sidecar.is_file():
         return _labelled_read(sidecar), str(sidecar)
-    raise InputError(f"no residual found: none embedded (a tool may have stripped it) "
+    raise JobError(f"no residual found: none embedded (a tool may have stripped it) "
                      f"and no {sidecar.name} beside it")
 
 
@@ -344,15 +343,15 @@ def embed(
         try:
             header = read_residual(residual_bytes)
         except InvalidResidualError as exc:
-            raise InputError(f"{residual}: {exc}") from None
+            raise JobError(f"{residual}: {exc}") from None
         try:
             if header.gray_fingerprint != gray_fingerprint(decode_gray(gray_bytes)):
                 raise ValueError(f"residual {residual} does not belong to this gray image")
             embedded = embed_residual(gray_bytes, residual_bytes)
         except (EmbeddingError, ValueError, OSError) as exc:
-            raise InputError(f"{gray}: {exc}") from None
+            raise JobError(f"{gray}: {exc}") from None
         _write_all([(target, embedded)], force)
-    except (InputError, FileExistsError) as exc:
+    except (JobError, FileExistsError) as exc:
         _err(str(exc))
         raise typer.Exit(1) from None
     typer.echo(f"{gray} + {residual}: {target}")
@@ -383,12 +382,12 @@ def extract(
         try:
             residual_bytes = extract_residual(gray_bytes)
             if residual_bytes is None:
-                raise InputError("no residual embedded (a tool may have stripped it)")
+                raise JobError("no residual embedded (a tool may have stripped it)")
             files = [(target, residual_bytes)] + ([(gray_out, strip(gray_bytes))] if gray_out else [])
-        except (EmbeddingError, InputError) as exc:
-            raise InputError(f"{gray}: {exc}") from None
+        except (EmbeddingError, JobError) as exc:
+            raise JobError(f"{gray}: {exc}") from None
         _write_all(files, force)
-    except (InputError, FileExistsError) as exc:
+    except (JobError, FileExistsError) as exc:
         _err(str(exc))
         raise typer.Exit(1) from None
     typer.echo(f"{gray}: {', '.join(str(p) for p, _ in files)}")
@@ -400,7 +399,7 @@ def _psnr_against(original: Path, restored) -> str:  # noqa: ANN001 - numpy arra
 
     try:
         reference = read_photo(_read_input(str(original))).rgb
-    except (InputError, ImageReadError) as exc:
+    except (JobError, ImageReadError) as exc:
         return f"cannot compare with {original}: {exc}"
     if reference.shape != restored.shape:
         return f"cannot compare with {original}: size differs"
@@ -416,7 +415,7 @@ def info(file: Annotated[Path, typer.Argument(help="A residual file.")]) -> None
     try:
         data = _read_input(str(file))
         header = read_residual(data)
-    except (InputError, InvalidResidualError) as exc:
+    except (JobError, InvalidResidualError) as exc:
         _err(f"{file}: {exc}")
         raise typer.Exit(1) from None
     pixels = header.width * header.height

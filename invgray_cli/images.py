@@ -271,7 +271,3 @@ def write_all_atomic(files: list[tuple[Path, bytes]], overwrite: bool = False) -
         for path in committed:  # new files of an incomplete set (never pre-existing ones)
             path.unlink(missing_ok=True)
         raise
-
-
-def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
-    write_all_atomic([(path, data)], overwrite)
