@@ -106,6 +106,12 @@ class SparsityGate(nn.Module):
         self.raw_threshold = nn.Parameter(torch.full((channels,), raw))
         self.temperature = temperature
 
+    def freeze_threshold(self, threshold: float) -> None:
+        """Fix every threshold (0.5 is what rounding does anyway: the ablation without SEP)."""
+        with torch.no_grad():
+            self.raw_threshold.fill_(math.log(math.expm1(threshold)))
+        self.raw_threshold.requires_grad_(False)
+
     def thresholds(self) -> torch.Tensor:
         return F.softplus(self.raw_threshold).view(1, -1, 1, 1)
 

@@ -118,6 +118,28 @@ def save_checkpoint(path: Path, model: InvGrayNet, optimiser: torch.optim.Optimi
     tmp.replace(path)
 
 
+def grow_from(model: InvGrayNet, path: Path) -> None:
+    """Load a smaller checkpoint into ``model``: matching tensors are copied; residual
+    blocks it lacks get a zero second convolution, so they start as identities and the
+    grown network computes exactly what the checkpoint did."""
+    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    own = model.state_dict()
+    missing = [name for name in own if name not in state]
+    for name, tensor in state.items():
+        if name not in own or own[name].shape != tensor.shape:
+            raise SystemExit(f"--init {path}: tensor {name} does not fit this network")
+    model.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if any(m.startswith(f"{name}.conv2.") for m in missing):
+                module.conv2.weight.zero_()
+                module.conv2.bias.zero_()
+    unexplained = [m for m in missing if ".conv1." not in m and ".conv2." not in m]
+    if unexplained:
+        raise SystemExit(f"--init {path}: no rule to initialise {', '.join(unexplained)}")
+    print(f"initialised from {path}; {len(missing)} new tensors start as identity blocks", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m invgray_cli.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="training image folders")
@@ -141,6 +163,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (fresh optimiser and "
+                        "schedule); layers it lacks start as identities (see --decoder-blocks)")
+    parser.add_argument("--decoder-blocks", type=int, default=NetworkConfig.decoder_blocks,
+                        help="residual blocks at 1/4 resolution in the decoder (at most 8)")
+    parser.add_argument("--no-sep", action="store_true",
+                        help="ablation: freeze every SEP threshold at 0.5 step, i.e. plain rounding "
+                             "with no learned dead zone (same architecture and rate term)")
     parser.add_argument("--spike-factor", type=float, default=5.0,
                         help="skip batches whose loss exceeds this multiple of the running loss")
     args = parser.parse_args(argv)
@@ -152,7 +181,11 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
 
-    model = InvGrayNet(NetworkConfig()).to(device)
+    model = InvGrayNet(NetworkConfig(decoder_blocks=args.decoder_blocks)).to(device)
+    if args.init and not (args.resume and (args.out / "last.pt").exists()):
+        grow_from(model, args.init)
+    if args.no_sep:
+        model.gate.freeze_threshold(0.5)
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     step, best = 0, math.inf
     last = args.out / "last.pt"
