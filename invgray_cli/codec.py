@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from .inference import analyse_image, synthesise_image
 from .network import InvGrayNet
 from .packing import PackingError, pack_symbols, raw_size_of, unpack_symbols
 from .zoo import level_step, load_model, model_id_of
+
+if TYPE_CHECKING:
+    from .batcher import NetworkBatcher
 
 DEFAULT_LEVEL = "default"
 
@@ -137,9 +141,11 @@ def _as_gray(gray: bytes | Image.Image | np.ndarray) -> np.ndarray:
 
 
 def decode_photo(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
-                 device: str | torch.device = "cpu", model: InvGrayNet | None = None) -> Photo:
+                 device: str | torch.device = "cpu", model: InvGrayNet | None = None,
+                 batcher: NetworkBatcher | None = None) -> Photo:
     """The restored :class:`Photo` (colour, alpha, EXIF/XMP from the gray file, ICC from
-    the residual). With ``residual=None`` the residual embedded in the gray file is used."""
+    the residual). With ``residual=None`` the residual embedded in the gray file is used.
+    A ``batcher`` (folder runs) runs the network for residuals made with its model."""
     device = resolve_device(device) if isinstance(device, str) else device
     if residual is None:
         residual = embedded_residual(gray)
@@ -157,13 +163,18 @@ def decode_photo(gray: bytes | Image.Image | np.ndarray, residual: bytes | None 
         warnings.warn(notes[-1], GrayRecompressedWarning, stacklevel=2)
     exif, xmp = gray_metadata(bytes(gray)) if isinstance(gray, (bytes, bytearray, memoryview)) else (None, None)
     alpha = np.frombuffer(header.alpha, np.uint8).reshape(height, width) if header.alpha else None
-    return Photo(_restore_colour(header, pixels, device, model), alpha, exif, header.icc_profile or None, xmp, notes)
+    colour = _restore_colour(header, pixels, device, model, batcher)
+    return Photo(colour, alpha, exif, header.icc_profile or None, xmp, notes)
 
 
 def _restore_colour(header: Residual, pixels: np.ndarray, device: torch.device,
-                    model: InvGrayNet | None) -> np.ndarray:
+                    model: InvGrayNet | None, batcher: NetworkBatcher | None = None) -> np.ndarray:
     if header.monochrome:
         return np.repeat(pixels[:, :, None], 3, axis=2)
+    if batcher is not None and model is None and model_id_of(batcher.model) == header.model_id:
+        model = batcher.model
+    else:
+        batcher = None
     if model is None:
         model = load_model(header.model_id, device)
     elif model_id_of(model) != header.model_id:
@@ -176,6 +187,8 @@ def _restore_colour(header: Residual, pixels: np.ndarray, device: torch.device,
         symbols = unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
     except PackingError as exc:
         raise InvalidResidualError(str(exc)) from None
+    if batcher is not None:
+        return batcher.synthesise(pixels, symbols, header.step)
     return synthesise_image(model, pixels, symbols, header.step, device)
 
 
