@@ -1,13 +1,31 @@
-"""Quality benchmark: restored-colour PSNR and file sizes, beside the classical split.
+"""Rate-distortion benchmark: invgray's levels against the classical baselines, as a
+table and a plot.
 
-    python benchmarks/quality.py [FOLDER] [--qualities 75 90] [--levels default] [--device cpu]
+    python benchmarks/quality.py [FOLDER] [--grays 50 75 90 png] [--levels low default high]
+                                 [--plot rd.png] [--ablation SEP.pt NOSEP.pt]
 
-For each gray JPEG quality and rate level it runs the product path
-(``invgray_cli.encode`` then ``decode``) on every image of FOLDER (default
-../shared/data/test/kodak24) and prints mean whole-image RGB PSNR (8-bit, per image
-then averaged), mean gray bpp and mean residual bpp (file bytes x 8 / pixels). Beside it, the classical split:
-the same gray JPEG plus Cb and Cr area-downsampled x4 or x8, each stored as a
-grayscale JPEG, bilinearly upsampled and recombined.
+FOLDER defaults to ../shared/data/test/kodak24. For each gray setting (JPEG quality
+or lossless PNG) it runs the product path (``invgray_cli.encode`` then ``decode``) on
+every image at each rate level and prints mean RGB PSNR (8-bit, per image then
+averaged), mean SSIM, and mean gray / residual / total bits per pixel (file bytes x 8
+/ pixels). Beside them:
+
+* ``colour JPEG @ same total``: a Pillow colour JPEG (4:2:0, optimised Huffman
+  tables, the same encoder settings as the gray) interpolated, per image, to the
+  pair's total bpp: its PSNR / SSIM there;
+* ``bytes vs colour JPEG``: gray + residual bytes against the colour JPEG bytes that
+  reach the pair's PSNR (per image, interpolated; summed over the folder);
+* ``zero residual``: the decoder given an all-zero residual (what the gray alone gives);
+* the classical split: the same gray plus Cb and Cr area-downsampled x4 or x8, each
+  stored as a grayscale JPEG, bilinearly upsampled and recombined;
+* the bound: the decoded gray with the original, exact chroma.
+
+SSIM is scikit-image's ``structural_similarity`` with the standard Gaussian window
+(sigma 1.5, population covariance, as in Wang et al. 2004), per RGB channel, averaged.
+``--plot`` writes residual bpp vs PSNR per gray setting and total bpp vs PSNR against
+colour JPEG (needs matplotlib). ``--ablation`` takes two training checkpoints (with
+and without the SEP layer) and prints their rate-distortion points at gray q90.
+Needs the ``bench`` extra: ``pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
@@ -16,20 +34,27 @@ import argparse
 import io
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from skimage.metrics import structural_similarity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from invgray_cli.codec import decode_array, encode, resolve_device  # noqa: E402
-from invgray_cli.gray import decode_gray, encode_gray, luma  # noqa: E402
-from invgray_cli.inference import psnr  # noqa: E402
-from invgray_cli.zoo import load_model  # noqa: E402
+from invgray_cli.gray import decode_gray, luma  # noqa: E402
+from invgray_cli.inference import analyse_image, psnr, synthesise_image  # noqa: E402
+from invgray_cli.network import InvGrayNet, NetworkConfig  # noqa: E402
+from invgray_cli.zoo import levels as model_levels  # noqa: E402
+from invgray_cli.zoo import load_model, model_id_of  # noqa: E402
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+COLOUR_JPEG_QUALITIES = sorted(set(range(5, 101, 5)) | set(range(86, 101)))
+CLASSICAL_FACTORS = (8, 4)
 
 
 def load_folder(folder: Path) -> list[tuple[str, np.ndarray]]:
@@ -37,6 +62,66 @@ def load_folder(folder: Path) -> list[tuple[str, np.ndarray]]:
     if not files:
         raise SystemExit(f"{folder}: no images")
     return [(p.name, np.asarray(Image.open(p).convert("RGB"))) for p in files]
+
+
+def ssim(restored: np.ndarray, original: np.ndarray) -> float:
+    return float(structural_similarity(restored, original, channel_axis=2, data_range=255,
+                                       gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
+
+
+@dataclass
+class Point:
+    """One image's result: quality and bytes."""
+    psnr: float
+    ssim: float
+    gray_bytes: int
+    side_bytes: int
+    pixels: int
+
+    @property
+    def total_bpp(self) -> float:
+        return (self.gray_bytes + self.side_bytes) * 8 / self.pixels
+
+
+@dataclass
+class Row:
+    points: list[Point] = field(default_factory=list)
+
+    def mean(self, attribute: str) -> float:
+        return float(np.mean([getattr(p, attribute) for p in self.points]))
+
+    def bpp(self, which: str) -> float:
+        return float(np.mean([getattr(p, which) * 8 / p.pixels for p in self.points]))
+
+
+@dataclass
+class ColourJpegCurve:
+    """One image's colour JPEG (4:2:0) rate-distortion curve over Pillow qualities."""
+    bpp: np.ndarray
+    psnr: np.ndarray
+    ssim: np.ndarray
+
+    @classmethod
+    def measure(cls, rgb: np.ndarray) -> ColourJpegCurve:
+        pixels = rgb.shape[0] * rgb.shape[1]
+        rows = []
+        for quality in COLOUR_JPEG_QUALITIES:
+            buffer = io.BytesIO()
+            Image.fromarray(rgb).save(buffer, "JPEG", quality=quality, subsampling="4:2:0", optimize=True)
+            decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+            rows.append((buffer.tell() * 8 / pixels, psnr(decoded, rgb), ssim(decoded, rgb)))
+        # in quality order; the running maxima keep the curves monotonic for interpolation
+        bpp, p, s = (np.maximum.accumulate(np.array(c)) for c in zip(*rows))
+        return cls(bpp, p, s)
+
+    def at_bpp(self, bpp: float) -> tuple[float, float]:
+        return float(np.interp(bpp, self.bpp, self.psnr)), float(np.interp(bpp, self.bpp, self.ssim))
+
+    def bpp_for_psnr(self, target: float) -> tuple[float, bool]:
+        """Bits per pixel colour JPEG needs for ``target`` dB; False when even q100 falls
+        short (then q100's size is returned: a lower bound)."""
+        reachable = target <= self.psnr[-1]
+        return float(np.interp(target, self.psnr, self.bpp)), reachable
 
 
 def classical_split(rgb: np.ndarray, gray_bytes: bytes, factor: int, chroma_quality: int) -> tuple[np.ndarray, int]:
@@ -56,47 +141,258 @@ def classical_split(rgb: np.ndarray, gray_bytes: bytes, factor: int, chroma_qual
     return np.asarray(restored), side_bytes
 
 
+def exact_chroma(rgb: np.ndarray, gray_bytes: bytes) -> np.ndarray:
+    chroma = Image.fromarray(rgb).convert("YCbCr").split()[1:]
+    return np.asarray(Image.merge("YCbCr", (Image.fromarray(decode_gray(gray_bytes)), *chroma)).convert("RGB"))
+
+
+def gray_options(setting: str) -> dict:
+    return {"gray_format": "png"} if setting == "png" else {"gray_format": "jpg", "quality": int(setting)}
+
+
+def gray_label(setting: str) -> str:
+    return "PNG" if setting == "png" else f"q{setting}"
+
+
+def run_gray_setting(images: list[tuple[str, np.ndarray]], setting: str, steps: dict[str, float],
+                     chroma_qualities: list[int], model: InvGrayNet, device: torch.device) -> dict[str, Row]:
+    rows: dict[str, Row] = {}
+    options = gray_options(setting)
+    zero_step = steps.get("default", next(iter(steps.values())))
+    for _, rgb in images:
+        pixels = rgb.shape[0] * rgb.shape[1]
+        gray_bytes = b""
+        for name, step in steps.items():
+            encoded = encode(rgb, step=step, device=device, model=model, **options)
+            restored = decode_array(encoded.gray, encoded.residual, device=device, model=model)
+            gray_bytes = encoded.gray
+            rows.setdefault(name, Row()).points.append(
+                Point(psnr(restored, rgb), ssim(restored, rgb), len(encoded.gray), len(encoded.residual), pixels))
+        decoded_gray = decode_gray(gray_bytes)
+        zeros = np.zeros_like(analyse_image(model, rgb, decoded_gray, zero_step, device))
+        blank = synthesise_image(model, decoded_gray, zeros, zero_step, device)
+        rows.setdefault("zero residual", Row()).points.append(
+            Point(psnr(blank, rgb), ssim(blank, rgb), len(gray_bytes), 0, pixels))
+        for factor in CLASSICAL_FACTORS:
+            for cq in chroma_qualities:
+                split, side = classical_split(rgb, gray_bytes, factor, cq)
+                rows.setdefault(f"classical x{factor} q{cq}", Row()).points.append(
+                    Point(psnr(split, rgb), ssim(split, rgb), len(gray_bytes), side, pixels))
+        bound = exact_chroma(rgb, gray_bytes)
+        rows.setdefault("bound: exact chroma", Row()).points.append(
+            Point(psnr(bound, rgb), ssim(bound, rgb), len(gray_bytes), 0, pixels))
+    return rows
+
+
+def versus_colour_jpeg(row: Row, curves: list[ColourJpegCurve]) -> tuple[float, float, float, int]:
+    """Colour JPEG PSNR / SSIM at the row's total bpp, the pair's byte saving in % against
+    colour JPEG at the same PSNR, and how many images colour JPEG could not match at all."""
+    at_same_bpp = [curve.at_bpp(point.total_bpp) for point, curve in zip(row.points, curves)]
+    pair_bits, jpeg_bits, unreachable = 0.0, 0.0, 0
+    for point, curve in zip(row.points, curves):
+        bpp, reachable = curve.bpp_for_psnr(point.psnr)
+        pair_bits += point.total_bpp * point.pixels
+        jpeg_bits += bpp * point.pixels
+        unreachable += not reachable
+    saving = 100.0 * (1.0 - pair_bits / jpeg_bits)
+    return (float(np.mean([p for p, _ in at_same_bpp])), float(np.mean([s for _, s in at_same_bpp])),
+            saving, unreachable)
+
+
+def print_table(setting: str, rows: dict[str, Row], level_names: list[str], curves: list[ColourJpegCurve]) -> None:
+    label = gray_label(setting)
+    for name, row in rows.items():
+        if name.startswith("curve "):
+            continue
+        method = f"invgray {name}" if name in level_names else name
+        residual = row.bpp("side_bytes")
+        has_side = name in level_names or name.startswith("classical")
+        versus = ""
+        if name in level_names:
+            jpeg_psnr, jpeg_ssim, saving, unreachable = versus_colour_jpeg(row, curves)
+            note = f" ({unreachable} beyond q100)" if unreachable else ""
+            versus = f" {jpeg_psnr:.2f} / {jpeg_ssim:.4f} | {saving:+.1f} %{note} |"
+        else:
+            versus = " - | - |"
+        print(f"| {label} | {method} | {row.mean('psnr'):.2f} | {row.mean('ssim'):.4f} | {row.bpp('gray_bytes'):.3f} | "
+              f"{f'{residual:.4f}' if has_side else '-'} | {row.mean('total_bpp'):.3f} |{versus}")
+
+
+def load_checkpoint(path: Path) -> InvGrayNet:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = InvGrayNet(NetworkConfig(**ckpt["config"]))
+    model.load_state_dict(ckpt["model"])
+    model.model_id = model_id_of(model)
+    return model.eval()
+
+
+def run_ablation(images: list[tuple[str, np.ndarray]], paths: list[Path], steps: list[float],
+                 device: torch.device) -> dict[str, list[tuple[float, float, float, float, float]]]:
+    """(step, PSNR, SSIM, residual bpp, non-zero fraction) per checkpoint, gray q90."""
+    results = {}
+    for label, path in zip(("with SEP", "without SEP"), paths):
+        model = load_checkpoint(path).to(device)
+        points = []
+        for step in steps:
+            values = []
+            for _, rgb in images:
+                encoded = encode(rgb, quality=90, step=step, device=device, model=model)
+                restored = decode_array(encoded.gray, encoded.residual, device=device, model=model)
+                symbols = analyse_image(model, rgb, decode_gray(encoded.gray), step, device)
+                pixels = rgb.shape[0] * rgb.shape[1]
+                values.append((psnr(restored, rgb), ssim(restored, rgb), len(encoded.residual) * 8 / pixels,
+                               float(np.count_nonzero(symbols)) / symbols.size))
+            points.append((step, *(float(np.mean(c)) for c in zip(*values))))
+        results[f"{label} ({path})"] = points
+    return results
+
+
+def print_ablation(results: dict[str, list[tuple[float, float, float, float, float]]]) -> None:
+    print("\n### SEP ablation (gray q90)\n")
+    print("| model | step | RGB PSNR dB | SSIM | residual bpp | non-zero symbols |")
+    print("|---|---|---|---|---|---|")
+    for label, points in results.items():
+        for step, p, s, bpp, nonzero in points:
+            print(f"| {label} | {step:g} | {p:.2f} | {s:.4f} | {bpp:.4f} | {100 * nonzero:.2f} % |")
+    (sep_label, sep), (_, plain) = results.items()
+    plain_sorted = sorted(plain, key=lambda point: point[1])
+    print("\nAt the same PSNR (interpolated along the steps), the model without SEP needs:")
+    for step, p, _, bpp, _ in sep:
+        if plain_sorted[0][1] <= p <= plain_sorted[-1][1]:
+            needed = float(np.interp(p, [q[1] for q in plain_sorted], [q[3] for q in plain_sorted]))
+            print(f"- at {p:.2f} dB: {needed:.4f} bpp against {bpp:.4f} with SEP ({100 * (needed / bpp - 1):+.0f} %)")
+        else:
+            print(f"- at {p:.2f} dB: outside the no-SEP curve ({plain_sorted[0][1]:.2f}..{plain_sorted[-1][1]:.2f} dB)")
+
+
+def write_plot(path: Path, folder: Path, results: dict[str, dict[str, Row]], level_names: list[str],
+               curves: list[ColourJpegCurve], ablation: dict | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(results)
+    panels = len(settings) + 1 + (ablation is not None)
+    columns = 3
+    figure, axes = plt.subplots((panels + columns - 1) // columns, columns, figsize=(5 * columns, 4.2 * ((panels + 2) // 3)),
+                                squeeze=False)
+    flat = axes.flatten()
+    for ax in flat[panels:]:
+        ax.axis("off")
+
+    def invgray_curve(rows: dict[str, Row]) -> tuple[list[float], list[float]]:
+        named = [row for name, row in rows.items() if name in level_names or name.startswith("curve ")]
+        pairs = sorted((row.bpp("side_bytes"), row.mean("psnr")) for row in named)
+        return [x for x, _ in pairs], [y for _, y in pairs]
+
+    for ax, setting in zip(flat, settings):
+        rows = results[setting]
+        x, y = invgray_curve(rows)
+        ax.plot(x, y, "o-", color="C3", label="invgray")
+        for name in level_names:
+            ax.annotate(name, (rows[name].bpp("side_bytes"), rows[name].mean("psnr")), textcoords="offset points",
+                        xytext=(4, -10), fontsize=8)
+        for factor, colour in zip(CLASSICAL_FACTORS, ("C0", "C2")):
+            pts = sorted((row.bpp("side_bytes"), row.mean("psnr")) for name, row in rows.items()
+                         if name.startswith(f"classical x{factor} "))
+            ax.plot(*zip(*pts), "s--", color=colour, label=f"classical Cb/Cr x{factor} JPEG")
+        ax.axhline(rows["bound: exact chroma"].mean("psnr"), color="k", ls=":", label="exact chroma (bound)")
+        ax.axhline(rows["zero residual"].mean("psnr"), color="0.5", ls="-.", label="zero residual")
+        ax.set_xscale("log")
+        ax.set_title(f"gray {gray_label(setting)}")
+        ax.set_xlabel("residual / side bits per pixel")
+        ax.set_ylabel("RGB PSNR (dB)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+
+    ax = flat[len(settings)]
+    jpeg_bpp = np.mean([c.bpp for c in curves], axis=0)
+    jpeg_psnr = np.mean([c.psnr for c in curves], axis=0)
+    ax.plot(jpeg_bpp, jpeg_psnr, "-", color="k", label="colour JPEG 4:2:0")
+    for index, setting in enumerate(settings):
+        pts = sorted((row.mean("total_bpp"), row.mean("psnr")) for name, row in results[setting].items()
+                     if name in level_names or name.startswith("curve "))
+        ax.plot(*zip(*pts), "o-", color=f"C{index + 3}", label=f"invgray, gray {gray_label(setting)}")
+    ax.set_xlabel("total bits per pixel (gray + residual)")
+    ax.set_ylabel("RGB PSNR (dB)")
+    ax.set_title("against colour JPEG")
+    top = max(r.mean("total_bpp") for rows in results.values() for n, r in rows.items() if n in level_names)
+    ax.set_xlim(0, top * 1.3)
+    ax.set_ylim(28, None)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+    if ablation is not None:
+        ax = flat[len(settings) + 1]
+        for (label, points), colour in zip(ablation.items(), ("C3", "C0")):
+            ax.plot([p[3] for p in points], [p[1] for p in points], "o-", color=colour, label=label.split(" (")[0])
+        ax.set_xscale("log")
+        ax.set_xlabel("residual bits per pixel")
+        ax.set_ylabel("RGB PSNR (dB)")
+        ax.set_title("SEP ablation (same budget), gray q90")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+
+    figure.suptitle(f"invgray rate-distortion on {folder.name}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"\nplot: {path}", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
-    parser.add_argument("--qualities", type=int, nargs="+", default=[75, 90])
-    parser.add_argument("--levels", nargs="+", default=["default"], help="rate levels to run (low default high)")
-    parser.add_argument("--chroma-qualities", type=int, nargs="+", default=[50, 90])
+    parser.add_argument("--grays", nargs="+", default=["50", "75", "90", "png"],
+                        help="gray settings: JPEG qualities and/or png")
+    parser.add_argument("--levels", nargs="+", default=["low", "default", "high"], help="rate levels")
+    parser.add_argument("--curve-steps", type=float, nargs="*", default=[0.8, 1.2, 3.2, 9.0, 28.0],
+                        help="extra quantisation steps drawn on the plot's curve")
+    parser.add_argument("--chroma-qualities", type=int, nargs="+", default=[30, 50, 90])
+    parser.add_argument("--plot", type=Path, help="write the rate-distortion plot (PNG) here")
+    parser.add_argument("--ablation", type=Path, nargs=2, metavar=("SEP_CKPT", "NOSEP_CKPT"),
+                        help="training checkpoints with and without the SEP layer")
+    parser.add_argument("--ablation-steps", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     model = load_model(device=device)
+    named = model_levels(model.model_id)
+    steps = {name: named[name] for name in args.levels} | {f"curve {s:g}": s for s in args.curve_steps}
     images = load_folder(args.folder)
-    print(f"{args.folder}: {len(images)} images; model {model.model_id}; device {device}\n")
-    header = "| gray | method | RGB PSNR dB | gray bpp | side bpp | total bpp |"
+    level_text = ", ".join(f"{name} = step {named[name]:g}" for name in args.levels)
+    print(f"{args.folder}: {len(images)} images; model {model.model_id} ({level_text}); device {device}\n")
+
+    started = time.perf_counter()
+    curves = [ColourJpegCurve.measure(rgb) for _, rgb in images]
+    print(f"<!-- colour JPEG curves: {time.perf_counter() - started:.0f}s -->", file=sys.stderr)
+    header = ("| gray | method | RGB PSNR dB | SSIM | gray bpp | residual bpp | total bpp | "
+              "colour JPEG @ same total: PSNR / SSIM | bytes vs colour JPEG @ same PSNR |")
     print(header)
     print("|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|")
-    for quality in args.qualities:
-        rows: dict[str, list[tuple[float, float, float]]] = {}
+    results = {}
+    for setting in args.grays:
         started = time.perf_counter()
-        for _, rgb in images:
-            pixels = rgb.shape[0] * rgb.shape[1]
-            for level in args.levels:
-                encoded = encode(rgb, quality=quality, level=level, device=device, model=model)
-                restored = decode_array(encoded.gray, encoded.residual, device=device, model=model)
-                gray_bpp = len(encoded.gray) * 8 / pixels
-                rows.setdefault(f"invgray level {level}", []).append(
-                    (psnr(restored, rgb), gray_bpp, len(encoded.residual) * 8 / pixels))
-            for factor in (8, 4):
-                for cq in args.chroma_qualities:
-                    split, side = classical_split(rgb, encoded.gray, factor, cq)
-                    rows.setdefault(f"classical Cb/Cr x{factor} JPEG q{cq}", []).append(
-                        (psnr(split, rgb), gray_bpp, side * 8 / pixels))
-            exact = Image.merge("YCbCr", (Image.fromarray(decode_gray(encoded.gray)),
-                                          *Image.fromarray(rgb).convert("YCbCr").split()[1:])).convert("RGB")
-            rows.setdefault("bound: exact chroma", []).append((psnr(np.asarray(exact), rgb), gray_bpp, float("nan")))
-        for method, values in rows.items():
-            p, g, s = (float(np.mean(c)) for c in zip(*values))
-            side = "-" if np.isnan(s) else f"{s:.4f}"
-            total = "-" if np.isnan(s) else f"{g + s:.3f}"
-            print(f"| q{quality} | {method} | {p:.2f} | {g:.3f} | {side} | {total} |")
-        print(f"<!-- q{quality}: {time.perf_counter() - started:.0f}s -->", file=sys.stderr)
+        results[setting] = run_gray_setting(images, setting, steps, args.chroma_qualities, model, device)
+        print_table(setting, results[setting], args.levels, curves)
+        print(f"<!-- gray {setting}: {time.perf_counter() - started:.0f}s -->", file=sys.stderr)
+
+    jpeg_psnr = np.mean([c.psnr for c in curves], axis=0)
+    jpeg_bpp = np.mean([c.bpp for c in curves], axis=0)
+    print("\nColour JPEG 4:2:0 (optimised), mean over the folder: "
+          + ", ".join(f"q{q} {p:.2f} dB @ {b:.3f} bpp" for q, p, b in
+                      zip(COLOUR_JPEG_QUALITIES, jpeg_psnr, jpeg_bpp) if q in (50, 75, 90, 95, 100)))
+
+    ablation = None
+    if args.ablation:
+        ablation = run_ablation(images, args.ablation, args.ablation_steps, device)
+        print_ablation(ablation)
+    if args.plot:
+        write_plot(args.plot, args.folder, results, args.levels, curves, ablation)
 
 
 if __name__ == "__main__":
