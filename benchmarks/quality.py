@@ -219,9 +219,10 @@ def print_table(setting: str, rows: dict[str, Row], level_names: list[str], curv
 
 
 def load_checkpoint(path: Path) -> InvGrayNet:
+    """A training checkpoint (``model``) or exported weights (``state_dict``)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     model = InvGrayNet(NetworkConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt["model"] if "model" in ckpt else ckpt["state_dict"])
     model.model_id = model_id_of(model)
     return model.eval()
 

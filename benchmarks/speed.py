@@ -1,6 +1,6 @@
 """Speed benchmark: encode and decode time per image, split by stage, and peak memory.
 
-    python benchmarks/speed.py [FOLDER] [--device cpu] [--threads 2] [--repeat 3]
+    python benchmarks/speed.py [FOLDER] [--device cpu] [--threads 2] [--repeat 3] [--batch 1 8] [--half]
 
 For every image of FOLDER (default ../shared/data/test/kodak24) it times, with the
 bundled model: the whole product path (``codec.encode`` from a decoded photo, and
@@ -9,16 +9,26 @@ image I/O (reading the PNG, writing the restored PNG), gray JPEG (encode + decod
 network (analysis, synthesis) and packing (zstd + container, both ways). Prints
 medians per image, megapixels per second, Pillow's own colour JPEG q90 encode +
 decode time on the same images as a reference, the network's multiply-adds per
-pixel, and the process's peak resident memory.
+pixel, and the process's peak resident memory. Then:
+
+* network throughput alone (decoder on the folder's images grouped by size, in
+  batches of each ``--batch`` size), megapixels per second;
+* ``--half`` (CUDA only): the same in float16, with the PSNR change it causes;
+* the CLI end to end in fresh processes: ``invgray --help``, the first decoded image,
+  and a whole-folder decode (``--jobs``, ``--batch``) from files to PNGs, in MP/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +42,7 @@ from invgray_cli.codec import decode_photo, encode, resolve_device  # noqa: E402
 from invgray_cli.container import read_residual  # noqa: E402
 from invgray_cli.gray import decode_gray, encode_gray, luma  # noqa: E402
 from invgray_cli.images import read_photo, save_colour  # noqa: E402
-from invgray_cli.inference import analyse_image, synthesise_image  # noqa: E402
+from invgray_cli.inference import _pad, _to_tensor, analyse_image, psnr, synthesise_image  # noqa: E402
 from invgray_cli.packing import pack_symbols, unpack_symbols  # noqa: E402
 from invgray_cli.zoo import level_step, load_model  # noqa: E402
 
@@ -56,6 +66,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per image; the median counts")
     parser.add_argument("--quality", type=int, default=90)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="batch sizes for network throughput")
+    parser.add_argument("--half", action="store_true", help="also measure float16 (CUDA only)")
+    parser.add_argument("--jobs", type=int, default=4, help="--jobs of the end-to-end folder decode")
+    parser.add_argument("--no-cli", action="store_true", help="skip the fresh-process CLI timings")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,6 +134,105 @@ def main() -> None:
     print(f"\npeak resident memory: {peak:.0f} MB")
     if device.type == "cuda":
         print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")
+
+    pairs = [(decode_gray(e.gray), e) for e in
+             (encode(read_photo(p.read_bytes()), quality=args.quality, device=device, model=model) for p in files)]
+    network_throughput(model, pairs, args.batch, device, half=False)
+    if args.half:
+        if device.type != "cuda":
+            print("\n--half: float16 runs on CUDA only; skipped")
+        else:
+            network_throughput(model, pairs, args.batch, device, half=True)
+    if not args.no_cli:
+        cli_timings(files, pairs, args)
+
+
+def network_throughput(model, pairs, batch_sizes: list[int], device: torch.device, half: bool) -> None:  # noqa: ANN001
+    """Decoder alone, images grouped by size into batches; MP/s over the whole folder."""
+    import copy
+
+    net = copy.deepcopy(model).half() if half else model
+    dtype = torch.float16 if half else torch.float32
+    by_size: dict[tuple[int, int], list] = {}
+    for gray, encoded in pairs:
+        header = read_residual(encoded.residual)
+        symbols = unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
+        by_size.setdefault(gray.shape, []).append((gray, symbols, header.step))
+    total_mp = sum(g.shape[0] * g.shape[1] for g, _ in pairs) / 1e6
+    label = "float16" if half else "float32"
+    print(f"\n| network alone ({label}) | batch | s/folder | MP/s |")
+    print("|---|---|---|---|")
+    for batch in batch_sizes:
+        batches = []
+        for items in by_size.values():
+            for start in range(0, len(items), batch):
+                chunk = items[start:start + batch]
+                gray = torch.cat([_pad(_to_tensor(g, device), model.cfg.symbol_stride) for g, _, _ in chunk])
+                sym = torch.stack([torch.from_numpy(s) for _, s, _ in chunk]).to(device, torch.float32)
+                steps = torch.tensor([st for _, _, st in chunk], device=device).view(-1, 1, 1, 1)
+                batches.append((gray.to(dtype), sym.to(dtype), steps.to(dtype)))
+
+        def run_all() -> None:
+            with torch.inference_mode():
+                for gray, sym, steps in batches:
+                    net.synthesise(gray, sym, steps)
+
+        _, _ = timed(run_all)  # warm-up (cuDNN autotuning, allocator)
+        seconds = statistics.median(timed(run_all)[1] for _ in range(3))
+        print(f"| decoder | {batch} | {seconds:.3f} | {total_mp / seconds:.1f} |")
+    if half:
+        losses = []
+        for gray, encoded in pairs[:8]:
+            header = read_residual(encoded.residual)
+            symbols = unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
+            full = synthesise_image(model, gray, symbols, header.step, device)
+            with torch.inference_mode():
+                g = _pad(_to_tensor(gray, device), model.cfg.symbol_stride).half()
+                out = net.synthesise(g, torch.from_numpy(symbols)[None].to(device).half(), header.step)
+                h, w = gray.shape
+                halfs = (out[0, :, :h, :w].float().clamp(0, 1) * 255).round().to("cpu", torch.uint8)
+            losses.append(psnr(halfs.permute(1, 2, 0).numpy(), full))
+        print(f"float16 vs float32 restored images: mean PSNR between them {statistics.mean(losses):.2f} dB "
+              "(compare against the originals with benchmarks/quality.py before adopting)")
+
+
+def cli_timings(files: list[Path], pairs, args: argparse.Namespace) -> None:  # noqa: ANN001
+    """Fresh processes, as a shell script would run them."""
+    command = [sys.executable, "-m", "invgray_cli"]
+    env = dict(os.environ, INVGRAY_PLAIN="1")
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    workdir = Path(tempfile.mkdtemp(prefix="invgray-speed-"))
+    try:
+        folder = workdir / "pairs"
+        folder.mkdir()
+        for path, (_, encoded) in zip(files, pairs):
+            (folder / f"{path.stem}.gray.jpg").write_bytes(encoded.gray)
+            (folder / f"{path.stem}.residual.bin").write_bytes(encoded.residual)
+
+        def wall(arguments: list[str]) -> float:
+            started = time.perf_counter()
+            subprocess.run(command + arguments, check=True, env=env, capture_output=True)
+            return time.perf_counter() - started
+
+        print("\n| fresh process | wall s | MP/s |")
+        print("|---|---|---|")
+        print(f"| invgray --help | {statistics.median(wall(['--help']) for _ in range(3)):.2f} | - |")
+        first = folder / f"{files[0].stem}.gray.jpg"
+        one = statistics.median(wall(["decode", str(first), "-o", str(workdir / f"one{i}.png"),
+                                      "--device", args.device]) for i in range(3))
+        mp_one = pairs[0][0].size / 1e6
+        print(f"| decode one image (time to first decoded image) | {one:.2f} | {mp_one / one:.2f} |")
+        total_mp = sum(g.size for g, _ in pairs) / 1e6
+        for batch in sorted(set(args.batch)):
+            out = workdir / f"out{batch}"
+            seconds = wall(["decode", str(folder), "--out-dir", str(out), "--jobs", str(args.jobs),
+                            "--batch", str(batch), "--device", args.device]
+                           + (["--threads", str(args.threads)] if args.threads else []))
+            print(f"| decode folder of {len(pairs)} (--jobs {args.jobs} --batch {batch}) | {seconds:.2f} | "
+                  f"{total_mp / seconds:.1f} |")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
