@@ -1,0 +1,78 @@
+"""The training command: a tiny end-to-end run with resume, growing a network, the ablation switch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from invgray_cli.network import InvGrayNet, NetworkConfig
+from invgray_cli.train import grow_from, main
+
+
+def _photos(folder: Path, count: int, size: tuple[int, int]) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(len(str(folder)))
+    for index in range(count):
+        h, w = size
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([np.sin(xx / (7 + index)), np.cos(yy / 5), np.sin((xx + yy) / 9)], axis=2)
+        image = (127 + 100 * base + rng.normal(0, 8, (h, w, 3))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"p{index}.png")
+    return folder
+
+
+def test_tiny_training_run_logs_validates_and_resumes(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()  # --threads sets it process-wide; later tests need it back
+    try:
+        _tiny_run(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _tiny_run(tmp_path: Path) -> None:
+    data = _photos(tmp_path / "train", 3, (96, 112))
+    val = _photos(tmp_path / "val", 2, (70, 90))
+    out = tmp_path / "run"
+    common = ["--data", str(data), "--val", str(val), "--out", str(out), "--crop", "64", "--batch", "2",
+              "--val-every", "2", "--val-steps", "2", "--warmup", "2", "--threads", "1", "--device", "cpu"]
+    main(common + ["--steps", "2"])
+    first = torch.load(out / "last.pt", weights_only=False)
+    assert first["step"] == 2 and (out / "best.pt").exists()
+    main(common + ["--steps", "4", "--resume"])
+    resumed = torch.load(out / "last.pt", weights_only=False)
+    assert resumed["step"] == 4
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    validations = [r for r in records if "val_psnr" in r]
+    assert [r["step"] for r in validations] == [2, 4]
+    assert all(np.isfinite(r["val_psnr"]) and r["val_bpp"] > 0 for r in validations)
+
+
+def test_grown_network_starts_as_the_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    small = InvGrayNet(NetworkConfig(decoder_blocks=2))
+    with torch.no_grad():  # a trained-looking head, so that the check is not trivially zero
+        small.decoder.head.weight.normal_(0, 0.02)
+    torch.save({"model": small.state_dict()}, tmp_path / "small.pt")
+    grown = InvGrayNet(NetworkConfig(decoder_blocks=4))
+    grow_from(grown, tmp_path / "small.pt")
+    rgb, gray = torch.rand(1, 3, 64, 96), torch.rand(1, 1, 64, 96)
+    small.eval()
+    grown.eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(grown(rgb, gray, 2.0)["rgb"], small(rgb, gray, 2.0)["rgb"], rtol=0, atol=1e-6)
+
+
+def test_without_sep_the_gate_is_plain_rounding() -> None:
+    torch.manual_seed(0)
+    model = InvGrayNet().eval()
+    model.gate.freeze_threshold(0.5)
+    assert not model.gate.raw_threshold.requires_grad
+    torch.testing.assert_close(model.gate.thresholds().flatten(), torch.full((model.cfg.symbol_planes,), 0.5))
+    rgb, gray = torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64)
+    with torch.inference_mode():
+        raw = model.transform(model.encoder(rgb, gray, model.chroma_gain)) / 3.0
+        torch.testing.assert_close(model.quantise(rgb, gray, 3.0), torch.round(raw), rtol=0, atol=0)
