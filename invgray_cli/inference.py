@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .network import InvGrayNet
+from .network import DECODER_DILATIONS, InvGrayNet
 
 
 def _to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -34,10 +34,8 @@ def symbol_shape(model: InvGrayNet, height: int, width: int) -> tuple[int, int, 
 
 
 TILE_CORE = 1024  # pixels of output per tile side (a multiple of every symbol cell size)
-# Context on each side of a tile, beyond each network's receptive field: measured
-# exact (tiled == untiled) from 64 px for the encoder and 96 px for the decoder.
+# Context on each side of an encoder tile: measured exact (tiled == untiled) from 64 px.
 ENCODER_HALO = 64
-DECODER_HALO = 96
 WHOLE_IMAGE_PIXELS = 4 * 1024 * 1024  # at most this many pixels run in one piece
 
 
@@ -50,6 +48,18 @@ def _tiles(height: int, width: int, stride: int, core: int, halo: int):  # noqa:
             cy1, cx1 = min(height, y1 + halo), min(width, x1 + halo)
             yield (slice(y0, y1), slice(x0, x1)), (slice(cy0, cy1), slice(cx0, cx1))
     assert core % stride == 0 and halo % stride == 0
+
+
+def decoder_halo(model: InvGrayNet) -> int:
+    """Context on each side of a decoder tile: the decoder's whole receptive field
+    (latent path at 1/8 resolution plus the 1/4-resolution body, head and bilinear
+    coefficient upsampling), rounded up to whole symbol cells."""
+    eighth_cells = 1 + 2 + 3 + 1  # latent stem, two residual blocks (dilations 1, 2), latent_up
+    dilations = DECODER_DILATIONS[: model.cfg.decoder_blocks]
+    quarter_cells = 1 + sum(d + 1 for d in dilations) + 1 + 1  # gray stem, body, head, upsampling
+    radius = eighth_cells * 8 + quarter_cells * 4
+    stride = model.cfg.symbol_stride
+    return -(-radius // stride) * stride
 
 
 def _use_tiles(height: int, width: int, tile: bool | None) -> bool:
@@ -91,7 +101,7 @@ def synthesise_image(model: InvGrayNet, decoded_gray: np.ndarray, symbols: np.nd
     if not _use_tiles(height, width, tile):
         return _synthesise(model, decoded_gray, symbols, step, device)
     out = np.empty((height, width, 3), np.uint8)
-    for (ys, xs), (cys, cxs) in _tiles(height, width, stride, TILE_CORE, DECODER_HALO):
+    for (ys, xs), (cys, cxs) in _tiles(height, width, stride, TILE_CORE, decoder_halo(model)):
         cells = symbols[:, cys.start // stride:-(-cys.stop // stride), cxs.start // stride:-(-cxs.stop // stride)]
         colour = _synthesise(model, decoded_gray[cys, cxs], cells, step, device)
         out[ys, xs] = colour[ys.start - cys.start:ys.stop - cys.start, xs.start - cxs.start:xs.stop - cxs.start]

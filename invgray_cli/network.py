@@ -32,6 +32,7 @@ from .colour import rgb_to_ycbcr, ycbcr_to_rgb
 
 LATENT_STRIDE = 8
 FEATURE_STRIDE = 4
+DECODER_DILATIONS = (1, 2, 1, 4, 1, 2, 1, 4)  # of the 1/4-resolution residual blocks, in order
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,9 @@ class Decoder(nn.Module):
         self.latent_up = nn.Conv2d(lw, 4 * w, 3, padding=1)
         self.gray_stem = nn.Conv2d(FEATURE_STRIDE**2, w, 3, padding=1)
         self.fuse = nn.Conv2d(2 * w, w, 1)
-        dilations = [1, 2, 1, 4, 1, 2, 1, 4][: cfg.decoder_blocks]
+        if not 1 <= cfg.decoder_blocks <= len(DECODER_DILATIONS):
+            raise ValueError(f"decoder_blocks must be 1..{len(DECODER_DILATIONS)}, got {cfg.decoder_blocks}")
+        dilations = DECODER_DILATIONS[: cfg.decoder_blocks]
         self.body = nn.Sequential(*[ResBlock(w, d) for d in dilations])
         # 4 guided-linear coefficients (a_cb, b_cb, a_cr, b_cr) + 16 sub-pixels x (dCb, dCr, dY)
         self.head = nn.Conv2d(w, 4 + 3 * FEATURE_STRIDE**2, 3, padding=1)

@@ -5,7 +5,7 @@ import pytest
 
 import invgray_cli.inference as inference
 from invgray_cli.gray import jpeg_round_trip, luma
-from invgray_cli.zoo import load_model
+from invgray_cli.zoo import known_model_ids, load_model
 
 
 @pytest.fixture()
@@ -13,8 +13,9 @@ def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inference, "TILE_CORE", 128)
 
 
-def test_tiled_equals_whole_image(small_tiles: None, sample_rgb: np.ndarray) -> None:
-    model = load_model()
+@pytest.mark.parametrize("model_id", known_model_ids())
+def test_tiled_equals_whole_image(small_tiles: None, sample_rgb: np.ndarray, model_id: str) -> None:
+    model = load_model(model_id)
     rgb = np.ascontiguousarray(sample_rgb[:300, :420])  # ragged: not a multiple of the tile or cell size
     gray = jpeg_round_trip(luma(rgb), 90)
     whole = inference.analyse_image(model, rgb, gray, tile=False)
@@ -22,4 +23,7 @@ def test_tiled_equals_whole_image(small_tiles: None, sample_rgb: np.ndarray) -> 
     assert np.array_equal(whole, tiled)
     colour_whole = inference.synthesise_image(model, gray, whole, tile=False)
     colour_tiled = inference.synthesise_image(model, gray, whole, tile=True)
-    assert inference.psnr(colour_whole, colour_tiled) >= 50.0
+    # the halo covers the decoder's receptive field: equal up to float summation order
+    difference = np.abs(colour_whole.astype(np.int16) - colour_tiled.astype(np.int16))
+    assert difference.max() <= 1
+    assert np.count_nonzero(difference) <= 1e-4 * difference.size
