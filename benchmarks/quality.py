@@ -13,8 +13,9 @@ averaged), mean SSIM, and mean gray / residual / total bits per pixel (file byte
 * ``colour JPEG @ same total``: a Pillow colour JPEG (4:2:0, optimised Huffman
   tables, the same encoder settings as the gray) interpolated, per image, to the
   pair's total bpp: its PSNR / SSIM there;
-* ``bytes vs colour JPEG``: gray + residual bytes against the colour JPEG bytes that
-  reach the pair's PSNR (per image, interpolated; summed over the folder);
+* ``saving vs colour JPEG``: 1 - (gray + residual bytes) / (the colour JPEG bytes
+  that reach the pair's PSNR, per image, interpolated; summed over the folder), so
+  positive means the pair is smaller;
 * ``zero residual``: the decoder given an all-zero residual (what the gray alone gives);
 * the classical split: the same gray plus Cb and Cr area-downsampled x4 or x8, each
   stored as a grayscale JPEG, bilinearly upsampled and recombined;
@@ -202,13 +203,11 @@ def versus_colour_jpeg(row: Row, curves: list[ColourJpegCurve]) -> tuple[float, 
 def print_table(setting: str, rows: dict[str, Row], level_names: list[str], curves: list[ColourJpegCurve]) -> None:
     label = gray_label(setting)
     for name, row in rows.items():
-        if name.startswith("curve "):
-            continue
-        method = f"invgray {name}" if name in level_names else name
+        invgray = name in level_names or name.startswith("curve ")
+        method = f"invgray {name}" if name in level_names else name.replace("curve ", "invgray step ")
         residual = row.bpp("side_bytes")
-        has_side = name in level_names or name.startswith("classical")
-        versus = ""
-        if name in level_names:
+        has_side = invgray or name.startswith("classical")
+        if has_side:
             jpeg_psnr, jpeg_ssim, saving, unreachable = versus_colour_jpeg(row, curves)
             note = f" ({unreachable} beyond q100)" if unreachable else ""
             versus = f" {jpeg_psnr:.2f} / {jpeg_ssim:.4f} | {saving:+.1f} %{note} |"
@@ -372,7 +371,7 @@ def main() -> None:
     curves = [ColourJpegCurve.measure(rgb) for _, rgb in images]
     print(f"<!-- colour JPEG curves: {time.perf_counter() - started:.0f}s -->", file=sys.stderr)
     header = ("| gray | method | RGB PSNR dB | SSIM | gray bpp | residual bpp | total bpp | "
-              "colour JPEG @ same total: PSNR / SSIM | bytes vs colour JPEG @ same PSNR |")
+              "colour JPEG @ same total: PSNR / SSIM | saving vs colour JPEG @ same PSNR |")
     print(header)
     print("|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|")
     results = {}
