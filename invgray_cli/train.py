@@ -122,7 +122,8 @@ def grow_from(model: InvGrayNet, path: Path) -> None:
     """Load a smaller checkpoint into ``model``: matching tensors are copied; residual
     blocks it lacks get a zero second convolution, so they start as identities and the
     grown network computes exactly what the checkpoint did."""
-    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    state = blob["model"] if "model" in blob else blob["state_dict"]  # training checkpoint or bundled weights
     own = model.state_dict()
     missing = [name for name in own if name not in state]
     for name, tensor in state.items():
@@ -163,8 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (fresh optimiser and "
-                        "schedule); layers it lacks start as identities (see --decoder-blocks)")
+    parser.add_argument("--init", type=Path, help="start from these weights (a training checkpoint or a bundled "
+                        "models/*.pt; fresh optimiser and schedule); layers it lacks start as identities "
+                        "(see --decoder-blocks)")
     parser.add_argument("--decoder-blocks", type=int, default=NetworkConfig.decoder_blocks,
                         help="residual blocks at 1/4 resolution in the decoder (at most 8)")
     parser.add_argument("--no-sep", action="store_true",
