@@ -256,11 +256,12 @@ def print_ablation(results: dict[str, list[tuple[float, float, float, float, flo
             print(f"| {label} | {step:g} | {p:.2f} | {s:.4f} | {bpp:.4f} | {100 * nonzero:.2f} % |")
     (sep_label, sep), (_, plain) = results.items()
     plain_sorted = sorted(plain, key=lambda point: point[1])
-    print("\nAt the same PSNR (interpolated along the steps), the model without SEP needs:")
+    print("\nResidual size at the same PSNR (the no-SEP curve interpolated to each SEP point):")
     for step, p, _, bpp, _ in sep:
         if plain_sorted[0][1] <= p <= plain_sorted[-1][1]:
             needed = float(np.interp(p, [q[1] for q in plain_sorted], [q[3] for q in plain_sorted]))
-            print(f"- at {p:.2f} dB: {needed:.4f} bpp against {bpp:.4f} with SEP ({100 * (needed / bpp - 1):+.0f} %)")
+            print(f"- at {p:.2f} dB: with SEP {bpp:.4f} bpp, without {needed:.4f} bpp "
+                  f"(without SEP: {100 * (needed / bpp - 1):+.0f} % bytes)")
         else:
             print(f"- at {p:.2f} dB: outside the no-SEP curve ({plain_sorted[0][1]:.2f}..{plain_sorted[-1][1]:.2f} dB)")
 
@@ -343,7 +344,7 @@ def write_plot(path: Path, folder: Path, results: dict[str, dict[str, Row]], lev
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
-    parser.add_argument("--grays", nargs="+", default=["50", "75", "90", "png"],
+    parser.add_argument("--grays", nargs="*", default=["50", "75", "90", "png"],
                         help="gray settings: JPEG qualities and/or png")
     parser.add_argument("--levels", nargs="+", default=["low", "default", "high"], help="rate levels")
     parser.add_argument("--curve-steps", type=float, nargs="*", default=[0.8, 1.2, 3.2, 9.0, 28.0],
