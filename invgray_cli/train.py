@@ -25,6 +25,7 @@ from .inference import analyse_image, psnr, synthesise_image
 from .network import InvGrayNet, NetworkConfig
 from .packing import pack_symbols
 from .rate import estimated_bits
+from .trainpack import is_pack, read_pack
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -45,10 +46,12 @@ class CropSampler:
     """Random crops of the training photos, at full scale and at half scale (the half
     scale versions have cleaner chroma than the web JPEG originals)."""
 
-    def __init__(self, files: list[Path], crop: int, rng: np.random.Generator) -> None:
+    def __init__(self, files: list[Path], crop: int, rng: np.random.Generator,
+                 packed: list[np.ndarray] | None = None) -> None:
         self.crop = crop
         self.rng = rng
-        self.images: list[np.ndarray] = []
+        # crops from training packs are used as they are (they were cut at both scales)
+        self.images: list[np.ndarray] = [img for img in packed or [] if min(img.shape[:2]) >= crop]
         for path in files:
             rgb = load_rgb(path)
             h, w = rgb.shape[:2]
@@ -143,7 +146,8 @@ def grow_from(model: InvGrayNet, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m invgray_cli.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="training image folders")
+    parser.add_argument("--data", type=Path, nargs="+", required=True,
+                        help="training image folders and/or training packs (.npz, see invgray_cli.trainpack)")
     parser.add_argument("--val", type=Path, required=True, help="validation image folder")
     parser.add_argument("--out", type=Path, default=Path("runs/default"))
     parser.add_argument("--steps", type=int, default=20000)
@@ -201,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"resumed from {last} at step {step}", flush=True)
 
     t0 = time.time()
-    sampler = CropSampler(list_images(args.data), args.crop, rng)
+    folders = [p for p in args.data if not is_pack(p)]
+    packed = [crop for p in args.data if is_pack(p) for crop in read_pack(p)]
+    sampler = CropSampler(list_images(folders) if folders else [], args.crop, rng, packed)
     val_images = [load_rgb(p) for p in list_images([args.val])]
     print(f"{len(sampler.images)} training images, {len(val_images)} validation images, "
           f"loaded in {time.time() - t0:.0f}s; {model.multiply_adds_per_pixel():.0f} MAC/pixel", flush=True)

@@ -76,3 +76,24 @@ def test_without_sep_the_gate_is_plain_rounding() -> None:
     with torch.inference_mode():
         raw = model.transform(model.encoder(rgb, gray, model.chroma_gain)) / 3.0
         torch.testing.assert_close(model.quantise(rgb, gray, 3.0), torch.round(raw), rtol=0, atol=0)
+
+
+def test_training_pack_round_trip_and_training_from_it(tmp_path: Path) -> None:
+    from invgray_cli.trainpack import main as pack_main
+    from invgray_cli.trainpack import read_pack
+
+    data = _photos(tmp_path / "train", 2, (150, 170))
+    pack = tmp_path / "packs" / "train.npz"
+    pack_main(["--data", str(data), "--out", str(pack), "--crops", "5", "--size", "64"])
+    crops = read_pack(pack)
+    assert len(crops) == 5 and all(c.shape == (64, 64, 3) and c.dtype == np.uint8 for c in crops)
+    with np.load(pack, allow_pickle=False) as stored:  # plain arrays, no pickles
+        assert set(stored.files) == {"jpeg", "offsets"}
+    threads = torch.get_num_threads()
+    try:
+        main(["--data", str(pack), "--val", str(data), "--out", str(tmp_path / "run"), "--crop", "64",
+              "--batch", "2", "--steps", "2", "--val-every", "2", "--val-steps", "2", "--threads", "1",
+              "--device", "cpu"])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 2
