@@ -41,7 +41,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from skimage.metrics import structural_similarity
+
+try:
+    from skimage.metrics import structural_similarity
+except ImportError:  # the benchmark extra, not a runtime dependency
+    raise SystemExit("benchmarks/quality.py needs scikit-image and matplotlib: pip install -e '.[bench]'") from None
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
