@@ -30,6 +30,7 @@ class LevelChoice(str, Enum):
     low = "low"
     default = "default"
     high = "high"
+    max = "max"
 
 
 class DeviceChoice(str, Enum):

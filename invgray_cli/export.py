@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default", action="store_true", help="make it the model new residuals use")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--levels-val", type=Path, help="validation folder that sets the rate levels")
-    parser.add_argument("--level-bpp", nargs="+", default=["low=0.01", "default=0.03", "high=0.08"],
+    parser.add_argument("--level-bpp", nargs="+", default=["low=0.01", "default=0.03", "high=0.08", "max=0.15"],
                         metavar="NAME=BPP", help="residual bits per pixel each level aims at on validation")
     args = parser.parse_args(argv)
 

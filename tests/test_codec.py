@@ -114,3 +114,19 @@ def test_images_beyond_the_format_are_refused_before_encoding() -> None:
     wide[0, 0] = (255, 0, 0)
     with pytest.raises(ValueError, match="--gray-format png"):
         encode(wide)
+
+
+def test_levels_order_size_and_fidelity_and_are_recorded(sample_rgb: np.ndarray) -> None:
+    from invgray_cli.zoo import levels
+
+    named = levels(default_model_id())
+    assert list(named) == ["low", "default", "high", "max"]
+    crop = np.ascontiguousarray(sample_rgb[:256, :384])
+    sizes, fidelity = [], []
+    for name, step in named.items():
+        encoded = encode(crop, level=name)
+        assert read_residual(encoded.residual).step == pytest.approx(step, rel=1e-6)
+        sizes.append(len(encoded.residual))
+        fidelity.append(psnr(decode_array(encoded.gray, encoded.residual), crop))
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    assert fidelity == sorted(fidelity)
