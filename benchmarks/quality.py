@@ -1,7 +1,7 @@
 """Rate-distortion benchmark: invgray's levels against the classical baselines, as a
 table and a plot.
 
-    python benchmarks/quality.py [FOLDER] [--grays 50 75 90 png] [--levels low default high]
+    python benchmarks/quality.py [FOLDER] [--grays 50 75 90 png] [--levels low default high max]
                                  [--plot rd.png] [--ablation SEP.pt NOSEP.pt]
 
 FOLDER defaults to ../shared/data/test/kodak24. For each gray setting (JPEG quality
@@ -350,7 +350,7 @@ def main() -> None:
     parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_FOLDER)
     parser.add_argument("--grays", nargs="*", default=["50", "75", "90", "png"],
                         help="gray settings: JPEG qualities and/or png")
-    parser.add_argument("--levels", nargs="+", default=["low", "default", "high"], help="rate levels")
+    parser.add_argument("--levels", nargs="+", help="rate levels (default: all of the model's)")
     parser.add_argument("--curve-steps", type=float, nargs="*", default=[0.8, 1.2, 3.2, 9.0, 28.0],
                         help="extra quantisation steps drawn on the plot's curve")
     parser.add_argument("--chroma-qualities", type=int, nargs="+", default=[30, 50, 90])
@@ -367,6 +367,7 @@ def main() -> None:
     device = resolve_device(args.device)
     model = load_model(device=device)
     named = model_levels(model.model_id)
+    args.levels = args.levels or list(named)
     steps = {name: named[name] for name in args.levels} | {f"curve {s:g}": s for s in args.curve_steps}
     images = load_folder(args.folder)
     level_text = ", ".join(f"{name} = step {named[name]:g}" for name in args.levels)
