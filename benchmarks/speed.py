@@ -42,7 +42,7 @@ from invgray_cli.codec import decode_photo, encode, resolve_device  # noqa: E402
 from invgray_cli.container import read_residual  # noqa: E402
 from invgray_cli.gray import decode_gray, encode_gray, luma  # noqa: E402
 from invgray_cli.images import read_photo, save_colour  # noqa: E402
-from invgray_cli.inference import _pad, _to_tensor, analyse_image, psnr, synthesise_image  # noqa: E402
+from invgray_cli.inference import analyse_image, psnr, synthesis_inputs, synthesise_image  # noqa: E402
 from invgray_cli.packing import pack_symbols, unpack_symbols  # noqa: E402
 from invgray_cli.zoo import level_step, load_model  # noqa: E402
 
@@ -166,29 +166,23 @@ def network_throughput(model, pairs, batch_sizes: list[int], device: torch.devic
         batches = []
         for items in by_size.values():
             for start in range(0, len(items), batch):
-                chunk = items[start:start + batch]
-                gray = torch.cat([_pad(_to_tensor(g, device), model.cfg.symbol_stride) for g, _, _ in chunk])
-                sym = torch.stack([torch.from_numpy(s) for _, s, _ in chunk]).to(device, torch.float32)
-                steps = torch.tensor([st for _, _, st in chunk], device=device).view(-1, 1, 1, 1)
-                batches.append((gray.to(dtype), sym.to(dtype), steps.to(dtype)))
+                inputs = synthesis_inputs(model, *map(list, zip(*items[start:start + batch])), device)
+                batches.append(tuple(t.to(dtype) for t in inputs))
 
         def run_all() -> None:
             with torch.inference_mode():
-                for gray, sym, steps in batches:
-                    net.synthesise(gray, sym, steps)
+                for inputs in batches:
+                    net.synthesise(*inputs)
 
         _, _ = timed(run_all)  # warm-up (cuDNN autotuning, allocator)
         seconds = statistics.median(timed(run_all)[1] for _ in range(3))
         print(f"| decoder | {batch} | {seconds:.3f} | {total_mp / seconds:.1f} |")
     if half:
         losses = []
-        for gray, encoded in pairs[:8]:
-            header = read_residual(encoded.residual)
-            symbols = unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
-            full = synthesise_image(model, gray, symbols, header.step, device)
+        for gray, symbols, step in [item for items in by_size.values() for item in items][:8]:
+            full = synthesise_image(model, gray, symbols, step, device)
             with torch.inference_mode():
-                g = _pad(_to_tensor(gray, device), model.cfg.symbol_stride).half()
-                out = net.synthesise(g, torch.from_numpy(symbols)[None].to(device).half(), header.step)
+                out = net.synthesise(*(t.half() for t in synthesis_inputs(model, [gray], [symbols], [step], device)))
                 h, w = gray.shape
                 halfs = (out[0, :, :h, :w].float().clamp(0, 1) * 255).round().to("cpu", torch.uint8)
             losses.append(psnr(halfs.permute(1, 2, 0).numpy(), full))

@@ -24,7 +24,7 @@ from concurrent.futures import Future
 import numpy as np
 import torch
 
-from .inference import WHOLE_IMAGE_PIXELS, _pad, _to_tensor, synthesise_image
+from .inference import WHOLE_IMAGE_PIXELS, synthesise_batch, synthesise_image
 from .network import InvGrayNet
 
 
@@ -103,19 +103,12 @@ class NetworkBatcher:
 
     def _run(self, batch: list[_Request]) -> None:
         try:
-            with torch.inference_mode():
-                stride = self.model.cfg.symbol_stride
-                gray = torch.cat([_pad(_to_tensor(r.gray, self.device), stride) for r in batch])
-                symbols = torch.stack([torch.from_numpy(np.ascontiguousarray(r.symbols)) for r in batch])
-                symbols = symbols.to(device=self.device, dtype=torch.float32)
-                steps = torch.tensor([r.step for r in batch], dtype=torch.float32, device=self.device)
-                rgb = self.model.synthesise(gray, symbols, steps.view(-1, 1, 1, 1))
-                pixels = (rgb.clamp(0, 1) * 255.0).round().to("cpu", torch.uint8).permute(0, 2, 3, 1).numpy()
+            images = synthesise_batch(self.model, [r.gray for r in batch], [r.symbols for r in batch],
+                                      [r.step for r in batch], self.device)
             self.batches_run += 1
             self.images_run += len(batch)
-            for request, image in zip(batch, pixels):
-                h, w = request.gray.shape
-                request.future.set_result(np.ascontiguousarray(image[:h, :w]))
+            for request, image in zip(batch, images):
+                request.future.set_result(image)
         except BaseException as exc:  # noqa: BLE001 - every waiting caller must hear of the failure
             for request in batch:
                 if not request.future.done():

@@ -110,11 +110,27 @@ def synthesise_image(model: InvGrayNet, decoded_gray: np.ndarray, symbols: np.nd
 
 def _synthesise(model: InvGrayNet, decoded_gray: np.ndarray, symbols: np.ndarray, step: float,
                 device: torch.device) -> np.ndarray:
-    h, w = decoded_gray.shape
-    gray = _pad(_to_tensor(decoded_gray, device), model.cfg.symbol_stride)
-    sym = torch.from_numpy(np.ascontiguousarray(symbols)).to(device=device, dtype=torch.float32)[None]
-    rgb = model.synthesise(gray, sym, step)[0, :, :h, :w]
-    return (rgb.clamp(0, 1) * 255.0).round().to("cpu", torch.uint8).permute(1, 2, 0).numpy()
+    return synthesise_batch(model, [decoded_gray], [symbols], [step], device)[0]
+
+
+def synthesis_inputs(model: InvGrayNet, grays: list[np.ndarray], symbols: list[np.ndarray], steps: list[float],
+                     device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stacked decoder inputs for same-size images: padded grays (N, 1, H, W), symbols
+    (N, planes, h, w) and quantisation steps (N, 1, 1, 1), all float32 on ``device``."""
+    device = torch.device(device)
+    gray = torch.cat([_pad(_to_tensor(g, device), model.cfg.symbol_stride) for g in grays])
+    sym = torch.stack([torch.from_numpy(np.ascontiguousarray(s)) for s in symbols]).to(device, torch.float32)
+    step = torch.tensor(steps, dtype=torch.float32, device=device).view(-1, 1, 1, 1)
+    return gray, sym, step
+
+
+@torch.inference_mode()
+def synthesise_batch(model: InvGrayNet, grays: list[np.ndarray], symbols: list[np.ndarray], steps: list[float],
+                     device: torch.device | str = "cpu") -> list[np.ndarray]:
+    """:func:`synthesise_image` for several same-size images in one forward pass (no tiling)."""
+    rgb = model.synthesise(*synthesis_inputs(model, grays, symbols, steps, device))
+    pixels = (rgb.clamp(0, 1) * 255.0).round().to("cpu", torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [np.ascontiguousarray(image[:g.shape[0], :g.shape[1]]) for image, g in zip(pixels, grays)]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
