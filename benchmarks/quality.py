@@ -50,9 +50,12 @@ except ImportError:  # the benchmark extra, not a runtime dependency
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from invgray_cli.codec import decode_array, encode, resolve_device  # noqa: E402
-from invgray_cli.gray import decode_gray, luma  # noqa: E402
-from invgray_cli.inference import analyse_image, psnr, synthesise_image  # noqa: E402
-from invgray_cli.network import InvGrayNet, NetworkConfig  # noqa: E402
+from invgray_cli.gray import decode_gray  # noqa: E402
+from invgray_cli.container import read_residual  # noqa: E402
+from invgray_cli.inference import psnr, symbol_shape, synthesise_image  # noqa: E402
+from invgray_cli.network import InvGrayNet  # noqa: E402
+from invgray_cli.packing import unpack_symbols  # noqa: E402
+from invgray_cli.train import read_checkpoint  # noqa: E402
 from invgray_cli.zoo import levels as model_levels  # noqa: E402
 from invgray_cli.zoo import load_model, model_id_of  # noqa: E402
 
@@ -174,7 +177,7 @@ def run_gray_setting(images: list[tuple[str, np.ndarray]], setting: str, steps: 
             rows.setdefault(name, Row()).points.append(
                 Point(psnr(restored, rgb), ssim(restored, rgb), len(encoded.gray), len(encoded.residual), pixels))
         decoded_gray = decode_gray(gray_bytes)
-        zeros = np.zeros_like(analyse_image(model, rgb, decoded_gray, zero_step, device))
+        zeros = np.zeros(symbol_shape(model, *decoded_gray.shape), np.int32)
         blank = synthesise_image(model, decoded_gray, zeros, zero_step, device)
         rows.setdefault("zero residual", Row()).points.append(
             Point(psnr(blank, rgb), ssim(blank, rgb), len(gray_bytes), 0, pixels))
@@ -222,12 +225,10 @@ def print_table(setting: str, rows: dict[str, Row], level_names: list[str], curv
 
 
 def load_checkpoint(path: Path) -> InvGrayNet:
-    """A training checkpoint (``model``) or exported weights (``state_dict``)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = InvGrayNet(NetworkConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["model"] if "model" in ckpt else ckpt["state_dict"])
+    """A training checkpoint or exported weights, named by its weights' id."""
+    model, _ = read_checkpoint(path)
     model.model_id = model_id_of(model)
-    return model.eval()
+    return model
 
 
 def run_ablation(images: list[tuple[str, np.ndarray]], paths: list[Path], steps: list[float],
@@ -242,7 +243,8 @@ def run_ablation(images: list[tuple[str, np.ndarray]], paths: list[Path], steps:
             for _, rgb in images:
                 encoded = encode(rgb, quality=90, step=step, device=device, model=model)
                 restored = decode_array(encoded.gray, encoded.residual, device=device, model=model)
-                symbols = analyse_image(model, rgb, decode_gray(encoded.gray), step, device)
+                header = read_residual(encoded.residual)
+                symbols = unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
                 pixels = rgb.shape[0] * rgb.shape[1]
                 values.append((psnr(restored, rgb), ssim(restored, rgb), len(encoded.residual) * 8 / pixels,
                                float(np.count_nonzero(symbols)) / symbols.size))

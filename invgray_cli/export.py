@@ -16,9 +16,8 @@ import json
 import math
 from pathlib import Path
 
-import torch
-
-from .network import InvGrayNet, NetworkConfig
+from .network import InvGrayNet
+from .train import list_images, load_rgb, read_checkpoint, validate
 from .zoo import REGISTRY_FILE, export_weights
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -35,9 +34,7 @@ def main(argv: list[str] | None = None) -> None:
                         metavar="NAME=BPP", help="residual bits per pixel each level aims at on validation")
     args = parser.parse_args(argv)
 
-    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    model = InvGrayNet(NetworkConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["model"])
+    model, ckpt = read_checkpoint(args.checkpoint)
     filename = f"{args.name}.pt"
     model_id = export_weights(model, args.models_dir / filename)
     registry_path = args.models_dir / REGISTRY_FILE
@@ -45,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     entry = {"file": filename, "name": args.name, "checkpoint_step": ckpt["step"]}
     if args.levels_val:
         targets = {name: float(bpp) for name, bpp in (item.split("=") for item in args.level_bpp)}
-        entry["levels"], entry["validation"] = choose_levels(model.eval(), args.levels_val, targets)
+        entry["levels"], entry["validation"] = choose_levels(model, args.levels_val, targets)
     registry["models"][model_id] = entry
     if args.default or registry["default"] is None:
         registry["default"] = model_id
@@ -56,8 +53,6 @@ def main(argv: list[str] | None = None) -> None:
 def choose_levels(model: InvGrayNet, folder: Path, targets: dict[str, float]) -> tuple[dict, dict]:
     """Per level, the smallest step (best quality) whose validation bpp meets the
     target, by bisection on log(step); plus the validation figures at each."""
-    from .train import list_images, load_rgb, validate
-
     images = [load_rgb(p) for p in list_images([folder])]
     cache: dict[float, dict[str, float]] = {}
 

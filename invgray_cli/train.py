@@ -121,12 +121,24 @@ def save_checkpoint(path: Path, model: InvGrayNet, optimiser: torch.optim.Optimi
     tmp.replace(path)
 
 
+def checkpoint_state(blob: dict) -> dict[str, torch.Tensor]:
+    """The network weights of a training checkpoint (``model``) or of bundled weights (``state_dict``)."""
+    return blob["model"] if "model" in blob else blob["state_dict"]
+
+
+def read_checkpoint(path: Path) -> tuple[InvGrayNet, dict]:
+    """The network saved in a training checkpoint or bundled weights, in eval mode, and the file's contents."""
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model = InvGrayNet(NetworkConfig(**blob["config"]))
+    model.load_state_dict(checkpoint_state(blob))
+    return model.eval(), blob
+
+
 def grow_from(model: InvGrayNet, path: Path) -> None:
     """Load a smaller checkpoint into ``model``: matching tensors are copied; residual
     blocks it lacks get a zero second convolution, so they start as identities and the
     grown network computes exactly what the checkpoint did."""
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    state = blob["model"] if "model" in blob else blob["state_dict"]  # training checkpoint or bundled weights
+    state = checkpoint_state(torch.load(path, map_location="cpu", weights_only=False))
     own = model.state_dict()
     missing = [name for name in own if name not in state]
     for name, tensor in state.items():
