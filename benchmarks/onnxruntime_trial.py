@@ -32,22 +32,15 @@ from invgray_cli.zoo import level_step, load_model  # noqa: E402
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 
 
-class _Decoder(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
+class _Method(torch.nn.Module):
+    """One of the network's methods (``quantise`` or ``synthesise``) as a module to export."""
+
+    def __init__(self, model: torch.nn.Module, method: str) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.method = model, method
 
-    def forward(self, gray: torch.Tensor, symbols: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        return self.model.synthesise(gray, symbols, step)
-
-
-class _Encoder(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, rgb: torch.Tensor, gray: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        return self.model.quantise(rgb, gray, step)
+    def forward(self, image: torch.Tensor, other: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model, self.method)(image, other, step)
 
 
 def export(module: torch.nn.Module, inputs: tuple, names: list[str]) -> bytes:
@@ -87,10 +80,11 @@ def main() -> None:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     probe_rgb, probe_gray = torch.rand(1, 3, 64, 96), torch.rand(1, 1, 64, 96)
     step_t = torch.tensor(step, dtype=torch.float32)
-    encoder = ort.InferenceSession(export(_Encoder(model), (probe_rgb, probe_gray, step_t), ["rgb", "gray", "step"]),
+    encoder = ort.InferenceSession(export(_Method(model, "quantise"), (probe_rgb, probe_gray, step_t),
+                                          ["rgb", "gray", "step"]),
                                    options, providers=["CPUExecutionProvider"])
     probe_symbols = torch.zeros(1, model.cfg.symbol_planes, 2, 3)
-    decoder = ort.InferenceSession(export(_Decoder(model), (probe_gray, probe_symbols, step_t),
+    decoder = ort.InferenceSession(export(_Method(model, "synthesise"), (probe_gray, probe_symbols, step_t),
                                           ["gray", "symbols", "step"]), options, providers=["CPUExecutionProvider"])
 
     rows = {"encoder torch": [], "encoder onnxruntime": [], "decoder torch": [], "decoder onnxruntime": []}
