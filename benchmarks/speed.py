@@ -85,6 +85,7 @@ def main() -> None:
     warm = read_photo(files[0].read_bytes())
     encode(warm, device=device, model=model)  # first call pays for lazy initialisation
     megapixels = []
+    pairs = []
     for path in files:
         data = path.read_bytes()
         for _ in range(args.repeat):
@@ -119,6 +120,7 @@ def main() -> None:
             Image.open(io.BytesIO(buffer.getvalue())).load()
             record("reference: Pillow colour JPEG q90 encode + decode", time.perf_counter() - started)
         megapixels.append(photo.rgb.shape[0] * photo.rgb.shape[1] / 1e6)
+        pairs.append((pixels, encoded))  # the decoded gray and both files, for the runs below
 
     mp = statistics.median(megapixels)
     print(f"{args.folder}: {len(files)} images, median {mp:.3f} MP; device {device}; "
@@ -134,8 +136,6 @@ def main() -> None:
     if device.type == "cuda":
         print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")
 
-    pairs = [(decode_gray(e.gray), e) for e in
-             (encode(read_photo(p.read_bytes()), quality=args.quality, device=device, model=model) for p in files)]
     network_throughput(model, pairs, args.batch, device, half=False)
     if args.half:
         if device.type != "cuda":
