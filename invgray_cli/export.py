@@ -17,7 +17,8 @@ import math
 from pathlib import Path
 
 from .network import InvGrayNet
-from .train import list_images, load_rgb, read_checkpoint, validate
+from .train import list_images, load_rgb, read_checkpoint
+from .validation import validate
 from .zoo import REGISTRY_FILE, export_weights
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"

@@ -3,9 +3,14 @@
 Random crops, the gray passed through real Pillow JPEG (random quality, sometimes
 lossless) inside the loop, loss = RGB MSE + lambda x estimated bits per pixel, the
 rate term warmed up so the latent cannot collapse to zero early. Seeded and
-resumable; every ``--val-every`` steps the model is measured on the validation
-folder through the product path (real quantisation, real zstd bytes) and the
-checkpoint with the best rate-distortion score is kept as ``best.pt``.
+resumable: batch number i is drawn from its own generator seeded by (seed, i), so
+the batches are the same whatever ``--workers`` prepares them and a resumed run
+continues exactly where it stopped. Every ``--val-every`` steps the model is
+measured on the validation folder through the product path (real quantisation, real
+zstd bytes) and the checkpoint with the best rate-distortion score is kept as
+``best.pt``. ``--time-limit`` and ``--save-every`` bound a run by wall time (a lent
+GPU's minutes): the learning-rate schedule then ends at whichever comes first, the
+step count or the time limit.
 """
 
 from __future__ import annotations
@@ -21,10 +26,9 @@ import torch
 from PIL import Image
 
 from .gray import jpeg_round_trip, luma
-from .inference import analyse_image, psnr, synthesise_image
 from .network import InvGrayNet, NetworkConfig
-from .packing import pack_symbols
 from .rate import estimated_bits
+from .validation import rd_score, validate
 from .trainpack import is_pack, read_pack
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -46,10 +50,8 @@ class CropSampler:
     """Random crops of the training photos, at full scale and at half scale (the half
     scale versions have cleaner chroma than the web JPEG originals)."""
 
-    def __init__(self, files: list[Path], crop: int, rng: np.random.Generator,
-                 packed: list[np.ndarray] | None = None) -> None:
+    def __init__(self, files: list[Path], crop: int, packed: list[np.ndarray] | None = None) -> None:
         self.crop = crop
-        self.rng = rng
         # crops from training packs are used as they are (they were cut at both scales)
         self.images: list[np.ndarray] = [img for img in packed or [] if min(img.shape[:2]) >= crop]
         for path in files:
@@ -63,19 +65,20 @@ class CropSampler:
         if not self.images:
             raise SystemExit(f"no training image is at least {crop} px on its short side")
 
-    def batch(self, size: int, quality_range: tuple[int, int], lossless_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, size: int, rng: np.random.Generator, quality_range: tuple[int, int],
+              lossless_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
         rgbs, grays = [], []
         for _ in range(size):
-            img = self.images[self.rng.integers(len(self.images))]
+            img = self.images[rng.integers(len(self.images))]
             h, w = img.shape[:2]
-            y0, x0 = self.rng.integers(h - self.crop + 1), self.rng.integers(w - self.crop + 1)
+            y0, x0 = rng.integers(h - self.crop + 1), rng.integers(w - self.crop + 1)
             crop = img[y0:y0 + self.crop, x0:x0 + self.crop]
-            if self.rng.random() < 0.5:
+            if rng.random() < 0.5:
                 crop = crop[:, ::-1]
             crop = np.ascontiguousarray(crop)
             gray = luma(crop)
-            if self.rng.random() >= lossless_fraction:
-                gray = jpeg_round_trip(gray, int(self.rng.integers(quality_range[0], quality_range[1] + 1)))
+            if rng.random() >= lossless_fraction:
+                gray = jpeg_round_trip(gray, int(rng.integers(quality_range[0], quality_range[1] + 1)))
             rgbs.append(crop)
             grays.append(gray)
         rgb = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float() / 255.0
@@ -83,40 +86,49 @@ class CropSampler:
         return rgb, gray_t
 
 
-def validate(model: InvGrayNet, images: list[np.ndarray], quality: int, step: float) -> dict[str, float]:
-    model.eval()
-    psnrs, bits, proxy_bits, pixels = [], 0.0, 0.0, 0
-    for rgb in images:
-        gray = jpeg_round_trip(luma(rgb), quality)
-        symbols = analyse_image(model, rgb, gray, step)
-        restored = synthesise_image(model, gray, symbols, step)
-        psnrs.append(psnr(restored, rgb))
-        bits += 8 * len(pack_symbols(symbols))
-        sym = torch.from_numpy(symbols).float()[None]
-        proxy_bits += float(estimated_bits(sym, (sym != 0).float())[0])
-        pixels += rgb.shape[0] * rgb.shape[1]
-    model.train()
-    return {"val_psnr": float(np.mean(psnrs)), "val_bpp": bits / pixels, "val_proxy_bpp": proxy_bits / pixels}
+class TrainingBatches(torch.utils.data.Dataset):
+    """Batch ``i`` (crops, their decoded grays and a quantisation step) for steps
+    ``first`` to ``last - 1``, each from a generator seeded by (seed, step), so that
+    any number of loader workers yields the same batches in the same order."""
+
+    def __init__(self, sampler: CropSampler, first: int, last: int, args: argparse.Namespace) -> None:
+        self.sampler, self.first, self.last = sampler, first, last
+        self.size, self.seed = args.batch, args.seed
+        self.quality = (int(args.quality[0]), int(args.quality[1]))
+        self.lossless_fraction = args.lossless_fraction
+        self.log_steps = (math.log(args.step_range[0]), math.log(args.step_range[1]))
+
+    def __len__(self) -> int:
+        return max(0, self.last - self.first)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        rng = np.random.default_rng([self.seed, self.first + index])
+        rgb, gray = self.sampler.batch(self.size, rng, self.quality, self.lossless_fraction)
+        return rgb, gray, math.exp(rng.uniform(*self.log_steps))
 
 
-def rd_score(metrics: dict[str, float], lmbda: float) -> float:
-    """Validation objective in the training loss's units (lower is better)."""
-    mse = 10 ** (-metrics["val_psnr"] / 10)
-    return mse + lmbda * metrics["val_bpp"]
+def batch_loader(sampler: CropSampler, first: int, args: argparse.Namespace,
+                 device: torch.device) -> torch.utils.data.DataLoader:
+    """Batches for the steps still to run; ``--workers`` processes cut crops and run the
+    gray JPEGs while the network trains (the data side limits a GPU, not the network)."""
+    return torch.utils.data.DataLoader(
+        TrainingBatches(sampler, first, args.steps, args), batch_size=None, shuffle=False,
+        num_workers=args.workers, prefetch_factor=4 if args.workers else None,
+        pin_memory=device.type == "cuda", persistent_workers=False)
 
 
 def save_checkpoint(path: Path, model: InvGrayNet, optimiser: torch.optim.Optimizer, step: int,
-                    rng: np.random.Generator, best: float, args: argparse.Namespace) -> None:
-    tmp = path.with_suffix(".tmp")
+                    best: float, args: argparse.Namespace) -> None:
+    tmp = path.with_name(path.name + ".part")
     torch.save({
         "model": model.state_dict(),
         "config": model.cfg.to_dict(),
         "optimiser": optimiser.state_dict(),
         "step": step,
-        "rng": json.dumps(rng.bit_generator.state),
         "torch_rng": torch.get_rng_state(),
         "best": best,
-        "args": vars(args) | {"data": [str(p) for p in args.data], "val": str(args.val), "out": str(args.out)},
+        "args": vars(args) | {"data": [str(p) for p in args.data], "val": str(args.val), "out": str(args.out),
+                              "init": str(args.init)},
     }, tmp)
     tmp.replace(path)
 
@@ -160,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m invgray_cli.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True,
                         help="training image folders and/or training packs (.npz, see invgray_cli.trainpack)")
-    parser.add_argument("--val", type=Path, required=True, help="validation image folder")
+    parser.add_argument("--val", type=Path, help="validation image folder (without it no checkpoint is "
+                        "selected: last.pt only, to be scored later with python -m invgray_cli.validate)")
     parser.add_argument("--out", type=Path, default=Path("runs/default"))
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=16)
@@ -179,6 +192,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes preparing batches beside the training loop (0: in the loop)")
+    parser.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
+                        help="stop after this much training time, checkpoint saved (0: no limit); "
+                             "the learning rate then decays to zero by this time or by --steps, "
+                             "whichever comes first")
+    parser.add_argument("--save-every", type=float, default=0.0, metavar="SECONDS",
+                        help="also save last.pt this often (0: at validations and at the end only)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--init", type=Path, help="start from these weights (a training checkpoint or a bundled "
                         "models/*.pt; fresh optimiser and schedule); layers it lacks start as identities "
@@ -195,9 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels once
 
     model = InvGrayNet(NetworkConfig(decoder_blocks=args.decoder_blocks)).to(device)
     if args.init and not (args.resume and (args.out / "last.pt").exists()):
@@ -212,31 +234,62 @@ def main(argv: list[str] | None = None) -> None:
         model.load_state_dict(ckpt["model"])
         optimiser.load_state_dict(ckpt["optimiser"])
         step, best = ckpt["step"], ckpt["best"]
-        rng.bit_generator.state = json.loads(ckpt["rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         print(f"resumed from {last} at step {step}", flush=True)
 
     t0 = time.time()
     folders = [p for p in args.data if not is_pack(p)]
     packed = [crop for p in args.data if is_pack(p) for crop in read_pack(p)]
-    sampler = CropSampler(list_images(folders) if folders else [], args.crop, rng, packed)
-    val_images = [load_rgb(p) for p in list_images([args.val])]
+    sampler = CropSampler(list_images(folders) if folders else [], args.crop, packed)
+    val_images = [load_rgb(p) for p in list_images([args.val])] if args.val else []
     print(f"{len(sampler.images)} training images, {len(val_images)} validation images, "
-          f"loaded in {time.time() - t0:.0f}s; {model.multiply_adds_per_pixel():.0f} MAC/pixel", flush=True)
+          f"loaded in {time.time() - t0:.0f}s; {model.multiply_adds_per_pixel():.0f} MAC/pixel; "
+          f"device {device}, {args.workers} loader workers", flush=True)
 
     log = (args.out / "log.jsonl").open("a")
     model.train()
     window: list[dict[str, float]] = []
     loss_ema: float | None = None
     skipped = 0
-    t_start = time.time()
-    while step < args.steps:
-        lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+    t_start = last_save = window_start = time.time()
+    step_at_window = step
+
+    def elapsed() -> float:
+        return time.time() - t_start
+
+    def save_last() -> None:
+        nonlocal last_save
+        save_checkpoint(last, model, optimiser, step, best, args)
+        last_save = time.time()
+
+    def run_validation() -> None:
+        nonlocal best
+        scores = []
+        for q_step in args.val_steps:
+            metrics = validate(model, val_images, args.val_quality, q_step)
+            scores.append(rd_score(metrics, args.lmbda))
+            print(f"val step {step} q_step {q_step:g} psnr {metrics['val_psnr']:.3f} bpp {metrics['val_bpp']:.4f} "
+                  f"proxy_bpp {metrics['val_proxy_bpp']:.4f}", flush=True)
+            log.write(json.dumps({"step": step, "q_step": q_step, **metrics, "time": elapsed()}) + "\n")
+        score = float(np.mean(scores))
+        improved = score < best
+        best = min(best, score)
+        print(f"val step {step} score {score:.3e}{' best' if improved else ''}", flush=True)
+        log.write(json.dumps({"step": step, "score": score}) + "\n")
+        log.flush()
+        save_last()
+        if improved:
+            save_checkpoint(args.out / "best.pt", model, optimiser, step, best, args)
+
+    out_of_time = False
+    for rgb, gray, q_step in batch_loader(sampler, step, args, device):
+        progress = step / args.steps
+        if args.time_limit:
+            progress = max(progress, elapsed() / args.time_limit)
+        lr = args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         for group in optimiser.param_groups:
             group["lr"] = lr
-        rgb, gray = sampler.batch(args.batch, tuple(args.quality), args.lossless_fraction)
-        rgb, gray = rgb.to(device), gray.to(device)
-        q_step = math.exp(rng.uniform(math.log(args.step_range[0]), math.log(args.step_range[1])))
+        rgb, gray = rgb.to(device, non_blocking=True), gray.to(device, non_blocking=True)
         out = model(rgb, gray, q_step)
         mse = torch.mean((out["rgb"] - rgb) ** 2)
         bpp = estimated_bits(out["gated"], out["gate"]).mean() / (rgb.shape[2] * rgb.shape[3])
@@ -249,38 +302,34 @@ def main(argv: list[str] | None = None) -> None:
         if not math.isfinite(loss_value) or (loss_ema is not None and loss_value > args.spike_factor * loss_ema):
             skipped += 1
             print(f"step {step}: skipped a batch with loss {loss_value:.3e} (running {loss_ema:.3e})", flush=True)
-            continue
-        loss_ema = loss_value if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_value
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        window.append({"psnr": -10 * math.log10(max(mse.item(), 1e-12)), "bpp": bpp.item(),
-                       "nonzero": out["gate"].mean().item()})
-        if step % 100 == 0:
+        else:
+            loss_ema = loss_value if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_value
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            window.append({"psnr": -10 * math.log10(max(mse.item(), 1e-12)), "bpp": bpp.item(),
+                           "nonzero": out["gate"].mean().item()})
+        out_of_time = bool(args.time_limit) and elapsed() >= args.time_limit
+        if window and (step % 100 == 0 or out_of_time or step == args.steps):
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            crops_per_second = (step - step_at_window) * args.batch / max(1e-9, time.time() - window_start)
             window.clear()
+            window_start, step_at_window = time.time(), step
             print(f"step {step} lr {lr:.2e} train_psnr {mean['psnr']:.2f} proxy_bpp {mean['bpp']:.4f} "
-                  f"nonzero {mean['nonzero']:.3f} ({time.time() - t_start:.0f}s)", flush=True)
-            log.write(json.dumps({"step": step, **mean, "time": time.time() - t_start}) + "\n")
+                  f"nonzero {mean['nonzero']:.3f} {crops_per_second:.0f} crops/s ({elapsed():.0f}s)", flush=True)
+            log.write(json.dumps({"step": step, **mean, "crops_per_s": crops_per_second, "time": elapsed()}) + "\n")
             log.flush()
-        if step % args.val_every == 0 or step == args.steps:
-            scores = []
-            for q_step in args.val_steps:
-                metrics = validate(model, val_images, args.val_quality, q_step)
-                scores.append(rd_score(metrics, args.lmbda))
-                print(f"val step {step} q_step {q_step:g} psnr {metrics['val_psnr']:.3f} bpp {metrics['val_bpp']:.4f} "
-                      f"proxy_bpp {metrics['val_proxy_bpp']:.4f}", flush=True)
-                log.write(json.dumps({"step": step, "q_step": q_step, **metrics, "time": time.time() - t_start}) + "\n")
-            score = float(np.mean(scores))
-            improved = score < best
-            best = min(best, score)
-            print(f"val step {step} score {score:.3e}{' best' if improved else ''}", flush=True)
-            log.write(json.dumps({"step": step, "score": score}) + "\n")
-            log.flush()
-            save_checkpoint(last, model, optimiser, step, rng, best, args)
-            if improved:
-                save_checkpoint(args.out / "best.pt", model, optimiser, step, rng, best, args)
+        if step % args.val_every == 0 or step == args.steps or out_of_time:
+            if val_images:
+                run_validation()
+            else:
+                save_last()
+        elif args.save_every and time.time() - last_save >= args.save_every:
+            save_last()
+        if out_of_time:
+            print(f"time limit {args.time_limit:g}s reached at step {step}; saved {last}", flush=True)
+            break
 
 
 if __name__ == "__main__":

@@ -97,3 +97,23 @@ def test_training_pack_round_trip_and_training_from_it(tmp_path: Path) -> None:
     finally:
         torch.set_num_threads(threads)
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["step"] == 2
+
+
+def test_batches_do_not_depend_on_loader_workers_or_resume_point(tmp_path: Path) -> None:
+    import argparse
+
+    from invgray_cli.train import CropSampler, batch_loader
+
+    sampler = CropSampler(sorted(_photos(tmp_path / "train", 2, (96, 112)).iterdir()), 64)
+    args = argparse.Namespace(batch=2, seed=3, quality=(50, 100), lossless_fraction=0.15, step_range=(0.5, 4.0),
+                              steps=6, workers=0)
+    in_loop = list(batch_loader(sampler, 0, args, torch.device("cpu")))
+    args.workers = 2
+    with_workers = list(batch_loader(sampler, 0, args, torch.device("cpu")))
+    resumed = list(batch_loader(sampler, 4, args, torch.device("cpu")))
+    assert len(in_loop) == len(with_workers) == 6 and len(resumed) == 2
+    for (rgb_a, gray_a, step_a), (rgb_b, gray_b, step_b) in zip(in_loop, with_workers):
+        assert torch.equal(rgb_a, rgb_b) and torch.equal(gray_a, gray_b) and step_a == step_b
+    for (rgb_a, _, step_a), (rgb_b, _, step_b) in zip(in_loop[4:], resumed):
+        assert torch.equal(rgb_a, rgb_b) and step_a == step_b
+    assert not torch.equal(in_loop[0][0], in_loop[1][0])

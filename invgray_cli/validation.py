@@ -1,0 +1,88 @@
+"""Checkpoint validation: the product path (real gray JPEG, real quantisation, real
+packed bytes) on a validation folder, and the rate-distortion score that selects
+checkpoints. Training calls it every ``--val-every`` steps; as a command it scores
+checkpoints trained elsewhere (a lent GPU carries no validation set):
+
+    python -m invgray_cli.validation runs/gpu/last.pt models/invgray-v1.pt --val ../shared/data/val/cbsd68
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .gray import jpeg_round_trip, luma
+from .inference import analyse_image, psnr, synthesise_image
+from .network import InvGrayNet
+from .packing import pack_symbols
+from .rate import estimated_bits
+
+# The selection setting of invgray-v1 (models/MODEL_CARD.md): scores are comparable only at equal values.
+DEFAULT_VAL_STEPS = (1.5, 3.0)
+DEFAULT_LMBDA = 2e-3
+DEFAULT_QUALITY = 90
+
+
+def validate(model: InvGrayNet, images: list[np.ndarray], quality: int, step: float) -> dict[str, float]:
+    """Mean RGB PSNR, real bits per pixel of the packed symbols and the rate proxy's estimate."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    psnrs, bits, proxy_bits, pixels = [], 0.0, 0.0, 0
+    for rgb in images:
+        gray = jpeg_round_trip(luma(rgb), quality)
+        symbols = analyse_image(model, rgb, gray, step, device)
+        restored = synthesise_image(model, gray, symbols, step, device)
+        psnrs.append(psnr(restored, rgb))
+        bits += 8 * len(pack_symbols(symbols))
+        sym = torch.from_numpy(symbols).float()[None]
+        proxy_bits += float(estimated_bits(sym, (sym != 0).float())[0])
+        pixels += rgb.shape[0] * rgb.shape[1]
+    model.train(was_training)
+    return {"val_psnr": float(np.mean(psnrs)), "val_bpp": bits / pixels, "val_proxy_bpp": proxy_bits / pixels}
+
+
+def rd_score(metrics: dict[str, float], lmbda: float) -> float:
+    """Validation objective in the training loss's units (lower is better)."""
+    mse = 10 ** (-metrics["val_psnr"] / 10)
+    return mse + lmbda * metrics["val_bpp"]
+
+
+def score_model(model: InvGrayNet, images: list[np.ndarray], steps: tuple[float, ...] = DEFAULT_VAL_STEPS,
+                lmbda: float = DEFAULT_LMBDA, quality: int = DEFAULT_QUALITY) -> tuple[float, list[dict[str, float]]]:
+    """The checkpoint-selection score (mean over ``steps``) and the figures at each step."""
+    figures = [validate(model, images, quality, step) | {"q_step": step} for step in steps]
+    return float(np.mean([rd_score(f, lmbda) for f in figures])), figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .train import list_images, load_rgb, read_checkpoint
+
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.validation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoints", type=Path, nargs="+", help="training checkpoints or bundled models/*.pt")
+    parser.add_argument("--val", type=Path, required=True, help="validation image folder")
+    parser.add_argument("--val-steps", type=float, nargs="+", default=DEFAULT_VAL_STEPS)
+    parser.add_argument("--lmbda", type=float, default=DEFAULT_LMBDA)
+    parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    images = [load_rgb(p) for p in list_images([args.val])]
+    print(f"{args.val}: {len(images)} images, gray q{args.quality}, steps {' '.join(map(str, args.val_steps))}, "
+          f"lambda {args.lmbda:g} (lower score is better)\n")
+    print("| checkpoint | training step | " + " | ".join(f"step {s:g}: PSNR dB / bpp" for s in args.val_steps)
+          + " | score |")
+    print("|---|---|" + "---|" * len(args.val_steps) + "---|")
+    for path in args.checkpoints:
+        model, blob = read_checkpoint(path)
+        score, figures = score_model(model, images, tuple(args.val_steps), args.lmbda, args.quality)
+        cells = " | ".join(f"{f['val_psnr']:.3f} / {f['val_bpp']:.4f}" for f in figures)
+        print(f"| {path} | {blob.get('step', blob.get('checkpoint_step', '-'))} | {cells} | {score:.4e} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
