@@ -1,6 +1,7 @@
 """Speed benchmark: encode and decode time per image, split by stage, and peak memory.
 
-    python benchmarks/speed.py [FOLDER] [--device cpu] [--threads 2] [--repeat 3] [--batch 1 8] [--half]
+    python benchmarks/speed.py [FOLDER] [--device cpu] [--threads 2] [--repeat 3] [--batch 1 8]
+                               [--precision float32 tf32 float16 bfloat16]
 
 For every image of FOLDER (default ../shared/data/test/kodak24) it times, with the
 bundled model: the whole product path (``codec.encode`` from a decoded photo, and
@@ -12,8 +13,10 @@ decode time on the same images as a reference, the network's multiply-adds per
 pixel, and the process's peak resident memory. Then:
 
 * network throughput alone (decoder on the folder's images grouped by size, in
-  batches of each ``--batch`` size), megapixels per second;
-* ``--half`` (CUDA only): the same in float16, with the PSNR change it causes;
+  batches of each ``--batch`` size), megapixels per second, for each ``--precision``:
+  ``float32`` is the product path (on CUDA: no TF32, deterministic cuDNN kernels),
+  ``tf32`` lets cuDNN use TF32 and autotune, ``float16``/``bfloat16`` convert the
+  decoder; each with the mean PSNR against the originals and its change from float32;
 * the CLI end to end in fresh processes: ``invgray --help``, the first decoded image,
   and a whole-folder decode (``--jobs``, ``--batch``) from files to PNGs, in MP/s.
 """
@@ -45,6 +48,7 @@ from invgray_cli.inference import analyse_image, psnr, synthesis_inputs, synthes
 from invgray_cli.packing import pack_symbols, unpack_symbols  # noqa: E402
 from invgray_cli.zoo import level_step, load_model  # noqa: E402
 
+PRECISIONS = {"float32": torch.float32, "tf32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 
 
@@ -66,7 +70,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per image; the median counts")
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="batch sizes for network throughput")
-    parser.add_argument("--half", action="store_true", help="also measure float16 (CUDA only)")
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=sorted(PRECISIONS),
+                        help="decoder precisions for the network throughput table")
     parser.add_argument("--jobs", type=int, default=4, help="--jobs of the end-to-end folder decode")
     parser.add_argument("--no-cli", action="store_true", help="skip the fresh-process CLI timings")
     args = parser.parse_args()
@@ -86,6 +91,7 @@ def main() -> None:
     encode(warm, device=device, model=model)  # first call pays for lazy initialisation
     megapixels = []
     pairs = []
+    originals = []
     for path in files:
         data = path.read_bytes()
         for _ in range(args.repeat):
@@ -121,6 +127,7 @@ def main() -> None:
             record("reference: Pillow colour JPEG q90 encode + decode", time.perf_counter() - started)
         megapixels.append(photo.rgb.shape[0] * photo.rgb.shape[1] / 1e6)
         pairs.append((pixels, encoded))  # the decoded gray and both files, for the runs below
+        originals.append(photo.rgb)
 
     mp = statistics.median(megapixels)
     print(f"{args.folder}: {len(files)} images, median {mp:.3f} MP; device {device}; "
@@ -136,57 +143,70 @@ def main() -> None:
     if device.type == "cuda":
         print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")
 
-    network_throughput(model, pairs, args.batch, device, half=False)
-    if args.half:
-        if device.type != "cuda":
-            print("\n--half: float16 runs on CUDA only; skipped")
-        else:
-            network_throughput(model, pairs, args.batch, device, half=True)
+    reference = None
+    for precision in sorted(args.precision, key=lambda name: name != "float32"):  # float32 is the reference
+        reference = network_throughput(model, pairs, originals, args.batch, device, precision, reference)
     if not args.no_cli:
         cli_timings(files, pairs, args)
 
 
-def network_throughput(model, pairs, batch_sizes: list[int], device: torch.device, half: bool) -> None:  # noqa: ANN001
-    """Decoder alone, images grouped by size into batches; MP/s over the whole folder."""
+def network_throughput(model, pairs, originals, batch_sizes: list[int], device: torch.device,  # noqa: ANN001
+                       precision: str, reference: float | None) -> float | None:
+    """Decoder alone, images grouped by size into batches, MP/s over the whole folder; then
+    the folder restored in this precision, mean PSNR against the originals. Returns the
+    float32 PSNR (the reference for the other precisions)."""
+    import contextlib
     import copy
 
-    net = copy.deepcopy(model).half() if half else model
-    dtype = torch.float16 if half else torch.float32
+    from invgray_cli.inference import exact_float32
+
+    dtype = PRECISIONS[precision]
+    if device.type == "cpu" and precision in ("tf32", "float16"):
+        print(f"\n{precision}: CUDA only; skipped")
+        return reference
+    net = model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)
+    if precision == "tf32":
+        flags = torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=True)
+    elif device.type == "cuda" and precision == "float32":
+        flags = exact_float32(device)
+    else:
+        flags = contextlib.nullcontext()
     by_size: dict[tuple[int, int], list] = {}
-    for gray, encoded in pairs:
+    for (gray, encoded), original in zip(pairs, originals):
         header = read_residual(encoded.residual)
         symbols = unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
-        by_size.setdefault(gray.shape, []).append((gray, symbols, header.step))
+        by_size.setdefault(gray.shape, []).append((gray, symbols, header.step, original))
     total_mp = sum(g.shape[0] * g.shape[1] for g, _ in pairs) / 1e6
-    label = "float16" if half else "float32"
-    print(f"\n| network alone ({label}) | batch | s/folder | MP/s |")
+    print(f"\n| network alone ({precision}) | batch | s/folder | MP/s |")
     print("|---|---|---|---|")
-    for batch in batch_sizes:
-        batches = []
-        for items in by_size.values():
-            for start in range(0, len(items), batch):
-                inputs = synthesis_inputs(model, *map(list, zip(*items[start:start + batch])), device)
-                batches.append(tuple(t.to(dtype) for t in inputs))
+    with flags:
+        for batch in batch_sizes:
+            batches = []
+            for items in by_size.values():
+                for start in range(0, len(items), batch):
+                    grays, symbols, steps, _ = map(list, zip(*items[start:start + batch]))
+                    inputs = synthesis_inputs(model, grays, symbols, steps, device)
+                    batches.append(tuple(t.to(dtype) for t in inputs))
 
-        def run_all() -> None:
-            with torch.inference_mode():
-                for inputs in batches:
-                    net.synthesise(*inputs)
+            def run_all() -> None:
+                with torch.inference_mode():
+                    for inputs in batches:
+                        net.synthesise(*inputs)
 
-        _, _ = timed(run_all)  # warm-up (cuDNN autotuning, allocator)
-        seconds = statistics.median(timed(run_all)[1] for _ in range(3))
-        print(f"| decoder | {batch} | {seconds:.3f} | {total_mp / seconds:.1f} |")
-    if half:
-        losses = []
-        for gray, symbols, step in [item for items in by_size.values() for item in items][:8]:
-            full = synthesise_image(model, gray, symbols, step, device)
-            with torch.inference_mode():
-                out = net.synthesise(*(t.half() for t in synthesis_inputs(model, [gray], [symbols], [step], device)))
+            _, _ = timed(run_all)  # warm-up (cuDNN autotuning, allocator)
+            seconds = statistics.median(timed(run_all)[1] for _ in range(3))
+            print(f"| decoder | {batch} | {seconds:.3f} | {total_mp / seconds:.1f} |")
+        scores = []
+        with torch.inference_mode():
+            for gray, symbols, step, original in [item for items in by_size.values() for item in items]:
+                out = net.synthesise(*(t.to(dtype) for t in synthesis_inputs(model, [gray], [symbols], [step], device)))
                 h, w = gray.shape
-                halfs = (out[0, :, :h, :w].float().clamp(0, 1) * 255).round().to("cpu", torch.uint8)
-            losses.append(psnr(halfs.permute(1, 2, 0).numpy(), full))
-        print(f"float16 vs float32 restored images: mean PSNR between them {statistics.mean(losses):.2f} dB "
-              "(compare against the originals with benchmarks/quality.py before adopting)")
+                pixels = (out[0, :, :h, :w].float().clamp(0, 1) * 255).round().to("cpu", torch.uint8)
+                scores.append(psnr(pixels.permute(1, 2, 0).numpy(), original))
+    mean = statistics.mean(scores)
+    change = "" if reference is None else f" ({mean - reference:+.3f} dB against float32)"
+    print(f"{precision}: restored folder, mean RGB PSNR {mean:.3f} dB{change}")
+    return mean if precision == "float32" else reference
 
 
 def cli_timings(files: list[Path], pairs, args: argparse.Namespace) -> None:  # noqa: ANN001

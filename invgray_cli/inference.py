@@ -6,6 +6,8 @@ figure is measured on exactly the product path.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -62,6 +64,15 @@ def decoder_halo(model: InvGrayNet) -> int:
     return -(-radius // stride) * stride
 
 
+def exact_float32(device: torch.device) -> contextlib.AbstractContextManager:
+    """On CUDA: full float32 convolutions (no TF32) and deterministic cuDNN kernels, so the
+    codec's numbers come as close to the CPU's as float32 allows and do not change from
+    run to run. A no-op elsewhere."""
+    if device.type == "cuda":
+        return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
+    return contextlib.nullcontext()
+
+
 def _use_tiles(height: int, width: int, tile: bool | None) -> bool:
     return height * width > WHOLE_IMAGE_PIXELS if tile is None else tile
 
@@ -73,6 +84,12 @@ def analyse_image(model: InvGrayNet, rgb: np.ndarray, decoded_gray: np.ndarray, 
     (H, W) uint8 gray exactly as a decoder will see it. Large images run in
     overlapping tiles (``tile=None`` decides by size), so memory stays bounded."""
     device = torch.device(device)
+    with exact_float32(device):
+        return _analyse_image(model, rgb, decoded_gray, step, device, tile)
+
+
+def _analyse_image(model: InvGrayNet, rgb: np.ndarray, decoded_gray: np.ndarray, step: float,
+                   device: torch.device, tile: bool | None) -> np.ndarray:
     stride = model.cfg.symbol_stride
     height, width = decoded_gray.shape
     if not _use_tiles(height, width, tile):
@@ -127,9 +144,13 @@ def synthesis_inputs(model: InvGrayNet, grays: list[np.ndarray], symbols: list[n
 @torch.inference_mode()
 def synthesise_batch(model: InvGrayNet, grays: list[np.ndarray], symbols: list[np.ndarray], steps: list[float],
                      device: torch.device | str = "cpu") -> list[np.ndarray]:
-    """:func:`synthesise_image` for several same-size images in one forward pass (no tiling)."""
-    rgb = model.synthesise(*synthesis_inputs(model, grays, symbols, steps, device))
-    pixels = (rgb.clamp(0, 1) * 255.0).round().to("cpu", torch.uint8).permute(0, 2, 3, 1).numpy()
+    """:func:`synthesise_image` for several same-size images in one forward pass (no tiling).
+    A model converted to float16 or bfloat16 gets its inputs in that precision."""
+    device = torch.device(device)
+    precision = next(model.parameters()).dtype
+    with exact_float32(device):
+        rgb = model.synthesise(*(t.to(precision) for t in synthesis_inputs(model, grays, symbols, steps, device)))
+    pixels = (rgb.float().clamp(0, 1) * 255.0).round().to("cpu", torch.uint8).permute(0, 2, 3, 1).numpy()
     return [np.ascontiguousarray(image[:g.shape[0], :g.shape[1]]) for image, g in zip(pixels, grays)]
 
 
