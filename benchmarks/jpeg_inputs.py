@@ -7,17 +7,21 @@ baseline and progressive; a few photos of ``--camera`` (default the shared train
 photos, decoded and saved again in memory, never written to the repository) are
 saved the way cameras and phones do (q92 4:2:0 with restart markers and an EXIF
 block saying orientation 6; q95 4:2:0 progressive). Every file then goes through
-``read_photo`` -> ``encode`` -> ``decode_array`` at the default level three ways:
+``read_photo`` -> ``encode`` -> ``decode_array`` four ways, at the default level unless said:
 
 * ``lossless``: the default, the gray carries the input's own luma coefficients;
 * ``q90``: today's re-encoded gray (``-q 90``);
 * ``qS``: the gray re-encoded at the source's own quality (``-q S``), for a
-  re-encoded pair of about the lossless pair's size.
+  re-encoded pair of about the lossless pair's size;
+* ``lossless high``: the lossless gray with the ``high`` residual level, spending
+  part of the bytes the lossless gray saves.
 
 Per setting, means per image: original bytes; gray + residual bytes; gray luma PSNR
 against the luma of the decoded original (Pillow ``convert("L")``); restored RGB PSNR
 and CIEDE2000 (scikit-image, on ``rgb2lab``) against the decoded original; encode time
-from the file's bytes to both outputs' bytes (median). Needs the bench extra.
+from the file's bytes to both outputs' bytes (median), and the time of making the gray
+JPEG alone: ``luma_jpeg`` against Pillow's luma + q90 encode (median). Needs the bench
+extra.
 """
 
 from __future__ import annotations
@@ -37,13 +41,14 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from invgray_cli.codec import decode_array, encode  # noqa: E402
-from invgray_cli.gray import decode_gray, luma  # noqa: E402
+from invgray_cli.gray import decode_gray, encode_gray, luma  # noqa: E402
 from invgray_cli.images import read_photo  # noqa: E402
+from invgray_cli.jpeg_transcode import LosslessUnavailable, luma_jpeg  # noqa: E402
 from invgray_cli.inference import psnr  # noqa: E402
 from invgray_cli.zoo import load_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-PATHS = ("lossless", "q90", "qS")
+PATHS = ("lossless", "q90", "qS", "lossless high")
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Tally:
     rgb_psnr: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PATHS})
     ciede: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PATHS})
     seconds: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PATHS})
+    gray_seconds: dict[str, list[float]] = field(default_factory=lambda: {"lossless": [], "q90": []})
     lossless_count: int = 0
 
 
@@ -93,13 +99,23 @@ def settings(kodak: list[np.ndarray], camera: list[np.ndarray]) -> list[tuple[st
 def measure(data: bytes, source_quality: int, model: torch.nn.Module, tally: Tally) -> None:
     from skimage.color import deltaE_ciede2000, rgb2lab
 
-    reference = read_photo(data).rgb  # the decoded original, upright
+    photo = read_photo(data)
+    reference = photo.rgb  # the decoded original, upright
+    started = time.perf_counter()
+    try:
+        luma_jpeg(data, photo.orientation, photo.exif, photo.xmp)
+    except LosslessUnavailable:
+        pass
+    tally.gray_seconds["lossless"].append(time.perf_counter() - started)
+    started = time.perf_counter()
+    encode_gray(luma(reference), "jpg", 90, photo.exif, photo.xmp)
+    tally.gray_seconds["q90"].append(time.perf_counter() - started)
     reference_luma = luma(reference)
     reference_lab = rgb2lab(reference)
     tally.original.append(len(data))
-    for path, quality in zip(PATHS, (None, 90, source_quality)):
+    for path, quality, level in zip(PATHS, (None, 90, source_quality, None), ("default",) * 3 + ("high",)):
         started = time.perf_counter()
-        encoded = encode(read_photo(data), quality=quality, model=model)
+        encoded = encode(read_photo(data), quality=quality, level=level, model=model)
         tally.seconds[path].append(time.perf_counter() - started)
         if path == "lossless":
             tally.lossless_count += encoded.gray_path == "lossless luma"
@@ -131,12 +147,13 @@ def main() -> None:
     kodak = load_rgbs(sorted(args.kodak.glob("*.png")))
     camera = load_rgbs(sorted(args.camera.glob("*.jpg"))[:args.camera_count]) if args.camera.is_dir() else []
     print(f"{len(kodak)} Kodak images, {len(camera)} camera-like photos from {args.camera}; "
-          f"torch threads {args.threads}; default level")
+          f"torch threads {args.threads}")
     print()
-    print("| setting | lossless luma | original bytes | gray + residual bytes: lossless / q90 / qS | "
-          "lossless vs original | gray luma PSNR dB: lossless / q90 / qS | restored RGB PSNR dB: lossless / q90 / qS "
-          "| CIEDE2000: lossless / q90 / qS | encode s: lossless / q90 / qS |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    ways = " / ".join(PATHS)
+    print(f"| setting | lossless luma | original bytes | gray + residual bytes: {ways} | lossless vs original | "
+          f"gray luma PSNR dB: {ways} | restored RGB PSNR dB: {ways} | CIEDE2000: {ways} | encode s: {ways} | "
+          f"gray alone ms: lossless / q90 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, source_quality, files in settings(kodak, camera):
         tally = Tally()
         for data in files:
@@ -149,7 +166,9 @@ def main() -> None:
         medians = " / ".join(f"{statistics.median(tally.seconds[p]):.3f}" for p in PATHS)
         print(f"| {name} (qS = q{source_quality}) | {tally.lossless_count}/{len(files)} | "
               f"{statistics.fmean(tally.original):,.0f} | {means(tally.total, 0)} | {-saving:+.1%} | "
-              f"{means(tally.gray_psnr, 2)} | {means(tally.rgb_psnr, 2)} | {means(tally.ciede, 3)} | {medians} |",
+              f"{means(tally.gray_psnr, 2)} | {means(tally.rgb_psnr, 2)} | {means(tally.ciede, 3)} | {medians} | "
+              f"{statistics.median(tally.gray_seconds['lossless']) * 1e3:.1f} / "
+              f"{statistics.median(tally.gray_seconds['q90']) * 1e3:.1f} |",
               flush=True)
 
 

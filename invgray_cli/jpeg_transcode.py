@@ -135,25 +135,32 @@ def lossless_obstacle(layout: JpegLayout) -> str | None:
     return None
 
 
-def _orient(blocks: np.ndarray, table: np.ndarray, orientation: int, width: int,
-            height: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Coefficient blocks (rows, cols, 8, 8), the quantisation table and the pixel size
-    after Pillow's exif_transpose. A mirror is exact only when the mirrored side is a
-    whole number of 8-pixel blocks (a partial edge block would land on the far side)."""
-    for step in _ORIENTATION_STEPS.get(orientation, ()):
+def _orientation_steps(orientation: int, width: int, height: int) -> tuple[str, ...]:
+    """The block moves that give Pillow's exif_transpose, or LosslessUnavailable when
+    one is a mirror across a side that is not whole 8-pixel blocks (the partial edge
+    block would land on the far side; trimming it as ``jpegtran -trim`` does would
+    lose up to 7 rows or columns, so the pixels are kept and the gray re-encoded)."""
+    steps = _ORIENTATION_STEPS.get(orientation, ())
+    for step in steps:
         if step == "transpose":
-            blocks, table, width, height = blocks.transpose(1, 0, 3, 2), table.T, height, width
+            width, height = height, width
+        elif (width if step == "flip_h" else height) % 8:
+            side = ("width", width) if step == "flip_h" else ("height", height)
+            raise LosslessUnavailable(f"EXIF orientation {orientation} needs a mirror across a {side[0]} of "
+                                      f"{side[1]} px, not a multiple of 8")
+    return steps
+
+
+def _orient(blocks: np.ndarray, table: np.ndarray, steps: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Coefficient blocks (rows, cols, 8, 8) and quantisation table after ``steps``."""
+    for step in steps:
+        if step == "transpose":
+            blocks, table = blocks.transpose(1, 0, 3, 2), table.T
         elif step == "flip_h":
-            if width % 8:
-                raise LosslessUnavailable(f"EXIF orientation {orientation} needs a mirror across a width of "
-                                          f"{width} px, not a multiple of 8")
             blocks = blocks[:, ::-1] * _ODD[None, None, None, :]
         else:
-            if height % 8:
-                raise LosslessUnavailable(f"EXIF orientation {orientation} needs a mirror across a height of "
-                                          f"{height} px, not a multiple of 8")
             blocks = blocks[::-1] * _ODD[None, None, :, None]
-    return np.ascontiguousarray(blocks, dtype=np.int16), np.ascontiguousarray(table), width, height
+    return np.ascontiguousarray(blocks, dtype=np.int16), np.ascontiguousarray(table)
 
 
 def _segment(marker: int, payload: bytes) -> bytes:
@@ -176,6 +183,8 @@ def luma_jpeg(data: bytes, orientation: int = 1, exif: bytes | None = None, xmp:
     obstacle = lossless_obstacle(layout)
     if obstacle:
         raise LosslessUnavailable(obstacle)
+    steps = _orientation_steps(orientation, layout.width, layout.height)
+    width, height = (layout.height, layout.width) if "transpose" in steps else (layout.width, layout.height)
     try:
         import jpeglib
     except ImportError:
@@ -205,7 +214,7 @@ def luma_jpeg(data: bytes, orientation: int = 1, exif: bytes | None = None, xmp:
             if blocks.shape[:2] != expected:
                 raise LosslessUnavailable(f"luma holds {blocks.shape[1]}x{blocks.shape[0]} blocks, expected "
                                           f"{expected[1]}x{expected[0]}")
-            blocks, table, width, height = _orient(blocks, table, orientation, layout.width, layout.height)
+            blocks, table = _orient(blocks, table, steps)
             gray = jpeglib.from_dct(blocks, qt=table[None].astype(np.uint16))
             gray.height, gray.width = height, width
             try:
@@ -219,8 +228,9 @@ def luma_jpeg(data: bytes, orientation: int = 1, exif: bytes | None = None, xmp:
 
 def gray_provenance(data: bytes) -> str | None:
     """How a gray JPEG was made, as far as the file itself tells: ``lossless luma``
-    when it carries invgray's provenance comment, ``re-encoded qN`` when its table is
-    the standard one libjpeg scales for quality N, else None."""
+    when it carries invgray's provenance comment, ``re-encoded qN (...)`` when its
+    table is the standard one libjpeg scales for quality N (an inference: the comment
+    may also have been stripped from a lossless gray), else None."""
     if not data.startswith(b"\xff\xd8"):
         return None
     if _segment(0xFE, PROVENANCE) in data[:data.find(b"\xff\xda") if b"\xff\xda" in data else len(data)]:
@@ -236,7 +246,7 @@ def gray_provenance(data: bytes) -> str | None:
         return None
     for quality in range(100, 0, -1):
         if _standard_luma_table(quality) == list(tables[0]):
-            return f"re-encoded q{quality}"
+            return f"re-encoded q{quality} (judged from its standard quantisation table)"
     return None
 
 
