@@ -447,11 +447,11 @@ def info(file: Annotated[Path, typer.Argument(
 
             try:
                 residual = extract(data)
+                if residual is None:
+                    rows.append(("embedded residual", "none"))
             except EmbeddingError as exc:
                 rows.append(("embedded residual", str(exc)))
                 residual = None
-            if residual is None:
-                rows.append(("embedded residual", "none"))
         rows = (rows or []) + (_residual_rows(residual) if residual is not None else [])
     except (JobError, InvalidResidualError) as exc:
         _err(f"{file}: {exc}")

@@ -246,3 +246,12 @@ def test_mixed_folder_finishes_and_reports_each_path(small_rgb: np.ndarray, tmp_
     assert "re-encoded q90" in info.output
     forced = runner.invoke(app, ["encode", str(folder / "444.jpg"), "-q", "80", "-o", str(tmp_path / "q.gray.jpg")])
     assert forced.exit_code == 0 and "(re-encoded q80," in forced.output
+
+
+def test_info_reads_an_embedded_lossless_gray(small_rgb: np.ndarray, tmp_path: Path) -> None:
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(_jpeg(Image.fromarray(small_rgb), progressive=True))
+    assert runner.invoke(app, ["encode", str(source), "--embed"]).exit_code == 0
+    info = runner.invoke(app, ["info", str(tmp_path / "photo.gray.jpg")])
+    assert info.exit_code == 0
+    assert "lossless luma" in info.output and "203 x 157" in info.output and "format version" in info.output
