@@ -3,19 +3,29 @@
     python benchmarks/input_matrix.py
 
 Builds each kind from the bundled sample (a 384 x 256 crop) in memory, runs it
-through ``read_photo`` -> ``encode`` -> ``decode_photo`` at the default level with
-gray q90, and prints RGB PSNR against the input as Pillow shows it, whether alpha
-came back exactly, and the residual size; refused kinds print their one-line reason.
+through ``read_photo`` -> ``encode`` -> ``decode_photo`` at the default level (JPEG
+inputs keep their own luma where they can, everything else gets a q90 gray), and
+prints how the gray was made, RGB PSNR against the input as Pillow shows it, whether
+alpha came back exactly, and the residual size; refused kinds print their one-line
+reason.
+
+    python benchmarks/input_matrix.py --pillow-tests /tmp/pillow-13.0.0/Tests/images
+
+also runs every file of Pillow's own test images (from its source distribution) of
+the kinds invgray reads and counts how many encode and decode, with each refusal.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageCms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -60,29 +70,89 @@ def kinds() -> dict[str, bytes]:
         "TIFF CMYK": saved(rgb.convert("CMYK"), "TIFF"),
         "BMP RGB": saved(rgb, "BMP"),
         "GIF, 2 frames (first used)": gif.getvalue(),
-        "TIFF 32-bit float": saved(Image.fromarray(np.zeros((8, 8), np.float32)), "TIFF"),
+        "JPEG RGB q85 4:2:0 progressive": saved(rgb, "JPEG", quality=85, progressive=True),
+        "JPEG RGB q85 4:4:4, restart markers": saved(rgb, "JPEG", quality=85, subsampling=0,
+                                                     restart_marker_blocks=4),
+        "JPEG RGB-coded (Adobe transform 0)": saved(rgb, "JPEG", quality=95, keep_rgb=True),
+        "TIFF 32-bit float, 0..1": saved(Image.fromarray(np.asarray(rgb.convert("L"), np.float32) / 255, "F"),
+                                         "TIFF"),
+        "TIFF CIELAB": saved(ImageCms.applyTransform(rgb, ImageCms.buildTransform(
+            ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB")), "TIFF"),
         "zero bytes": b"",
         "text file": b"hello, not an image\n",
         "truncated PNG": saved(rgb, "PNG")[:2000],
     }
 
 
-def main() -> None:
-    print("| input kind | result | RGB PSNR dB | alpha | residual bytes |")
-    print("|---|---|---|---|---|")
+def matrix() -> None:
+    print("| input kind | result | gray | RGB PSNR dB | alpha | residual bytes |")
+    print("|---|---|---|---|---|---|")
     for name, data in kinds().items():
         try:
             photo = read_photo(data)
         except ImageReadError as exc:
-            print(f"| {name} | refused: {exc} | - | - | - |")
+            print(f"| {name} | refused: {exc} | - | - | - | - |")
             continue
-        encoded = encode(photo, quality=90)
+        encoded = encode(photo)
         restored = decode_photo(encoded.gray, encoded.residual)
         if photo.alpha is None:
             alpha = "none"
         else:
             alpha = "exact" if restored.alpha is not None and np.array_equal(restored.alpha, photo.alpha) else "LOST"
-        print(f"| {name} | round trip | {psnr(restored.rgb, photo.rgb):.2f} | {alpha} | {len(encoded.residual)} |")
+        gray = encoded.gray_path + (f" ({encoded.gray_note})" if encoded.gray_note else "")
+        print(f"| {name} | round trip | {gray} | {psnr(restored.rgb, photo.rgb):.2f} | {alpha} | "
+              f"{len(encoded.residual)} |")
+
+
+READ_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+
+
+def pillow_tests(folder: Path) -> None:
+    """Encode and decode every file of the kinds invgray reads; count and list refusals."""
+    warnings.simplefilter("ignore")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in READ_SUFFIXES)
+    outcome: Counter[str] = Counter()
+    paths: Counter[str] = Counter()
+    refusals = []
+    for path in files:
+        try:
+            photo = read_photo(path.read_bytes())
+        except ImageReadError as exc:
+            outcome["refused"] += 1
+            refusals.append((path.name, str(exc)))
+            continue
+        try:
+            encoded = encode(photo)
+        except ValueError as exc:  # sizes the formats cannot hold
+            outcome["refused at encode"] += 1
+            refusals.append((path.name, str(exc)))
+            continue
+        outcome["encoded"] += 1
+        paths[encoded.gray_path + (f" ({encoded.gray_note})" if encoded.gray_note else "")] += 1
+        try:
+            decode_photo(encoded.gray, encoded.residual)
+            outcome["decoded"] += 1
+        except Exception as exc:  # noqa: BLE001 - a bug here is what this sweep is for
+            refusals.append((path.name, f"DECODE FAILED: {type(exc).__name__}: {exc}"))
+    print(f"{len(files)} files of the kinds invgray reads in {folder}")
+    for key in ("encoded", "decoded", "refused", "refused at encode"):
+        print(f"  {key}: {outcome[key]}")
+    print("gray made by:")
+    for path, count in paths.most_common():
+        print(f"  {count:4d}  {path}")
+    print("refused (reason: count):")
+    for reason, count in Counter(reason for _, reason in refusals).most_common():
+        print(f"  {count:4d}  {reason}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pillow-tests", type=Path, help="Pillow's Tests/images folder: sweep it instead")
+    args = parser.parse_args()
+    if args.pillow_tests:
+        pillow_tests(args.pillow_tests)
+    else:
+        matrix()
 
 
 if __name__ == "__main__":

@@ -147,7 +147,10 @@ def encode(
                                                    help="Gray image path (one input only); the residual "
                                                         "goes beside it as <stem>.residual.bin.")] = None,
     out_dir: Annotated[Optional[Path], _OUT_DIR] = None,
-    quality: Annotated[int, typer.Option("-q", "--quality", min=1, max=100, help="Gray JPEG quality.")] = 90,
+    quality: Annotated[Optional[int], typer.Option(
+        "-q", "--quality", min=1, max=100,
+        help="Gray JPEG quality: re-encode the luma at this quality. Default: a JPEG input keeps its own "
+             "luma losslessly where it can, anything else is encoded at 90.")] = None,
     gray_format: Annotated[Optional[GrayFormatChoice], typer.Option(
         "--gray-format", help="jpg (default) or png (lossless); -o's extension also decides.")] = None,
     level: Annotated[LevelChoice, typer.Option(
@@ -211,8 +214,9 @@ def encode(
             _write_all([(job.outputs[0], encoded.gray), (job.outputs[1], encoded.residual)], force)
         pixels = photo.rgb.shape[0] * photo.rgb.shape[1]
         where = "embedded" if embed else str(job.outputs[1])
-        return (f"{job.label}: {job.outputs[0]} ({len(encoded.gray) * 8 / pixels:.3f} bpp), residual {where} "
-                f"({len(encoded.residual)} bytes, {len(encoded.residual) * 8 / pixels:.4f} bpp)"), pixels
+        path = encoded.gray_path + (f" (no lossless luma: {encoded.gray_note})" if encoded.gray_note else "")
+        return (f"{job.label}: {job.outputs[0]} ({path}, {len(encoded.gray) * 8 / pixels:.3f} bpp), residual "
+                f"{where} ({len(encoded.residual)} bytes, {len(encoded.residual) * 8 / pixels:.4f} bpp)"), pixels
 
     outcome = run_jobs(batch, work, Reporter(len(batch), "encode"), skip_existing, jobs)
     if outcome.failures:
@@ -429,24 +433,63 @@ def _psnr_against(original: Path, restored) -> str:  # noqa: ANN001 - numpy arra
 
 
 @app.command()
-def info(file: Annotated[Path, typer.Argument(help="A residual file.")]) -> None:
-    """Print what a residual file holds."""
-    from .container import InvalidResidualError, read_residual
-    from .zoo import known_model_ids, levels
+def info(file: Annotated[Path, typer.Argument(
+        help="A residual file, or a gray image (how its gray was made, and its embedded residual).")]) -> None:
+    """Print what a residual file or a gray image holds."""
+    from .container import InvalidResidualError
 
     try:
         data = _read_input(str(file))
-        header = read_residual(data)
+        rows = _gray_rows(data)
+        residual = data
+        if rows is not None:
+            from .embedding import EmbeddingError, extract
+
+            try:
+                residual = extract(data)
+                if residual is None:
+                    rows.append(("embedded residual", "none"))
+            except EmbeddingError as exc:
+                rows.append(("embedded residual", str(exc)))
+                residual = None
+        rows = (rows or []) + (_residual_rows(residual) if residual is not None else [])
     except (JobError, InvalidResidualError) as exc:
         _err(f"{file}: {exc}")
         raise typer.Exit(1) from None
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+def _gray_rows(data: bytes) -> list[tuple[str, str]] | None:
+    """What a gray image file says about itself; None when the bytes are not one."""
+    from .gray import decode_gray
+    from .jpeg_transcode import gray_provenance
+
+    if not data.startswith((b"\xff\xd8", b"\x89PNG")):
+        return None
+    try:
+        pixels = decode_gray(data)
+    except ValueError:
+        return None
+    if data.startswith(b"\x89PNG"):
+        return [("gray image", f"PNG {pixels.shape[1]} x {pixels.shape[0]}"), ("gray made by", "PNG (lossless)")]
+    made = gray_provenance(data) or "not recorded (a JPEG with non-standard quantisation tables)"
+    return [("gray image", f"JPEG {pixels.shape[1]} x {pixels.shape[0]}"), ("gray made by", made)]
+
+
+def _residual_rows(data: bytes) -> list[tuple[str, str]]:
+    from .container import read_residual
+    from .zoo import known_model_ids, levels
+
+    header = read_residual(data)
     pixels = header.width * header.height
     size = len(data)
     bundled = header.model_id in known_model_ids()
     known = "bundled" if bundled else "NOT bundled with this invgray"
     level_names = [name for name, value in (levels(header.model_id) if bundled else {}).items()
                    if abs(value - header.step) < 1e-6]
-    rows = [
+    return [
         ("format version", str(header.version)),
         ("model", f"{header.model_id} ({known})"),
         ("image", f"{header.width} x {header.height}"),
@@ -456,9 +499,6 @@ def info(file: Annotated[Path, typer.Argument(help="A residual file.")]) -> None
         ("payload", f"{len(header.payload)} bytes zstd, {header.raw_size} bytes raw"),
         ("file size", f"{size} bytes, {size * 8 / pixels:.4f} bpp"),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        typer.echo(f"{key:<{width}}  {value}")
 
 
 def main() -> None:

@@ -3,9 +3,10 @@
 Colour space: the network works on 8-bit gamma-encoded RGB exactly as the file
 stores it, in the file's own RGB space (sRGB when untagged); its ICC profile is
 carried through unchanged, so the restored file means the same colours. CMYK is
-converted to sRGB (through its profile when it has one). 16-bit samples are scaled
-to 8 bits. EXIF orientation is applied on input, so the gray and the restored image
-are upright and carry orientation 1.
+converted to sRGB (through its profile when it has one), CIELAB through littleCMS;
+16-bit samples are scaled to 8 bits, 32-bit float gray is mapped by its range. EXIF
+orientation is applied on input, so the gray and the restored image are upright and
+carry orientation 1. A JPEG input keeps its file bytes, for the lossless luma path.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Photo:
     icc_profile: bytes | None = None  # RGB profile of rgb; None means sRGB
     xmp: bytes | None = None
     notes: list[str] = field(default_factory=list)  # decode-time warnings, for reporting
+    jpeg: bytes | None = None  # the input file itself when it is a JPEG: its luma can be kept losslessly
+    orientation: int = 1  # the EXIF orientation that was applied to rgb
 
     @property
     def is_gray(self) -> bool:
@@ -80,24 +83,28 @@ def _profile_colour_space(icc: bytes | None) -> bytes | None:
     return icc[16:20] if icc and len(icc) >= 20 else None
 
 
-def _upright(image: Image.Image) -> tuple[Image.Image, bytes | None]:
-    """Apply EXIF orientation; return the image and its EXIF with orientation reset."""
+def _upright(image: Image.Image) -> tuple[Image.Image, bytes | None, int]:
+    """Apply EXIF orientation; return the image, its EXIF with orientation reset and
+    the orientation that was applied (1: none)."""
     try:
         exif = image.getexif()
     except Exception:  # noqa: BLE001 - a broken EXIF block must not make the photo unreadable
-        return image, None
+        return image, None, 1
     if not exif:
-        return image, None
+        return image, None, 1
+    orientation = exif.get(ORIENTATION_TAG, 1)
     try:
         upright = ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001
         upright = image
+    if upright is image or orientation not in range(2, 9):
+        orientation = 1
     if ORIENTATION_TAG in exif:
         exif[ORIENTATION_TAG] = 1
     try:
-        return upright, exif.tobytes()
+        return upright, exif.tobytes(), orientation
     except Exception:  # noqa: BLE001 - unserialisable EXIF is dropped rather than fatal
-        return upright, None
+        return upright, None, orientation
 
 
 def _sixteen_bit_to_gray(image: Image.Image) -> Image.Image:
@@ -117,14 +124,19 @@ def photo_from_image(image: Image.Image) -> Photo:
     xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp") or None
     if isinstance(xmp, str):
         xmp = xmp.encode("utf-8")
-    image, exif = _upright(image)
+    image, exif, orientation = _upright(image)
     mode = image.mode
     alpha = None
-    if mode in ("F", "LAB", "HSV") or mode.startswith("BGR"):
+    if mode == "HSV" or mode.startswith("BGR"):
         raise ImageReadError(f"unsupported colour mode {mode}")
     if mode == "CMYK":
         image = _cmyk_to_srgb(image, icc)
         icc = None
+    elif mode == "LAB":
+        image = _lab_to_srgb(image)
+        icc = None  # a LAB file's profile (if any) does not describe the sRGB pixels we keep
+    elif mode == "F":
+        image = _float_to_gray(image)
     elif mode.startswith("I"):
         image = _sixteen_bit_to_gray(image)
     elif mode == "P":
@@ -143,7 +155,33 @@ def photo_from_image(image: Image.Image) -> Photo:
     if _profile_colour_space(icc) != b"RGB ":
         icc = None  # a gray or CMYK profile does not describe the RGB pixels we keep
     rgb = np.asarray(image.convert("RGB"))
-    return Photo(rgb=rgb, alpha=alpha, exif=exif, icc_profile=icc, xmp=xmp)
+    return Photo(rgb=rgb, alpha=alpha, exif=exif, icc_profile=icc, xmp=xmp, orientation=orientation)
+
+
+def _lab_to_srgb(image: Image.Image) -> Image.Image:
+    """CIELAB (D50, as TIFF stores it) to sRGB through littleCMS, the way a colour-managed
+    viewer shows it."""
+    from PIL import ImageCms
+
+    lab_to_rgb = ImageCms.buildTransform(ImageCms.createProfile("LAB", 5000), ImageCms.createProfile("sRGB"),
+                                         "LAB", "RGB")
+    return ImageCms.applyTransform(image, lab_to_rgb)
+
+
+def _float_to_gray(image: Image.Image) -> Image.Image:
+    """32-bit float gray to 8 bits, by the range the finite values span: within 0..1 is
+    the normalised convention (times 255), within 0..255 already 8-bit levels (kept);
+    anything else is measurement data (a phase map, say), stretched from its minimum to
+    its maximum over 0..255. Rounded to the nearest level; NaN and infinities become 0."""
+    values = np.asarray(image, dtype=np.float64)
+    finite = np.isfinite(values)
+    low, high = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 0.0)
+    if 0.0 <= low and high <= 1.0:
+        values = values * 255.0
+    elif not (0.0 <= low and high <= 255.0):
+        values = (values - low) * (255.0 / (high - low) if high > low else 0.0)
+    values = np.where(finite, values, 0.0)
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
 
 
 def _cmyk_to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
@@ -163,7 +201,10 @@ def _cmyk_to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
 def read_photo(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo:
     image = open_image(data, max_pixels)
     try:
-        return photo_from_image(image)
+        photo = photo_from_image(image)
+        if image.format in ("JPEG", "MPO"):  # MPO: a phone's multi-picture JPEG, first picture used
+            photo.jpeg = data
+        return photo
     except ImageReadError:
         raise
     except (OSError, ValueError) as exc:

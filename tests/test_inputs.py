@@ -129,9 +129,26 @@ def test_unreadable_inputs_are_refused(data: bytes, reason: str) -> None:
         read_photo(data)
 
 
-def test_float_images_are_refused() -> None:
-    with pytest.raises(ImageReadError, match="unsupported colour mode F"):
-        read_photo(_bytes(Image.fromarray(np.zeros((4, 4), np.float32)), "TIFF"))
+@pytest.mark.parametrize("values,expected", [
+    (np.array([[0.0, 0.5], [1.0, 0.25]], np.float32), [[0, 128], [255, 64]]),  # 0..1: times 255
+    (np.array([[0.0, 17.4], [255.0, 1.5]], np.float32), [[0, 17], [255, 2]]),  # 0..255: kept
+    (np.array([[-3.0, 0.0], [3.0, np.nan]], np.float32), [[0, 128], [255, 0]]),  # other: stretched
+])
+def test_float_gray_is_mapped_by_its_range(values: np.ndarray, expected: list[list[int]]) -> None:
+    photo = read_photo(_bytes(Image.fromarray(values, "F"), "TIFF"))
+    assert photo.is_gray
+    np.testing.assert_array_equal(photo.rgb[..., 0], np.array(expected, np.uint8))
+
+
+def test_cielab_tiff_becomes_srgb(small_rgb: np.ndarray) -> None:
+    to_lab = ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB"), "RGB", "LAB")
+    lab = ImageCms.applyTransform(Image.fromarray(small_rgb), to_lab)
+    data = _bytes(lab, "TIFF")
+    assert Image.open(io.BytesIO(data)).mode == "LAB"
+    photo = read_photo(data)
+    assert photo.icc_profile is None and psnr(photo.rgb, small_rgb) > 40  # 8-bit Lab quantisation only
+    encoded = encode(photo)
+    assert psnr(np.asarray(decode(encoded.gray, encoded.residual)), photo.rgb) > 30
 
 
 def test_pixel_limit(small_png: Path) -> None:
