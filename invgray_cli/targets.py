@@ -4,8 +4,8 @@
 the real decode, reaches DB; ``--max-bytes N`` for the best residual of at most N bytes.
 The encoder's latent does not depend on the step, so it is computed once; each try then
 quantises it at one step, packs the real residual file and (for a PSNR target) decodes
-it with the real decoder. The step is searched on log(step) within :data:`STEP_RANGE` (the
-range export.py chooses the levels from): regula falsi once the target is bracketed,
+it with the real decoder. The step is searched on log(step) within :data:`STEP_RANGE`: regula
+falsi (Illinois) once the target is bracketed,
 until the reached PSNR is within 0.05 dB above the target (or the size within 1 %
 under the limit), or the bracket is narrower than 1 % in step.
 
@@ -38,7 +38,10 @@ if TYPE_CHECKING:
 
     from .network import InvGrayNet
 
-STEP_RANGE = (0.05, 50.0)
+# Steps searched: from the smallest step invgray-v1 trained with (finer steps still grow
+# the residual, but the network never learnt to use them, and the PSNR saturates), to
+# where the residual is little more than its header.
+STEP_RANGE = (0.5, 50.0)
 STEP_TOLERANCE = 0.01  # stop when the bracket's steps differ by less than 1 %
 START_STEP = 5.325  # invgray-v1's default level: where a search starts
 MAX_TRIES = 16
@@ -102,38 +105,49 @@ class StepTrials:
 
 
 def _largest_feasible(score: Callable[[float], float], start: float, lower: float, upper: float, slope: float,
-                      close_enough: float) -> tuple[float | None, float]:
+                      close_enough: float) -> float | None:
     """For a ``score`` that falls as x grows (feasible where it is >= 0): the largest
-    feasible x found in [lower, upper], and the last x tried. Regula falsi inside a
-    bracket (kept away from its ends), extrapolation with a typical ``slope`` outside
-    one; stops when a feasible score is within ``close_enough`` of 0, when the bracket
-    is narrower than :data:`STEP_TOLERANCE`, or at an end of the range."""
-    feasible: tuple[float, float] | None = None  # (x, score) with the largest feasible x so far
-    infeasible: tuple[float, float] | None = None  # (x, score) with the smallest infeasible x so far
-    x = min(max(start, lower), upper)
+    feasible x found in [lower, upper], or None when even ``lower`` is infeasible.
+
+    Outside a bracket it extrapolates with a typical ``slope``, and after two tries on
+    the same side jumps to that end of the range; inside a bracket it uses the Illinois
+    variant of regula falsi (kept away from the bracket's ends). It stops when a
+    feasible score is within ``close_enough`` of 0, or the bracket is narrower than
+    :data:`STEP_TOLERANCE`."""
+    feasible: list[float] | None = None  # [x, score] with the largest feasible x so far
+    infeasible: list[float] | None = None  # [x, score] with the smallest infeasible x so far
+    x, one_sided, last_side = min(max(start, lower), upper), 0, None
     for _ in range(MAX_TRIES):
         value = score(x)
-        if value >= 0 and (feasible is None or x > feasible[0]):
-            feasible = (x, value)
-        elif value < 0 and (infeasible is None or x < infeasible[0]):
-            infeasible = (x, value)
+        side = value >= 0
+        if side and (feasible is None or x > feasible[0]):
+            feasible = [x, value]
+        elif not side and (infeasible is None or x < infeasible[0]):
+            infeasible = [x, value]
         if feasible is not None and feasible[1] <= close_enough:
             break
         if feasible is not None and infeasible is not None:
             width = infeasible[0] - feasible[0]
             if width < math.log1p(STEP_TOLERANCE):
                 break
+            if side == last_side:  # Illinois: the other end has stayed twice, halve its weight
+                (infeasible if side else feasible)[1] /= 2
             share = min(max(feasible[1] / (feasible[1] - infeasible[1]), 0.1), 0.9)
             x = feasible[0] + share * width
-        elif feasible is not None:
-            if feasible[0] >= upper:
-                break
-            x = min(upper, feasible[0] + max(1.5 * feasible[1] / slope, math.log1p(STEP_TOLERANCE)))
         else:
-            if infeasible[0] <= lower:
-                break
-            x = max(lower, infeasible[0] + 1.5 * infeasible[1] / slope)
-    return (feasible[0] if feasible else None), x
+            one_sided += 1
+            if feasible is not None:
+                if feasible[0] >= upper:
+                    break
+                guess = feasible[0] + max(1.5 * feasible[1] / slope, math.log1p(STEP_TOLERANCE))
+                x = upper if one_sided >= 2 else min(upper, guess)
+            else:
+                if infeasible[0] <= lower:
+                    break
+                guess = infeasible[0] + 1.5 * infeasible[1] / slope
+                x = lower if one_sided >= 2 else max(lower, guess)
+        last_side = side
+    return feasible[0] if feasible else None
 
 
 def search(trials: StepTrials, target_psnr: float | None = None, max_bytes: int | None = None,
@@ -148,11 +162,11 @@ def search(trials: StepTrials, target_psnr: float | None = None, max_bytes: int 
         trial = trials.at(STEP_RANGE[1])
         return trial, (trial.psnr >= target_psnr) if target_psnr is not None else trial.residual_bytes <= max_bytes
     if target_psnr is not None:  # x = log(step): PSNR falls as the step grows
-        x, _ = _largest_feasible(lambda x: trials.at(math.exp(x)).psnr - target_psnr, math.log(start_step),
-                                 low, high, PSNR_SLOPE, PSNR_CLOSE_ENOUGH)
+        x = _largest_feasible(lambda x: trials.at(math.exp(x)).psnr - target_psnr, math.log(start_step),
+                              low, high, PSNR_SLOPE, PSNR_CLOSE_ENOUGH)
         return (trials.at(math.exp(x)), True) if x is not None else (trials.at(STEP_RANGE[0]), False)
     # x = -log(step): the residual grows as the step shrinks
-    x, _ = _largest_feasible(
+    x = _largest_feasible(
         lambda x: math.log(max_bytes / trials.at(math.exp(-x), measure=False).residual_bytes),
         -math.log(start_step), -high, -low, BYTES_SLOPE, BYTES_CLOSE_ENOUGH)
     return (trials.at(math.exp(-x), measure=False), True) if x is not None else \
@@ -173,7 +187,8 @@ def encode_to_target(image: Photo | Image.Image | np.ndarray, *, target_psnr: fl
     notes = []
     if not met:
         if target_psnr is not None:
-            notes.append(f"target {target_psnr:g} dB not reachable: best {best.psnr:.2f} dB at step {best.step:.4g}")
+            notes.append(f"target {target_psnr:g} dB not reachable with this gray image: best {best.psnr:.2f} dB at "
+                         f"step {best.step:.4g} (a higher gray quality or a PNG gray raises the limit)")
         else:
             notes.append(f"{max_bytes} bytes not reachable: the smallest residual is {best.residual_bytes} bytes")
     return TargetResult(best.encoded, best.step, best.psnr, best.residual_bytes, met, len(trials.trials),
