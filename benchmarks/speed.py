@@ -242,6 +242,9 @@ def cli_timings(files: list[Path], args: argparse.Namespace) -> None:
         def first_decode(i: int) -> float:
             return wall(["decode", str(first_gray), "-o", str(workdir / f"d{i}.png"), *device])
 
+        # Other work on a shared machine slows fresh processes most: say how busy it was.
+        print(f"\nload average before the fresh-process runs: {os.getloadavg()[0]:.2f} (1 min) on "
+              f"{os.cpu_count()} CPUs")
         print("\n| fresh process | wall s | MP/s |")
         print("|---|---|---|")
         print(f"| invgray --help | {statistics.median(wall(['--help']) for _ in range(3)):.2f} | - |")
@@ -267,6 +270,7 @@ def cli_timings(files: list[Path], args: argparse.Namespace) -> None:
                             "--batch", str(batch), *device])
             print(f"| decode folder of {len(files)} (--jobs {args.jobs} --batch {batch}) | {seconds:.2f} | "
                   f"{total_mp / seconds:.1f} |")
+        print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
