@@ -223,16 +223,23 @@ def cli_timings(files: list[Path], args: argparse.Namespace) -> None:
     try:
         pairs = workdir / "pairs"
 
+        cpu_seconds: list[float] = []  # user + system time of each fresh process, in order
+
         def wall(arguments: list[str]) -> float:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             subprocess.run(command + arguments, check=True, env=env, capture_output=True)
-            return time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu_seconds.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+            return seconds
 
         total_mp = 0.0
         for path in files:
             with Image.open(path) as image:
                 total_mp += image.width * image.height / 1e6
         encode_folder = wall(["encode", str(files[0].parent), "--out-dir", str(pairs), *device])
+        encode_folder_cpu = cpu_seconds[-1]
         first_photo, first_gray = files[0], pairs / f"{files[0].stem}.gray.jpg"
         mp_one = Image.open(first_photo).width * Image.open(first_photo).height / 1e6
 
@@ -245,31 +252,36 @@ def cli_timings(files: list[Path], args: argparse.Namespace) -> None:
         # Other work on a shared machine slows fresh processes most: say how busy it was.
         print(f"\nload average before the fresh-process runs: {os.getloadavg()[0]:.2f} (1 min) on "
               f"{os.cpu_count()} CPUs")
-        print("\n| fresh process | wall s | MP/s |")
-        print("|---|---|---|")
-        print(f"| invgray --help | {statistics.median(wall(['--help']) for _ in range(3)):.2f} | - |")
+        print("\n| fresh process | wall s | MP/s | CPU s (user + system) |")
+        print("|---|---|---|---|")
+        print(f"| invgray --help | {statistics.median(wall(['--help']) for _ in range(3)):.2f} | - | "
+              f"{statistics.median(cpu_seconds[-3:]):.2f} |")
         for label, run in (("encode", first_encode), ("decode", first_decode)):
             warm = statistics.median(run(i) for i in range(args.fresh))
-            print(f"| first image, {label} (warm, median of {args.fresh}) | {warm:.3f} | {mp_one / warm:.2f} |")
+            cpu = statistics.median(cpu_seconds[-args.fresh:])
+            print(f"| first image, {label} (warm, median of {args.fresh}) | {warm:.3f} | {mp_one / warm:.2f} | "
+                  f"{cpu:.3f} |")
             cold = run(args.fresh) if drop_page_cache() else None
             print(f"| first image, {label} (cold: right after dropping the page cache) | "
-                  + (f"{cold:.3f} | {mp_one / cold:.2f} |" if cold is not None else "not measured (not root) | - |"))
+                  + (f"{cold:.3f} | {mp_one / cold:.2f} | {cpu_seconds[-1]:.3f} |" if cold is not None
+                     else "not measured (not root) | - | - |"))
 
         loop_encode = sum(wall(["encode", str(path), "-o", str(workdir / "loop" / f"{path.stem}.gray.jpg"), *device])
                           for path in files)
         print(f"| encode {len(files)} photos, one call per file (a shell loop) | {loop_encode:.2f} | "
-              f"{total_mp / loop_encode:.2f} |")
-        print(f"| encode {len(files)} photos, one folder call | {encode_folder:.2f} | {total_mp / encode_folder:.2f} |")
+              f"{total_mp / loop_encode:.2f} | {sum(cpu_seconds[-len(files):]):.2f} |")
+        print(f"| encode {len(files)} photos, one folder call | {encode_folder:.2f} | {total_mp / encode_folder:.2f} | "
+              f"{encode_folder_cpu:.2f} |")
         loop_decode = sum(wall(["decode", str(pairs / f"{path.stem}.gray.jpg"), "-o",
                                 str(workdir / "loop" / f"{path.stem}.png"), *device]) for path in files)
         print(f"| decode {len(files)} pairs, one call per file (a shell loop) | {loop_decode:.2f} | "
-              f"{total_mp / loop_decode:.2f} |")
+              f"{total_mp / loop_decode:.2f} | {sum(cpu_seconds[-len(files):]):.2f} |")
         for batch in sorted(set(args.batch)):
             out = workdir / f"out{batch}"
             seconds = wall(["decode", str(pairs), "--out-dir", str(out), "--jobs", str(args.jobs),
                             "--batch", str(batch), *device])
             print(f"| decode folder of {len(files)} (--jobs {args.jobs} --batch {batch}) | {seconds:.2f} | "
-                  f"{total_mp / seconds:.1f} |")
+                  f"{total_mp / seconds:.1f} | {cpu_seconds[-1]:.2f} |")
         print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
