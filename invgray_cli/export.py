@@ -14,8 +14,10 @@ made with older models keep decoding.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 from .export_onnx import export_onnx
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--level-bpp", nargs="+", default=["low=0.01", "default=0.03", "high=0.08", "max=0.15"],
                         metavar="NAME=BPP", help="residual bits per pixel each level aims at on validation")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("onnx") is None:  # torch's ONNX exporter needs it
+        sys.exit("python -m invgray_cli.export needs the onnx package: pip install 'invgray[export]'")
 
     model, ckpt = read_checkpoint(args.checkpoint)
     filename = f"{args.name}.pt"

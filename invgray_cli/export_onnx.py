@@ -22,6 +22,7 @@ The graphs (dynamic height and width, batch of one):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import hashlib
 import io
 import json
@@ -124,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="model id (default: every bundled model)")
     parser.add_argument("--check", action="store_true", help="verify the bundled graphs instead of writing them")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("onnx") is None:  # torch's ONNX exporter needs it
+        sys.exit("python -m invgray_cli.export_onnx needs the onnx package: pip install 'invgray[export]'")
     folder = models_dir()
     registry_path = folder / REGISTRY_FILE
     registry = json.loads(registry_path.read_text())
