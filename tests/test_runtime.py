@@ -140,3 +140,11 @@ def test_cpu_commands_never_import_torch(tmp_path: Path) -> None:
                                 text=True, cwd=ROOT)
         assert result.returncode == 0, result.stderr
         assert result.stderr.strip().splitlines()[-1] == "torch loaded: False", result.stderr
+
+
+def test_onnx_latent_does_not_depend_on_the_thread_count(small_rgb: np.ndarray) -> None:
+    """Residual bytes must not depend on --threads or --jobs."""
+    gray = jpeg_round_trip(luma(small_rgb), 90)
+    model_id = known_model_ids()[0]
+    assert np.array_equal(OnnxEngine(model_id, threads=1).latent(small_rgb, gray),
+                          OnnxEngine(model_id, threads=2).latent(small_rgb, gray))
