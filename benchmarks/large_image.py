@@ -64,14 +64,14 @@ def main() -> None:
     for name, mp, (enc_s, enc_mb), (dec_s, dec_mb) in rows:
         print(f"| {name} | {mp:.1f} | {enc_s:.1f} | {enc_s / mp:.2f} | {enc_mb:.0f} | {dec_s:.1f} | "
               f"{dec_s / mp:.2f} | {dec_mb:.0f} |")
-    print("(wall times include starting Python and importing torch, about 3 s per run)")
+    print("(wall times include starting Python and loading the network)")
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import time
 
     from invgray_cli.codec import decode_array, decode_photo, encode
     from invgray_cli.images import read_photo
-    from invgray_cli.inference import psnr
+    from invgray_cli.metrics import psnr
 
     print("\nin-process (no start-up), seconds per megapixel:")
     print("| image | encode s/MP | decode s/MP |")
@@ -91,13 +91,13 @@ def main() -> None:
 
     crop = np.ascontiguousarray(np.asarray(Image.open(big_path).convert("RGB"))[:2304, :3072])
     encoded = encode(crop)
-    import invgray_cli.inference as inference
+    import invgray_cli.tiling as tiling
 
     whole = decode_array(encoded.gray, encoded.residual)  # 7 MP > the whole-image limit: tiled
-    saved = inference.WHOLE_IMAGE_PIXELS
-    inference.WHOLE_IMAGE_PIXELS = 1 << 40
+    saved = tiling.WHOLE_IMAGE_PIXELS
+    tiling.WHOLE_IMAGE_PIXELS = 1 << 40
     untiled = decode_array(encoded.gray, encoded.residual)
-    inference.WHOLE_IMAGE_PIXELS = saved
+    tiling.WHOLE_IMAGE_PIXELS = saved
     print(f"\ntiled vs whole-image decode of a {crop.shape[1]}x{crop.shape[0]} crop: "
           f"PSNR {psnr(whole, untiled):.2f} dB, identical pixels {np.mean(whole == untiled) * 100:.4f} %")
 

@@ -1,10 +1,10 @@
 """Speed benchmark: encode and decode time per image, split by stage, and peak memory.
 
     python benchmarks/speed.py [FOLDER] [--device cpu] [--threads 2] [--repeat 3] [--batch 1 8]
-                               [--precision float32 tf32 float16 bfloat16]
+                               [--precision float32 tf32 float16 bfloat16] [--fresh 10] [--cli-only]
 
 For every image of FOLDER (default ../shared/data/test/kodak24) it times, with the
-bundled model: the whole product path (``codec.encode`` from a decoded photo, and
+bundled model on the product engine (onnxruntime on the CPU, torch on CUDA): the whole product path (``codec.encode`` from a decoded photo, and
 ``codec.decode_photo`` from the two files' bytes) and, separately, its stages:
 image I/O (reading the PNG, writing the restored PNG), gray JPEG (encode + decode),
 network (analysis, synthesis) and packing (zstd + container, both ways). Prints
@@ -17,8 +17,13 @@ pixel, and the process's peak resident memory. Then:
   ``float32`` is the product path (on CUDA: no TF32, deterministic cuDNN kernels),
   ``tf32`` lets cuDNN use TF32 and autotune, ``float16``/``bfloat16`` convert the
   decoder; each with the mean PSNR against the originals and its change from float32;
-* the CLI end to end in fresh processes: ``invgray --help``, the first decoded image,
-  and a whole-folder decode (``--jobs``, ``--batch``) from files to PNGs, in MP/s.
+* the CLI end to end in fresh processes, as scripts call it: ``invgray --help``; the
+  first image of a fresh process, encode (photo -> gray + residual files) and decode
+  (files -> PNG), median of ``--fresh`` runs (warm: files and libraries in the page
+  cache), and once each right after dropping the page cache (cold; needs root, else
+  reported as not measured); a shell-style loop of one ``invgray`` call per file
+  against one folder call, for encode and for decode (wall times); and the folder
+  decode with each ``--batch`` (``--jobs``), in MP/s.
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ from invgray_cli.codec import decode_photo, encode, resolve_device  # noqa: E402
 from invgray_cli.container import read_residual  # noqa: E402
 from invgray_cli.gray import decode_gray, encode_gray, luma  # noqa: E402
 from invgray_cli.images import read_photo, save_colour  # noqa: E402
-from invgray_cli.inference import analyse_image, psnr, synthesis_inputs, synthesise_image  # noqa: E402
+from invgray_cli.inference import psnr, synthesis_inputs, synthesise_image  # noqa: E402
 from invgray_cli.packing import pack_symbols, unpack_symbols  # noqa: E402
+from invgray_cli.runtime import analyse, engine_for, set_threads  # noqa: E402
 from invgray_cli.zoo import level_step, load_model  # noqa: E402
 
 PRECISIONS = {"float32": torch.float32, "tf32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -74,13 +80,20 @@ def main() -> None:
                         help="decoder precisions for the network throughput table")
     parser.add_argument("--jobs", type=int, default=4, help="--jobs of the end-to-end folder decode")
     parser.add_argument("--no-cli", action="store_true", help="skip the fresh-process CLI timings")
+    parser.add_argument("--cli-only", action="store_true", help="only the fresh-process CLI timings")
+    parser.add_argument("--fresh", type=int, default=10, help="fresh processes per first-image timing")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     device = resolve_device(args.device)
-    model = load_model(device=device)
-    step = level_step(model.model_id, "default")
     files = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    if args.cli_only:
+        cli_timings(files, args)
+        return
+    model = load_model(device=device)  # torch: multiply-adds, batched throughput, float16
+    engine = engine_for(device=args.device)  # the product engine
+    step = level_step(model.model_id, "default")
 
     stages: dict[str, list[float]] = {}
 
@@ -88,7 +101,7 @@ def main() -> None:
         stages.setdefault(name, []).append(seconds)
 
     warm = read_photo(files[0].read_bytes())
-    encode(warm, device=device, model=model)  # first call pays for lazy initialisation
+    encode(warm, model=engine)  # first call pays for lazy initialisation
     megapixels = []
     pairs = []
     originals = []
@@ -97,24 +110,24 @@ def main() -> None:
         for _ in range(args.repeat):
             photo, t = timed(read_photo, data)
             record("encode: read photo", t)
-            encoded, t = timed(encode, photo, quality=args.quality, device=device, model=model)
+            encoded, t = timed(encode, photo, quality=args.quality, model=engine)
             record("encode: total (from decoded photo)", t)
             gray_bytes, t_gray_enc = timed(encode_gray, luma(photo.rgb), "jpg", args.quality)
             decoded_gray, t_gray_dec = timed(decode_gray, gray_bytes)
             record("encode: gray JPEG encode + decode", t_gray_enc + t_gray_dec)
-            symbols, t = timed(analyse_image, model, photo.rgb, decoded_gray, step, device)
+            symbols, t = timed(analyse, engine, photo.rgb, decoded_gray, step)
             record("encode: network", t)
             _, t = timed(pack_symbols, symbols)
             record("encode: packing (zstd)", t)
 
-            restored, t = timed(decode_photo, encoded.gray, encoded.residual, device=device, model=model)
+            restored, t = timed(decode_photo, encoded.gray, encoded.residual, model=engine)
             record("decode: total (from file bytes)", t)
             pixels, t = timed(decode_gray, encoded.gray)
             record("decode: gray JPEG decode", t)
             header, t_header = timed(read_residual, encoded.residual)
             sym, t_unpack = timed(unpack_symbols, header.payload, header.symbol_shape, header.raw_size)
             record("decode: unpacking (container + zstd)", t_header + t_unpack)
-            _, t = timed(synthesise_image, model, pixels, sym, header.step, device)
+            _, t = timed(engine.synthesise, pixels, sym, header.step)
             record("decode: network", t)
             _, t = timed(save_colour, restored, "PNG")
             record("decode: write PNG", t)
@@ -130,8 +143,8 @@ def main() -> None:
         originals.append(photo.rgb)
 
     mp = statistics.median(megapixels)
-    print(f"{args.folder}: {len(files)} images, median {mp:.3f} MP; device {device}; "
-          f"torch threads {torch.get_num_threads()}; model {model.model_id}; "
+    print(f"{args.folder}: {len(files)} images, median {mp:.3f} MP; device {device}; engine {engine.name}; "
+          f"threads {args.threads or 'default'}; model {model.model_id}; "
           f"{model.multiply_adds_per_pixel():,.0f} multiply-adds per pixel\n")
     print("| stage | median s/image | MP/s |")
     print("|---|---|---|")
@@ -147,7 +160,7 @@ def main() -> None:
     for precision in sorted(args.precision, key=lambda name: name != "float32"):  # float32 is the reference
         reference = network_throughput(model, pairs, originals, args.batch, device, precision, reference)
     if not args.no_cli:
-        cli_timings(files, pairs, args)
+        cli_timings(files, args)
 
 
 def network_throughput(model, pairs, originals, batch_sizes: list[int], device: torch.device,  # noqa: ANN001
@@ -209,41 +222,86 @@ def network_throughput(model, pairs, originals, batch_sizes: list[int], device: 
     return mean if precision == "float32" else reference
 
 
-def cli_timings(files: list[Path], pairs, args: argparse.Namespace) -> None:  # noqa: ANN001
+def drop_page_cache() -> bool:
+    """Empty the kernel's page cache (root only), so the next process reads its
+    libraries and model files from disk: a cold start."""
+    try:
+        subprocess.run(["sync"], check=True)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def cli_timings(files: list[Path], args: argparse.Namespace) -> None:
     """Fresh processes, as a shell script would run them."""
     command = [sys.executable, "-m", "invgray_cli"]
     env = dict(os.environ, INVGRAY_PLAIN="1")
-    if args.threads:
-        env["OMP_NUM_THREADS"] = str(args.threads)
+    device = ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
     workdir = Path(tempfile.mkdtemp(prefix="invgray-speed-"))
     try:
-        folder = workdir / "pairs"
-        folder.mkdir()
-        for path, (_, encoded) in zip(files, pairs):
-            (folder / f"{path.stem}.gray.jpg").write_bytes(encoded.gray)
-            (folder / f"{path.stem}.residual.bin").write_bytes(encoded.residual)
+        pairs = workdir / "pairs"
+
+        cpu_seconds: list[float] = []  # user + system time of each fresh process, in order
 
         def wall(arguments: list[str]) -> float:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             subprocess.run(command + arguments, check=True, env=env, capture_output=True)
-            return time.perf_counter() - started
+            seconds = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu_seconds.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+            return seconds
 
-        print("\n| fresh process | wall s | MP/s |")
-        print("|---|---|---|")
-        print(f"| invgray --help | {statistics.median(wall(['--help']) for _ in range(3)):.2f} | - |")
-        first = folder / f"{files[0].stem}.gray.jpg"
-        one = statistics.median(wall(["decode", str(first), "-o", str(workdir / f"one{i}.png"),
-                                      "--device", args.device]) for i in range(3))
-        mp_one = pairs[0][0].size / 1e6
-        print(f"| decode one image (time to first decoded image) | {one:.2f} | {mp_one / one:.2f} |")
-        total_mp = sum(g.size for g, _ in pairs) / 1e6
+        total_mp = 0.0
+        for path in files:
+            with Image.open(path) as image:
+                total_mp += image.width * image.height / 1e6
+        encode_folder = wall(["encode", str(files[0].parent), "--out-dir", str(pairs), *device])
+        encode_folder_cpu = cpu_seconds[-1]
+        first_photo, first_gray = files[0], pairs / f"{files[0].stem}.gray.jpg"
+        mp_one = Image.open(first_photo).width * Image.open(first_photo).height / 1e6
+
+        def first_encode(i: int) -> float:
+            return wall(["encode", str(first_photo), "-o", str(workdir / f"e{i}.gray.jpg"), *device])
+
+        def first_decode(i: int) -> float:
+            return wall(["decode", str(first_gray), "-o", str(workdir / f"d{i}.png"), *device])
+
+        # Other work on a shared machine slows fresh processes most: say how busy it was.
+        print(f"\nload average before the fresh-process runs: {os.getloadavg()[0]:.2f} (1 min) on "
+              f"{os.cpu_count()} CPUs")
+        print("\n| fresh process | wall s | MP/s | CPU s (user + system) |")
+        print("|---|---|---|---|")
+        print(f"| invgray --help | {statistics.median(wall(['--help']) for _ in range(3)):.2f} | - | "
+              f"{statistics.median(cpu_seconds[-3:]):.2f} |")
+        for label, run in (("encode", first_encode), ("decode", first_decode)):
+            warm = statistics.median(run(i) for i in range(args.fresh))
+            cpu = statistics.median(cpu_seconds[-args.fresh:])
+            print(f"| first image, {label} (warm, median of {args.fresh}) | {warm:.3f} | {mp_one / warm:.2f} | "
+                  f"{cpu:.3f} |")
+            cold = run(args.fresh) if drop_page_cache() else None
+            print(f"| first image, {label} (cold: right after dropping the page cache) | "
+                  + (f"{cold:.3f} | {mp_one / cold:.2f} | {cpu_seconds[-1]:.3f} |" if cold is not None
+                     else "not measured (not root) | - | - |"))
+
+        loop_encode = sum(wall(["encode", str(path), "-o", str(workdir / "loop" / f"{path.stem}.gray.jpg"), *device])
+                          for path in files)
+        print(f"| encode {len(files)} photos, one call per file (a shell loop) | {loop_encode:.2f} | "
+              f"{total_mp / loop_encode:.2f} | {sum(cpu_seconds[-len(files):]):.2f} |")
+        print(f"| encode {len(files)} photos, one folder call | {encode_folder:.2f} | {total_mp / encode_folder:.2f} | "
+              f"{encode_folder_cpu:.2f} |")
+        loop_decode = sum(wall(["decode", str(pairs / f"{path.stem}.gray.jpg"), "-o",
+                                str(workdir / "loop" / f"{path.stem}.png"), *device]) for path in files)
+        print(f"| decode {len(files)} pairs, one call per file (a shell loop) | {loop_decode:.2f} | "
+              f"{total_mp / loop_decode:.2f} | {sum(cpu_seconds[-len(files):]):.2f} |")
         for batch in sorted(set(args.batch)):
             out = workdir / f"out{batch}"
-            seconds = wall(["decode", str(folder), "--out-dir", str(out), "--jobs", str(args.jobs),
-                            "--batch", str(batch), "--device", args.device]
-                           + (["--threads", str(args.threads)] if args.threads else []))
-            print(f"| decode folder of {len(pairs)} (--jobs {args.jobs} --batch {batch}) | {seconds:.2f} | "
-                  f"{total_mp / seconds:.1f} |")
+            seconds = wall(["decode", str(pairs), "--out-dir", str(out), "--jobs", str(args.jobs),
+                            "--batch", str(batch), *device])
+            print(f"| decode folder of {len(files)} (--jobs {args.jobs} --batch {batch}) | {seconds:.2f} | "
+                  f"{total_mp / seconds:.1f} | {cpu_seconds[-1]:.2f} |")
+        print(f"load average after: {os.getloadavg()[0]:.2f} (1 min)")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

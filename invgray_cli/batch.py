@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
 PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 GRAY_SUFFIXES = (".gray.jpg", ".gray.jpeg", ".gray.png")
@@ -159,12 +160,17 @@ def decode_jobs(inputs: list[str], out_dir: Path | None, recursive: bool) -> lis
 
 
 class Reporter:
-    """Progress and results: rich bar on a terminal, plain lines otherwise."""
+    """Progress and results: rich bar on a terminal, plain lines otherwise; with
+    ``json_lines`` one JSON object per file instead of the plain lines (``reports``).
+    Results go to stdout, unless stdout carries image data (``data_on_stdout``); errors,
+    the progress bar and the summary always go to stderr."""
 
-    def __init__(self, total: int, verb: str, quiet: bool = False) -> None:
-        self.total, self.verb, self.quiet = total, verb, quiet
+    def __init__(self, total: int, verb: str, quiet: bool = False, json_lines: bool = False,
+                 data_on_stdout: bool = False) -> None:
+        self.total, self.verb, self.quiet, self.json_lines = total, verb, quiet, json_lines
+        self.stream = sys.stderr if data_on_stdout else sys.stdout
         self.progress = None
-        if sys.stderr.isatty() and total > 1 and not os.environ.get("INVGRAY_PLAIN"):
+        if sys.stderr.isatty() and total > 1 and not quiet and not os.environ.get("INVGRAY_PLAIN"):
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
@@ -178,13 +184,23 @@ class Reporter:
         self.started = time.perf_counter()
         self.finished = 0
 
+    def _print(self, text: str, stream: TextIO) -> None:
+        if self.progress is not None and stream is sys.stderr:
+            self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(text, file=stream, flush=True)
+
     def line(self, text: str, error: bool = False) -> None:
-        if self.progress is not None:
-            self.progress.console.print(text, markup=False, highlight=False)
-        elif error:
-            print(text, file=sys.stderr, flush=True)
-        elif not self.quiet:
-            print(text, flush=True)
+        if error:
+            self._print(text, sys.stderr)
+        elif not self.quiet and not self.json_lines:
+            self._print(text, self.stream)
+
+    def record(self, obj: dict[str, Any]) -> None:
+        if self.json_lines:
+            from .reports import dumps
+
+            self._print(dumps(obj), self.stream)
 
     def advance(self) -> None:
         self.finished += 1
@@ -195,7 +211,7 @@ class Reporter:
     def close(self, outcome: Outcome) -> None:
         if self.progress is not None:
             self.progress.stop()
-        if self.total > 1 or outcome.failures or outcome.skipped:
+        if (self.total > 1 or outcome.failures or outcome.skipped) and not self.quiet:
             summary = f"{self.verb}: {outcome.done} done, {outcome.skipped} skipped, {len(outcome.failures)} failed"
             if outcome.seconds and outcome.pixels:
                 summary += f" ({outcome.pixels / 1e6 / outcome.seconds:.2f} MP/s)"
@@ -204,43 +220,55 @@ class Reporter:
                 print(f"  failed: {label}: {message}", file=sys.stderr, flush=True)
 
 
-def run_jobs(jobs: list[Job], work: Callable[[Job], tuple[str, int]], reporter: Reporter,
+def run_jobs(jobs: list[Job], work: Callable[[Job], tuple], reporter: Reporter,
              skip_existing: bool, workers: int = 1) -> Outcome:
-    """Run ``work`` on every job; it returns (report line, pixels) or raises JobError."""
+    """Run ``work`` on every job; it returns (report line, pixels) or (report line,
+    pixels, JSON record), or raises JobError."""
+    from .reports import record
+
     outcome = Outcome()
     started = time.perf_counter()
 
-    def one(job: Job) -> tuple[Job, str, str | None, int]:
+    def one(job: Job) -> tuple[Job, str, str | None, int, dict[str, Any], float]:
+        began = time.perf_counter()
         if job.error:
-            return job, "failed", job.error, 0
+            return job, "failed", job.error, 0, {}, 0.0
         if skip_existing and job.outputs and all(p.exists() for p in job.outputs):
-            return job, "skipped", None, 0
+            return job, "skipped", None, 0, {}, 0.0
         try:
-            text, pixels = work(job)
-            return job, "done", text, pixels
+            text, pixels, *details = work(job)
+            return job, "done", text, pixels, (details[0] if details else {}), time.perf_counter() - began
         except JobError as exc:
-            return job, "failed", str(exc), 0
+            return job, "failed", str(exc), 0, {}, time.perf_counter() - began
         except Exception as exc:  # noqa: BLE001 - one file's bug must not stop the batch
-            return job, "failed", f"internal error: {type(exc).__name__}: {exc}", 0
+            return job, "failed", f"internal error: {type(exc).__name__}: {exc}", 0, {}, time.perf_counter() - began
 
-    def results() -> Iterable[tuple[Job, str, str | None, int]]:
+    def results() -> Iterable[tuple[Job, str, str | None, int, dict[str, Any], float]]:
         if workers <= 1:
             yield from map(one, jobs)
             return
         with ThreadPoolExecutor(max_workers=workers) as pool:
             yield from pool.map(one, jobs)
 
-    for job, status, message, pixels in results():
+    for job, status, message, pixels, details, seconds in results():
         if status == "done":
             outcome.done += 1
             outcome.pixels += pixels
             reporter.line(message or "")
+            reporter.record(record(reporter.verb, **{"status": "ok", "input": job.label,
+                                                     "seconds": round(seconds, 4), **details}))
         elif status == "skipped":
             outcome.skipped += 1
             reporter.line(f"{job.label}: skipped (outputs exist)")
+            reporter.record(record(reporter.verb, status="skipped", input=job.label))
         else:
             outcome.failures.append((job.label, message or "failed"))
             reporter.line(f"invgray: error: {job.label}: {message}", error=True)
+            reporter.record(record(reporter.verb, status="error", input=job.label, error=message,
+                                   seconds=round(seconds, 4) if seconds else None))
+        if status == "done" and (reporter.json_lines or reporter.quiet):  # else the result line shows them
+            for note in details.get("warnings") or []:
+                reporter.line(f"invgray: warning: {job.label}: {note}", error=True)
         reporter.advance()
     outcome.seconds = time.perf_counter() - started
     reporter.close(outcome)

@@ -24,7 +24,8 @@ from concurrent.futures import Future
 import numpy as np
 import torch
 
-from .inference import WHOLE_IMAGE_PIXELS, synthesise_batch, synthesise_image
+from . import tiling
+from .inference import synthesise_batch, synthesise_image
 from .network import InvGrayNet
 
 
@@ -66,7 +67,7 @@ class NetworkBatcher:
     def synthesise(self, decoded_gray: np.ndarray, symbols: np.ndarray, step: float) -> np.ndarray:
         """Same contract as :func:`inference.synthesise_image`; blocks until done."""
         height, width = decoded_gray.shape
-        if height * width > WHOLE_IMAGE_PIXELS or self.max_batch == 1:
+        if height * width > tiling.WHOLE_IMAGE_PIXELS or self.max_batch == 1:
             # Tiled images are batches of their own; batch size 1 needs no hand-over.
             return synthesise_image(self.model, decoded_gray, symbols, step, self.device)
         request = _Request(decoded_gray, symbols, step, self.model.cfg.symbol_stride)

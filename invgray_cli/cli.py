@@ -1,5 +1,6 @@
 """The ``invgray`` command line: parses arguments, names files, reports. The codec
-work happens in :mod:`invgray_cli.codec`; torch loads only when a command needs it."""
+work happens in :mod:`invgray_cli.codec`; on the CPU the network runs in onnxruntime
+(:mod:`invgray_cli.runtime`), so torch loads only for CUDA."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from .batch import (
     RESIDUAL_SUFFIX, STDIO, Job, JobError, Reporter, decode_jobs, encode_jobs, run_jobs, stem_of,
 )
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Plain (not rich) help: flags read as flags there, without a <bool> placeholder.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Grayscale images that restore to colour from a tiny residual file.")
-
 
 
 class GrayFormatChoice(str, Enum):
@@ -39,6 +41,12 @@ class DeviceChoice(str, Enum):
     cuda = "cuda"
 
 
+class ColourFormatChoice(str, Enum):
+    png = "png"
+    jpg = "jpg"
+    webp = "webp"
+    tif = "tif"
+    bmp = "bmp"
 
 
 def _err(message: str) -> None:
@@ -96,6 +104,8 @@ def _labelled_read(path: Path) -> bytes:
 def _check_writable(outputs: list[Path], inputs: list[str], force: bool) -> None:
     resolved_inputs = {Path(i).resolve() for i in inputs if i != STDIO}
     for out in outputs:
+        if str(out) == STDIO:
+            continue
         if out.resolve() in resolved_inputs:
             raise JobError(f"output {out} would overwrite an input")
         if out.exists() and not force:
@@ -103,11 +113,18 @@ def _check_writable(outputs: list[Path], inputs: list[str], force: bool) -> None
 
 
 def _write_all(files: list[tuple[Path, bytes]], force: bool) -> None:
-    """Write every output of one input as a set (see images.write_all_atomic)."""
+    """Write every output of one input as a set (see images.write_all_atomic); an
+    output named '-' goes to stdout, complete, after the files."""
     from .images import write_all_atomic
 
+    on_disk = [(path, data) for path, data in files if str(path) != STDIO]
     try:
-        write_all_atomic(files, overwrite=force)
+        if on_disk:
+            write_all_atomic(on_disk, overwrite=force)
+        for path, data in files:
+            if str(path) == STDIO:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
     except FileExistsError as exc:
         raise JobError(str(exc)) from None
     except OSError as exc:
@@ -115,28 +132,50 @@ def _write_all(files: list[tuple[Path, bytes]], force: bool) -> None:
         raise JobError(f"cannot write {target} ({exc.strerror or exc})") from None
 
 
-def _device(name: DeviceChoice, threads: int):  # noqa: ANN202 - torch type, imported lazily
-    from .codec import resolve_device
+def _device(name: DeviceChoice, threads: int) -> str:
+    """'cpu' or 'cuda' (torch is imported only to look for CUDA where a driver exists)."""
+    from .runtime import device_name, set_threads
 
     try:
-        device = resolve_device(name.value)
+        device = device_name(name.value)
     except (RuntimeError, ValueError) as exc:
         raise _usage(str(exc)) from None
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     return device
+
+
+def _refuse_terminal_stdout() -> None:
+    if sys.stdout.isatty():
+        raise _usage("refusing to write binary image data to a terminal: redirect stdout to a file or a pipe")
+
+
+def _level_of(model_id: str, step: float) -> str | None:
+    """The name of the model's rate level at this step, if it is one."""
+    from .zoo import known_model_ids, levels
+
+    if model_id not in known_model_ids():
+        return None
+    return next((name for name, value in levels(model_id).items() if abs(value - step) <= 1e-6 * value), None)
+
+
+def _engine_name(model_id: str, device: str) -> str:
+    from .runtime import engine_for
+
+    return engine_for(model_id, device).name
 
 
 _RECURSIVE = typer.Option("-r", "--recursive", help="Also take photos in subfolders of folder inputs.")
 _SKIP = typer.Option("--skip-existing", help="Skip inputs whose outputs all exist (resume a batch).")
 _JOBS = typer.Option("--jobs", "-j", min=1, max=64, help="Files processed at once.")
-_THREADS = typer.Option("--threads", min=0, max=256, help="CPU threads for the network (0: torch's default).")
+_THREADS = typer.Option("--threads", min=0, max=256,
+                        help="CPU threads for the network (0: onnxruntime's or torch's default).")
 _DEVICE = typer.Option("--device", help="Where the network runs.")
 _FORCE = typer.Option("--force", "-f", help="Overwrite existing outputs.")
 _OUT_DIR = typer.Option("--out-dir", help="Folder for the outputs (mirrors the tree of folder inputs; "
                                           "created if needed).")
+_JSON = typer.Option("--json", help="One JSON object per file on stdout (JSON Lines; keys in the README).")
+_QUIET = typer.Option("--quiet", help="No per-file lines, progress or summary; errors and warnings still "
+                                      "go to stderr.")
 
 
 @app.command()
@@ -145,18 +184,28 @@ def encode(
                                                 help="Photos or folders of photos ('-' reads stdin).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output",
                                                    help="Gray image path (one input only); the residual "
-                                                        "goes beside it as <stem>.residual.bin.")] = None,
+                                                        "goes beside it as <stem>.residual.bin. '-' writes "
+                                                        "stdout (with --embed: one stream).")] = None,
     out_dir: Annotated[Optional[Path], _OUT_DIR] = None,
     quality: Annotated[Optional[int], typer.Option(
         "-q", "--quality", min=1, max=100,
         help="Gray JPEG quality: re-encode the luma at this quality. Default: a JPEG input keeps its own "
              "luma losslessly where it can, anything else is encoded at 90.")] = None,
     gray_format: Annotated[Optional[GrayFormatChoice], typer.Option(
-        "--gray-format", help="jpg (default) or png (lossless); -o's extension also decides.")] = None,
-    level: Annotated[LevelChoice, typer.Option(
-        "--level", "-l", help="Residual size against colour fidelity.")] = LevelChoice.default,
+        "--gray-format", "--format",
+        help="jpg (default) or png (lossless); -o's extension also decides.")] = None,
+    level: Annotated[Optional[LevelChoice], typer.Option(
+        "--level", "-l", help="Residual size against colour fidelity (default: default).")] = None,
     step: Annotated[Optional[float], typer.Option("--step", min=0.01, max=1000.0,
                                                   help="Quantisation step (expert; overrides --level).")] = None,
+    target_psnr: Annotated[Optional[float], typer.Option(
+        "--target-psnr", min=1.0, max=99.0, metavar="DB",
+        help="Smallest residual whose restored RGB PSNR reaches DB (searched per photo, about 3 to 6 "
+             "decodes; an unreachable target gives the best achievable, with a warning).")] = None,
+    max_bytes: Annotated[Optional[int], typer.Option(
+        "--max-bytes", min=1, metavar="N",
+        help="Best residual of at most N bytes (searched per photo; when even the smallest is larger, "
+             "that one is written, with a warning).")] = None,
     embed: Annotated[bool, typer.Option("--embed", help="Put the residual inside the gray image "
                                                         "(JPEG APP11 / PNG chunk): one file.")] = False,
     strip: Annotated[bool, typer.Option("--strip", help="Drop EXIF, XMP and ICC metadata.")] = False,
@@ -169,6 +218,8 @@ def encode(
     threads: Annotated[int, _THREADS] = 0,
     device: Annotated[DeviceChoice, _DEVICE] = DeviceChoice.auto,
     force: Annotated[bool, _FORCE] = False,
+    json_lines: Annotated[bool, _JSON] = False,
+    quiet: Annotated[bool, _QUIET] = False,
 ) -> None:
     """Write <stem>.gray.jpg (or .gray.png) and <stem>.residual.bin for each photo."""
     if output is not None and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
@@ -176,14 +227,26 @@ def encode(
     if output is not None and out_dir is not None:
         raise _usage("use either -o/--output or --out-dir, not both")
     if STDIO in inputs and output is None:
-        raise _usage("reading stdin ('-') needs -o/--output to name the outputs")
+        raise _usage("reading stdin ('-') needs -o/--output to name the outputs (or -o - with --embed)")
     if force and skip_existing:
         raise _usage("use either --force or --skip-existing, not both")
+    chosen = [name for name, value in (("--step", step), ("--target-psnr", target_psnr), ("--max-bytes", max_bytes))
+              if value is not None]
+    if level is not None and (target_psnr is not None or max_bytes is not None):
+        chosen.insert(0, "--level")  # --step overriding --level stays allowed, as before
+    if len(chosen) > 1:
+        raise _usage(f"use one of {', '.join(chosen)}, not several")
     fmt = gray_format.value if gray_format else None
-    if output is not None:
+    to_stdout = output is not None and str(output) == STDIO
+    if to_stdout:
+        if not embed:
+            raise _usage("-o - writes one stream: add --embed (the residual inside the gray image), "
+                         "or name a file")
+        _refuse_terminal_stdout()
+    elif output is not None:
         implied = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg"}.get(output.suffix.lower())
         if implied is None:
-            raise _usage(f"{output}: gray output must end in .jpg, .jpeg or .png")
+            raise _usage(f"{output}: gray output must end in .jpg, .jpeg or .png (or be - for stdout)")
         if fmt is not None and fmt != implied:
             raise _usage(f"{output}: extension disagrees with --gray-format {fmt}")
         fmt = implied
@@ -193,32 +256,56 @@ def encode(
 
     if output is not None:
         outs = [output] if embed else [output, output.with_name(stem_of(output) + RESIDUAL_SUFFIX)]
-        batch = [Job(inputs[0], inputs[0], outs)]
+        label = "<stdin>" if inputs[0] == STDIO else inputs[0]
+        batch = [Job(label, inputs[0], outs)]
     else:
         batch = encode_jobs(inputs, out_dir, f".gray.{fmt}", embed, recursive)
-    torch_device = _device(device, threads)
+    device_name = _device(device, threads)
     from .codec import encode as encode_photo
     from .images import ImageReadError, read_photo
+    from .targets import encode_to_target
 
-    def work(job: Job) -> tuple[str, int]:
+    def work(job: Job) -> tuple[str, int, dict]:
         _check_writable(job.outputs, inputs, force)
         try:
             photo = read_photo(_read_input(job.source), max_pixels or None)
         except ImageReadError as exc:
             raise JobError(str(exc)) from None
-        encoded = encode_photo(photo, quality=quality, gray_format=fmt, level=level.value, step=step,
-                               device=torch_device, keep_metadata=not strip)
+        reached, met, notes = None, None, []
+        if target_psnr is not None or max_bytes is not None:
+            result = encode_to_target(photo, target_psnr=target_psnr, max_bytes=max_bytes, quality=quality,
+                                      gray_format=fmt, device=device_name, keep_metadata=not strip)
+            encoded, reached, met, notes = result.encoded, result.psnr, result.met, result.notes
+        else:
+            encoded = encode_photo(photo, quality=quality, gray_format=fmt, level=(level or LevelChoice.default).value,
+                                   step=step, device=device_name, keep_metadata=not strip)
         if embed:
             _write_all([(job.outputs[0], encoded.embedded())], force)
         else:
             _write_all([(job.outputs[0], encoded.gray), (job.outputs[1], encoded.residual)], force)
-        pixels = photo.rgb.shape[0] * photo.rgb.shape[1]
+        height, width = photo.rgb.shape[:2]
+        pixels = height * width
         where = "embedded" if embed else str(job.outputs[1])
         path = encoded.gray_path + (f" (no lossless luma: {encoded.gray_note})" if encoded.gray_note else "")
-        return (f"{job.label}: {job.outputs[0]} ({path}, {len(encoded.gray) * 8 / pixels:.3f} bpp), residual "
-                f"{where} ({len(encoded.residual)} bytes, {len(encoded.residual) * 8 / pixels:.4f} bpp)"), pixels
+        text = (f"{job.label}: {job.outputs[0]} ({path}, {len(encoded.gray) * 8 / pixels:.3f} bpp), residual "
+                f"{where} ({len(encoded.residual)} bytes, {len(encoded.residual) * 8 / pixels:.4f} bpp)")
+        if reached is not None:
+            text += f", step {encoded.step:.4g}, RGB PSNR {reached:.2f} dB"
+        text += "".join(f" (warning: {note})" for note in notes)
+        details = {
+            "gray": str(job.outputs[0]), "residual": None if embed else str(job.outputs[1]), "embedded": embed,
+            "width": width, "height": height, "gray_path": encoded.gray_path, "gray_note": encoded.gray_note or None,
+            "gray_bytes": len(encoded.gray), "residual_bytes": len(encoded.residual),
+            "gray_bpp": round(len(encoded.gray) * 8 / pixels, 5),
+            "residual_bpp": round(len(encoded.residual) * 8 / pixels, 5),
+            "level": _level_of(encoded.model_id, encoded.step), "step": encoded.step,
+            "psnr": None if reached is None else round(reached, 3), "target_psnr": target_psnr,
+            "max_bytes": max_bytes, "target_met": met, "warnings": notes, "model": encoded.model_id,
+            "engine": _engine_name(encoded.model_id, device_name)}
+        return text, pixels, details
 
-    outcome = run_jobs(batch, work, Reporter(len(batch), "encode"), skip_existing, jobs)
+    reporter = Reporter(len(batch), "encode", quiet=quiet, json_lines=json_lines, data_on_stdout=to_stdout)
+    outcome = run_jobs(batch, work, reporter, skip_existing, jobs)
     if outcome.failures:
         raise typer.Exit(1)
 
@@ -228,11 +315,16 @@ def decode(
     inputs: Annotated[list[str], typer.Argument(
         metavar="GRAY [RESIDUAL] ...",
         help="Gray images, each optionally followed by its .residual.bin (else the embedded residual, else "
-             "<stem>.residual.bin beside it), or folders of them.")],
+             "<stem>.residual.bin beside it), or folders of them. '-' reads the gray image, or the "
+             "residual of a single pair, from stdin.")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output",
                                                    help="Output path (one gray only); its extension picks the "
-                                                        "format (.png, .jpg, .webp, .tif, .bmp).")] = None,
+                                                        "format (.png, .jpg, .webp, .tif, .bmp). '-' writes "
+                                                        "stdout in --format.")] = None,
     out_dir: Annotated[Optional[Path], _OUT_DIR] = None,
+    colour_format: Annotated[Optional[ColourFormatChoice], typer.Option(
+        "--format", help="Format of -o - (default png); with a file name it must agree with the "
+                         "extension.")] = None,
     compare: Annotated[Optional[Path], typer.Option(
         "--compare", help="Original photo: also print the restored image's RGB PSNR against it.")] = None,
     recursive: Annotated[bool, _RECURSIVE] = False,
@@ -245,6 +337,8 @@ def decode(
         help="Images per network pass in folder decodes; at least this many threads read and decode "
              "the files (0: 8 on CUDA, 1 on CPU, where one image already fills the cores).")] = 0,
     force: Annotated[bool, _FORCE] = False,
+    json_lines: Annotated[bool, _JSON] = False,
+    quiet: Annotated[bool, _QUIET] = False,
 ) -> None:
     """Restore colour photos from gray images and residuals: <stem>.color.png."""
     if output is not None and out_dir is not None:
@@ -253,58 +347,84 @@ def decode(
         raise _usage(f"--out-dir {out_dir}: not a folder")
     if force and skip_existing:
         raise _usage("use either --force or --skip-existing, not both")
-    if STDIO in inputs:
-        raise _usage("decode reads files, not stdin: save the gray image first")
-    from .images import colour_format_for
+    from .images import COLOUR_FORMATS, colour_format_for
 
-    batch = decode_jobs(inputs, out_dir, recursive)
+    if STDIO in inputs:
+        if len(inputs) > 2 or inputs.count(STDIO) > 1:
+            raise _usage("'-' (stdin) stands for the gray image or the residual of one pair only")
+        if inputs[0] == STDIO and output is None:
+            raise _usage("a gray image from stdin needs -o/--output (a path, or - for stdout)")
+        gray_name = inputs[0]
+        label = "<stdin>" if gray_name == STDIO else gray_name
+        default = Path(gray_name).parent / f"{stem_of(Path(gray_name))}.color.png"
+        batch = [Job(label, gray_name, [default], companion=Path(inputs[1]) if len(inputs) == 2 else None)]
+    else:
+        batch = decode_jobs(inputs, out_dir, recursive)
+    to_stdout = output is not None and str(output) == STDIO
     if output is not None:
         if len(batch) != 1 or Path(batch[0].source).is_dir():
             raise _usage("-o/--output takes exactly one gray image")
         batch[0].outputs = [output]
     if compare is not None and len(batch) != 1:
         raise _usage("--compare takes exactly one gray image")
+    stdout_format = COLOUR_FORMATS["." + (colour_format.value if colour_format else "png")]
     for job in batch:
-        if job.outputs:
+        if job.outputs and str(job.outputs[0]) != STDIO:
             try:
-                colour_format_for(job.outputs[0])
+                implied = colour_format_for(job.outputs[0])
             except ValueError as exc:
                 raise _usage(str(exc)) from None
-    torch_device = _device(device, threads)
+            if colour_format is not None and implied != stdout_format:
+                raise _usage(f"{job.outputs[0]}: extension disagrees with --format {colour_format.value}")
+    if to_stdout:
+        _refuse_terminal_stdout()
+    device_name = _device(device, threads)
     from .codec import GrayRecompressedWarning, decode_photo
 
     warnings.simplefilter("ignore", GrayRecompressedWarning)  # reported per file from photo.notes
-    from .container import InvalidResidualError
+    from .container import InvalidResidualError, read_residual
     from .images import save_colour
     from .zoo import UnknownModelError
 
-    def work(job: Job) -> tuple[str, int]:
+    def work(job: Job) -> tuple[str, int, dict]:
         gray = Path(job.source)
         _check_writable(job.outputs, [job.source] + ([str(job.companion)] if job.companion else []), force)
         gray_bytes = _labelled_read(gray)
         residual_bytes, source = _find_residual(gray, gray_bytes, job.companion)
         try:
-            photo = decode_photo(gray_bytes, residual_bytes, device=torch_device, batcher=batcher)
+            photo = decode_photo(gray_bytes, residual_bytes, device=device_name, batcher=batcher)
+            header = read_residual(residual_bytes)
         except (InvalidResidualError, UnknownModelError) as exc:
             raise JobError(f"{source}: {exc}") from None
         except (ValueError, OSError) as exc:
             raise JobError(f"unreadable gray image ({exc})") from None
-        fmt = colour_format_for(job.outputs[0])
+        out = job.outputs[0]
+        fmt = stdout_format if str(out) == STDIO else colour_format_for(out)
         try:
             data = save_colour(photo, fmt)
         except (OSError, ValueError) as exc:
             raise JobError(f"cannot save as {fmt} ({exc})") from None
-        _write_all([(job.outputs[0], data)], force)
-        line = f"{job.label}" + ("" if source.startswith(str(gray)) else f" + {source}") + f": {job.outputs[0]}"
+        _write_all([(out, data)], force)
+        line = f"{job.label}" + ("" if source.startswith(job.label) else f" + {source}") + f": {out}"
         for note in photo.notes:
             line += f" (warning: {note})"
+        quality = None
         if compare is not None:
-            line += f" ({_psnr_against(compare, photo.rgb)})"
-        return line, photo.rgb.shape[0] * photo.rgb.shape[1]
+            quality, comparison = _compare(compare, photo.rgb)
+            line += f" ({comparison})"
+        height, width = photo.rgb.shape[:2]
+        details = {
+            "residual": source, "output": str(out), "format": fmt.lower(), "width": width, "height": height,
+            "output_bytes": len(data), "level": _level_of(header.model_id, header.step), "step": header.step,
+            "psnr": None if quality is None else round(quality, 3), "warnings": list(photo.notes),
+            "model": header.model_id,
+            "engine": None if header.monochrome else _engine_name(header.model_id, device_name)}
+        return line, height * width, details
 
-    batcher = _batcher(torch_device, batch_size, len(batch))
+    batcher = _batcher(device_name, batch_size, len(batch))
+    reporter = Reporter(len(batch), "decode", quiet=quiet, json_lines=json_lines, data_on_stdout=to_stdout)
     try:
-        outcome = run_jobs(batch, work, Reporter(len(batch), "decode"), skip_existing,
+        outcome = run_jobs(batch, work, reporter, skip_existing,
                            max(jobs, batcher.max_batch) if batcher else jobs)
     finally:
         if batcher is not None:
@@ -313,15 +433,17 @@ def decode(
         raise typer.Exit(1)
 
 
-def _batcher(device, batch_size: int, files: int):  # noqa: ANN001, ANN202 - torch types, lazy
-    """A NetworkBatcher for folder decodes, or None where batches would be of one."""
-    size = batch_size or (8 if device.type == "cuda" else 1)
+def _batcher(device: str, batch_size: int, files: int):  # noqa: ANN202 - torch-backed, imported lazily
+    """A NetworkBatcher (torch) for folder decodes, or None where batches would be of one."""
+    size = batch_size or (8 if device.startswith("cuda") else 1)
     if size <= 1 or files <= 1:
         return None
+    import torch
+
     from .batcher import NetworkBatcher
     from .zoo import load_model
 
-    return NetworkBatcher(load_model(device=device), device, max_batch=size)
+    return NetworkBatcher(load_model(device=device), torch.device(device), max_batch=size)
 
 
 def _find_residual(gray: Path, gray_bytes: bytes, residual: Path | None) -> tuple[bytes, str]:
@@ -330,13 +452,15 @@ def _find_residual(gray: Path, gray_bytes: bytes, residual: Path | None) -> tupl
     from .embedding import EmbeddingError, extract
 
     if residual is not None:
-        return _labelled_read(residual), str(residual)
+        return _labelled_read(residual), "<stdin>" if str(residual) == STDIO else str(residual)
     try:
         embedded = extract(gray_bytes)
     except EmbeddingError as exc:
         raise JobError(str(exc)) from None
     if embedded is not None:
-        return embedded, f"{gray} (embedded residual)"
+        return embedded, f"{'<stdin>' if str(gray) == STDIO else gray} (embedded residual)"
+    if str(gray) == STDIO:
+        raise JobError("no residual embedded in the gray image on stdin (name the residual file after '-')")
     sidecar = gray.with_name(stem_of(gray) + RESIDUAL_SUFFIX)
     if sidecar.is_file():
         return _labelled_read(sidecar), str(sidecar)
@@ -419,46 +543,108 @@ def extract(
     typer.echo(f"{gray}: {', '.join(str(p) for p, _ in files)}")
 
 
-def _psnr_against(original: Path, restored) -> str:  # noqa: ANN001 - numpy array
+def _compare(original: Path, restored) -> tuple[float | None, str]:  # noqa: ANN001 - numpy array
+    """The RGB PSNR of the restored pixels against the original photo, and a phrase for the report."""
     from .images import ImageReadError, read_photo
-    from .inference import psnr
+    from .metrics import psnr
 
     try:
         reference = read_photo(_read_input(str(original))).rgb
     except (JobError, ImageReadError) as exc:
-        return f"cannot compare with {original}: {exc}"
+        return None, f"cannot compare with {original}: {exc}"
     if reference.shape != restored.shape:
-        return f"cannot compare with {original}: size differs"
-    return f"RGB PSNR {psnr(restored, reference):.2f} dB against {original}"
+        return None, f"cannot compare with {original}: size differs"
+    value = psnr(restored, reference)
+    return value, f"RGB PSNR {value:.2f} dB against {original}"
 
 
 @app.command()
-def info(file: Annotated[Path, typer.Argument(
-        help="A residual file, or a gray image (how its gray was made, and its embedded residual).")]) -> None:
-    """Print what a residual file or a gray image holds."""
-    from .container import InvalidResidualError
+def info(
+    files: Annotated[list[Path], typer.Argument(
+        metavar="FILE...", help="Residual files, or gray images (how the gray was made, and its embedded residual; "
+        "'-' reads stdin).")],
+    json_lines: Annotated[bool, _JSON] = False,
+) -> None:
+    """Print what residual files and gray images hold."""
+    from .container import MAGIC, InvalidResidualError, read_residual
+    from .embedding import EmbeddingError, extract
+    from .reports import dumps, record
+    from .zoo import known_model_ids
 
-    try:
-        data = _read_input(str(file))
-        rows = _gray_rows(data)
-        residual = data
-        if rows is not None:
-            from .embedding import EmbeddingError, extract
+    failures = 0
+    for file in files:
+        label = "<stdin>" if str(file) == STDIO else str(file)
+        gray: list[tuple[str, str]] | None = None
+        header = None
+        try:
+            data = _read_input(str(file))
+            embedded = not data.startswith(MAGIC) and data.startswith((b"\xff\xd8", b"\x89PNG"))
+            if embedded:
+                gray = _gray_rows(data)
+                try:
+                    data = extract(data)
+                except EmbeddingError as exc:
+                    if gray is None:
+                        raise
+                    gray.append(("embedded residual", str(exc)))
+                    data = None
+                if data is None and gray is None:
+                    raise JobError("no residual embedded in this image (a tool may have stripped it)")
+                if data is None and not any(key == "embedded residual" for key, _ in gray):
+                    gray.append(("embedded residual", "none"))
+            if data is not None:
+                header = read_residual(data)
+        except (JobError, InvalidResidualError, EmbeddingError) as exc:
+            failures += 1
+            _err(f"{label}: {exc}")
+            if json_lines:
+                typer.echo(dumps(record("info", status="error", input=label, error=str(exc))))
+            continue
+        made_by = dict(gray or []).get("gray made by")
+        if header is None:  # a gray image without a residual inside
+            if json_lines:
+                typer.echo(dumps(record("info", status="ok", input=label, gray_made_by=made_by, embedded=False)))
+            else:
+                _print_rows(([("file", label)] if len(files) > 1 else []) + gray)
+            continue
+        pixels = header.width * header.height
+        bundled = header.model_id in known_model_ids()
+        level = _level_of(header.model_id, header.step)
+        if json_lines:
+            typer.echo(dumps(record(
+                "info", status="ok", input=label, format_version=header.version, model=header.model_id,
+                model_bundled=bundled, width=header.width, height=header.height,
+                symbols=list(header.symbol_shape), cell=header.cell, level=level, step=header.step,
+                monochrome=header.monochrome, alpha=bool(header.alpha), icc_profile_bytes=len(header.icc_profile),
+                gray_fingerprint=header.gray_fingerprint.hex(), payload_bytes=len(header.payload),
+                raw_bytes=header.raw_size, residual_bytes=len(data),
+                residual_bpp=round(len(data) * 8 / pixels, 5), embedded=embedded, gray_made_by=made_by)))
+            continue
+        rows = [("file", label + (" (embedded residual)" if embedded else ""))] if len(files) > 1 or embedded else []
+        rows += gray or []
+        rows += [
+            ("format version", str(header.version)),
+            ("model", f"{header.model_id} ({'bundled' if bundled else 'NOT bundled with this invgray'})"),
+            ("image", f"{header.width} x {header.height}"),
+            ("symbols", " x ".join(map(str, header.symbol_shape)) + f" ({header.cell} px cells)"),
+            ("quantisation step", f"{header.step:g}" + (f" (level {level})" if level else "")),
+            ("gray fingerprint", header.gray_fingerprint.hex()),
+            ("payload", _payload_description(header)),
+            ("file size", f"{len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp"),
+        ]
+        _print_rows(rows)
+    if failures:
+        raise typer.Exit(1)
 
-            try:
-                residual = extract(data)
-                if residual is None:
-                    rows.append(("embedded residual", "none"))
-            except EmbeddingError as exc:
-                rows.append(("embedded residual", str(exc)))
-                residual = None
-        rows = (rows or []) + (_residual_rows(residual) if residual is not None else [])
-    except (JobError, InvalidResidualError) as exc:
-        _err(f"{file}: {exc}")
-        raise typer.Exit(1) from None
+
+def _print_rows(rows: list[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key:<{width}}  {value}")
+
+
+def _payload_description(header) -> str:  # noqa: ANN001 - a container.Residual
+    return f"{len(header.payload)} bytes zstd, {header.raw_size} bytes raw"
 
 
 def _gray_rows(data: bytes) -> list[tuple[str, str]] | None:
@@ -466,8 +652,6 @@ def _gray_rows(data: bytes) -> list[tuple[str, str]] | None:
     from .gray import decode_gray
     from .jpeg_transcode import gray_provenance
 
-    if not data.startswith((b"\xff\xd8", b"\x89PNG")):
-        return None
     try:
         pixels = decode_gray(data)
     except ValueError:
@@ -478,35 +662,12 @@ def _gray_rows(data: bytes) -> list[tuple[str, str]] | None:
     return [("gray image", f"JPEG {pixels.shape[1]} x {pixels.shape[0]}"), ("gray made by", made)]
 
 
-def _residual_rows(data: bytes) -> list[tuple[str, str]]:
-    from .container import read_residual
-    from .zoo import known_model_ids, levels
-
-    header = read_residual(data)
-    pixels = header.width * header.height
-    size = len(data)
-    bundled = header.model_id in known_model_ids()
-    known = "bundled" if bundled else "NOT bundled with this invgray"
-    level_names = [name for name, value in (levels(header.model_id) if bundled else {}).items()
-                   if abs(value - header.step) < 1e-6]
-    return [
-        ("format version", str(header.version)),
-        ("model", f"{header.model_id} ({known})"),
-        ("image", f"{header.width} x {header.height}"),
-        ("symbols", " x ".join(map(str, header.symbol_shape)) + f" ({header.cell} px cells)"),
-        ("quantisation step", f"{header.step:g}" + (f" (level {level_names[0]})" if level_names else "")),
-        ("gray fingerprint", header.gray_fingerprint.hex()),
-        ("payload", f"{len(header.payload)} bytes zstd, {header.raw_size} bytes raw"),
-        ("file size", f"{size} bytes, {size * 8 / pixels:.4f} bpp"),
-    ]
-
-
 def main() -> None:
     """Console entry point: no traceback reaches the user unless INVGRAY_DEBUG is set."""
     import os
 
     try:
-        app()
+        app(prog_name="invgray")
     except Exception as exc:  # noqa: BLE001 - last line of defence, reported in one line
         if os.environ.get("INVGRAY_DEBUG"):
             raise

@@ -1,7 +1,9 @@
 """The codec: photos to (gray image bytes, residual bytes) and back. No files, no CLI.
 
 ``encode`` runs the real gray encode *and decode* before the network sees the gray,
-so the residual is computed against exactly the pixels a decoder will have.
+so the residual is computed against exactly the pixels a decoder will have. The
+network runs on an engine (:mod:`invgray_cli.runtime`): onnxruntime on the CPU,
+torch on CUDA or when a torch ``model`` is passed; torch is imported only then.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from . import embedding
@@ -22,14 +23,18 @@ from .container import (
 )
 from .gray import DEFAULT_QUALITY, MAX_JPEG_SIDE, GrayFormat, decode_gray, encode_gray, gray_metadata, luma
 from .images import Photo, photo_from_image, photo_to_pil, read_photo
-from .inference import analyse_image, synthesise_image
 from .jpeg_transcode import LOSSLESS, LosslessUnavailable, luma_jpeg
-from .network import InvGrayNet
 from .packing import PackingError, pack_symbols, raw_size_of, unpack_symbols
-from .zoo import level_step, load_model, model_id_of
+from .runtime import Engine, analyse, device_name, engine_for
+from .zoo import level_step, model_id_of
 
 if TYPE_CHECKING:
+    import torch
+
     from .batcher import NetworkBatcher
+    from .network import InvGrayNet
+
+    Model = InvGrayNet | Engine
 
 DEFAULT_LEVEL = "default"
 
@@ -50,6 +55,8 @@ class Encoded:
     gray_format: GrayFormat
     gray_path: str = ""  # how the gray was made: "lossless luma", "re-encoded q90" or "PNG"
     gray_note: str = ""  # why a JPEG input's luma was re-encoded rather than kept, when it was
+    step: float = 0.0  # the quantisation step recorded in the residual
+    model_id: str = ""
 
     def embedded(self) -> bytes:
         """The single-file form: the gray image with the residual inside it."""
@@ -58,13 +65,9 @@ class Encoded:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but CUDA is not available")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"unknown device {name!r} (use auto, cpu or cuda)")
-    return torch.device(name)
+    import torch
+
+    return torch.device(device_name(name))
 
 
 def _as_photo(image: Photo | Image.Image | np.ndarray | bytes) -> Photo:
@@ -87,55 +90,90 @@ def _as_photo(image: Photo | Image.Image | np.ndarray | bytes) -> Photo:
     raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) array, got shape {array.shape}")
 
 
-def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | None = None,
-           gray_format: GrayFormat = "jpg", level: str = DEFAULT_LEVEL, step: float | None = None,
-           device: str | torch.device = "cpu", model: InvGrayNet | None = None,
-           keep_metadata: bool = True) -> Encoded:
-    """Encode a photo (:class:`Photo`, image file bytes, PIL image or uint8 array) into
-    gray image bytes + residual bytes.
+@dataclass(frozen=True)
+class Prepared:
+    """A photo with its gray file made and decoded: everything of an encode except the
+    quantisation step, so that rate control can try several steps cheaply."""
+
+    photo: Photo
+    gray_bytes: bytes
+    decoded_gray: np.ndarray  # the gray exactly as a decoder will see it
+    gray_format: GrayFormat
+    keep_metadata: bool
+    gray_path: str = ""  # "lossless luma", "re-encoded q90" or "PNG"
+    gray_note: str = ""  # why a JPEG input's luma was re-encoded rather than kept, when it was
+
+    def encoded(self, engine: Engine, step: float, symbols: np.ndarray | None) -> Encoded:
+        """The gray and residual files for these symbols (None: a gray photo)."""
+        height, width = self.decoded_gray.shape
+        payload = b"" if symbols is None else pack_symbols(symbols)
+        stored_step = float(np.float32(step))
+        residual = Residual(
+            engine.model_id, width, height, engine.symbol_planes, engine.symbol_stride, stored_step,
+            gray_fingerprint(self.decoded_gray), gray_signature(self.decoded_gray),
+            raw_size_of(payload) if payload else 0, payload,
+            flags=FLAG_MONOCHROME if symbols is None else 0,
+            alpha=self.photo.alpha.tobytes() if self.photo.alpha is not None else b"",
+            icc_profile=(self.photo.icc_profile or b"") if self.keep_metadata else b"")
+        return Encoded(self.gray_bytes, write_residual(residual), self.gray_format, self.gray_path, self.gray_note,
+                       stored_step, engine.model_id)
+
+
+def prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | None = None,
+            gray_format: GrayFormat = "jpg", keep_metadata: bool = True) -> Prepared:
+    """Make and decode the gray file of a photo (the first half of :func:`encode`).
 
     With ``quality=None`` a JPEG input (file bytes, or a Photo from ``read_photo``)
     keeps its own luma losslessly where it can (see :mod:`invgray_cli.jpeg_transcode`);
     everything else, and any explicit ``quality``, gets the luma re-encoded (default
-    quality 90). ``level`` names one of the model's rate levels (``low``, ``default``, ``high``);
-    ``step`` sets the quantisation step directly instead (larger: smaller residual).
-    Alpha always travels (losslessly, in the residual); EXIF and XMP go into the gray
-    image and the ICC profile into the residual unless ``keep_metadata`` is False.
-    """
+    quality 90)."""
     photo = _as_photo(image)
     rgb = photo.rgb
     _check_encodable(rgb.shape[1], rgb.shape[0], gray_format)
-    device = resolve_device(device) if isinstance(device, str) else device
-    model = model or load_model(device=device)
-    if step is None:
-        step = level_step(model_id_of(model), level)
-    if not (0 < step <= MAX_STEP):
-        raise ValueError(f"quantisation step must be in (0, {MAX_STEP:g}], got {step}")
     exif, xmp = (photo.exif, photo.xmp) if keep_metadata else (None, None)
-    gray_bytes, decoded_gray, note = None, None, ""
     if gray_format == "jpg" and quality is None and photo.jpeg is not None:
         try:
             gray_bytes = luma_jpeg(photo.jpeg, photo.orientation, exif, xmp)
-            decoded_gray = _checked_lossless_gray(gray_bytes, rgb)
+            return Prepared(photo, gray_bytes, _checked_lossless_gray(gray_bytes, rgb), gray_format, keep_metadata,
+                            LOSSLESS)
         except LosslessUnavailable as exc:
-            gray_bytes, note = None, str(exc)
-    if gray_bytes is None:
-        quality = DEFAULT_QUALITY if quality is None else quality
-        gray_bytes = encode_gray(luma(rgb), gray_format, quality, exif=exif, xmp=xmp)
-        decoded_gray = decode_gray(gray_bytes)
-        path = f"re-encoded q{quality}" if gray_format == "jpg" else "PNG"
+            note = str(exc)
     else:
-        path = LOSSLESS
-    height, width = decoded_gray.shape
-    monochrome = photo.is_gray
-    payload = b"" if monochrome else pack_symbols(analyse_image(model, rgb, decoded_gray, step, device))
-    residual = Residual(
-        model_id_of(model), width, height, model.cfg.symbol_planes, model.cfg.symbol_stride, float(np.float32(step)),
-        gray_fingerprint(decoded_gray), gray_signature(decoded_gray), raw_size_of(payload) if payload else 0,
-        payload, flags=FLAG_MONOCHROME if monochrome else 0,
-        alpha=photo.alpha.tobytes() if photo.alpha is not None else b"",
-        icc_profile=(photo.icc_profile or b"") if keep_metadata else b"")
-    return Encoded(gray_bytes, write_residual(residual), gray_format, path, note)
+        note = ""
+    quality = DEFAULT_QUALITY if quality is None else quality
+    gray_bytes = encode_gray(luma(rgb), gray_format, quality, exif=exif, xmp=xmp)
+    path = f"re-encoded q{quality}" if gray_format == "jpg" else "PNG"
+    return Prepared(photo, gray_bytes, decode_gray(gray_bytes), gray_format, keep_metadata, path, note)
+
+
+def check_step(step: float) -> None:
+    if not (0 < step <= MAX_STEP):
+        raise ValueError(f"quantisation step must be in (0, {MAX_STEP:g}], got {step}")
+
+
+def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | None = None,
+           gray_format: GrayFormat = "jpg", level: str = DEFAULT_LEVEL, step: float | None = None,
+           device: str | torch.device = "cpu", model: Model | None = None,
+           keep_metadata: bool = True) -> Encoded:
+    """Encode a photo (:class:`Photo`, image file bytes, PIL image or uint8 array) into
+    gray image bytes + residual bytes.
+
+    With ``quality=None`` a JPEG input keeps its own luma losslessly where it can (see
+    :func:`prepare`); any explicit ``quality`` re-encodes it. ``level`` names one of the
+    model's rate levels (``low``, ``default``, ``high``, ``max``); ``step`` sets the
+    quantisation step directly instead (larger: smaller residual). Alpha always travels
+    (losslessly, in the residual); EXIF and XMP go into the gray image and the ICC
+    profile into the residual unless ``keep_metadata`` is False. ``model``: a torch
+    network or an engine; default the bundled model on ``device`` (onnxruntime on the CPU).
+    """
+    prepared = prepare(image, quality=quality, gray_format=gray_format, keep_metadata=keep_metadata)
+    engine = engine_for(device=device, model=model)
+    if step is None:
+        step = level_step(engine.model_id, level)
+    check_step(step)
+    if prepared.photo.is_gray:
+        return prepared.encoded(engine, step, None)
+    return prepared.encoded(engine, step, analyse(engine, prepared.photo.rgb, prepared.decoded_gray, step))
 
 
 LOSSLESS_AGREEMENT_DB = 30.0  # measured 50 to 66 dB on Kodak24 JPEGs; far below that, something is wrong
@@ -179,12 +217,11 @@ def _as_gray(gray: bytes | Image.Image | np.ndarray) -> np.ndarray:
 
 
 def decode_photo(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
-                 device: str | torch.device = "cpu", model: InvGrayNet | None = None,
+                 device: str | torch.device = "cpu", model: Model | None = None,
                  batcher: NetworkBatcher | None = None) -> Photo:
     """The restored :class:`Photo` (colour, alpha, EXIF/XMP from the gray file, ICC from
     the residual). With ``residual=None`` the residual embedded in the gray file is used.
     A ``batcher`` (folder runs) runs the network for residuals made with its model."""
-    device = resolve_device(device) if isinstance(device, str) else device
     if residual is None:
         residual = embedded_residual(gray)
     pixels = _as_gray(gray)
@@ -205,33 +242,32 @@ def decode_photo(gray: bytes | Image.Image | np.ndarray, residual: bytes | None 
     return Photo(colour, alpha, exif, header.icc_profile or None, xmp, notes)
 
 
-def _restore_colour(header: Residual, pixels: np.ndarray, device: torch.device,
-                    model: InvGrayNet | None, batcher: NetworkBatcher | None = None) -> np.ndarray:
+def _restore_colour(header: Residual, pixels: np.ndarray, device: str | torch.device,
+                    model: Model | None, batcher: NetworkBatcher | None = None) -> np.ndarray:
     if header.monochrome:
         return np.repeat(pixels[:, :, None], 3, axis=2)
     if batcher is not None and model is None and model_id_of(batcher.model) == header.model_id:
         model = batcher.model
     else:
         batcher = None
-    if model is None:
-        model = load_model(header.model_id, device)
-    elif model_id_of(model) != header.model_id:
-        raise InvalidResidualError(f"residual needs model {header.model_id}, not {model_id_of(model)}")
-    if (header.planes, header.cell) != (model.cfg.symbol_planes, model.cfg.symbol_stride):
+    engine = engine_for(header.model_id, device, model)
+    if engine.model_id != header.model_id:
+        raise InvalidResidualError(f"residual needs model {header.model_id}, not {engine.model_id}")
+    if (header.planes, header.cell) != (engine.symbol_planes, engine.symbol_stride):
         raise InvalidResidualError(f"residual declares {header.planes} symbol planes of {header.cell} px cells, "
-                                   f"model {header.model_id} uses {model.cfg.symbol_planes} of "
-                                   f"{model.cfg.symbol_stride} px")
+                                   f"model {header.model_id} uses {engine.symbol_planes} of "
+                                   f"{engine.symbol_stride} px")
     try:
         symbols = unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
     except PackingError as exc:
         raise InvalidResidualError(str(exc)) from None
     if batcher is not None:
         return batcher.synthesise(pixels, symbols, header.step)
-    return synthesise_image(model, pixels, symbols, header.step, device)
+    return engine.synthesise(pixels, symbols, header.step)
 
 
 def decode_array(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
-                 device: str | torch.device = "cpu", model: InvGrayNet | None = None) -> np.ndarray:
+                 device: str | torch.device = "cpu", model: Model | None = None) -> np.ndarray:
     """(H, W, 3) uint8 colour restored from a gray image and its residual file."""
     return decode_photo(gray, residual, device=device, model=model).rgb
 
@@ -245,11 +281,12 @@ def embedded_residual(gray: bytes | Image.Image | np.ndarray) -> bytes:
 
 
 def decode(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
-           device: str | torch.device = "cpu", model: InvGrayNet | None = None) -> Image.Image:
+           device: str | torch.device = "cpu", model: Model | None = None) -> Image.Image:
     """The restored photo as a PIL image: RGB, or RGBA when the original had alpha;
     EXIF, XMP and ICC profile in ``info``."""
     return photo_to_pil(decode_photo(gray, residual, device=device, model=model))
 
 
-__all__ = ["Encoded", "GrayMismatchError", "GrayRecompressedWarning", "NoResidualError", "Photo", "decode",
-           "decode_array", "decode_photo", "embedded_residual", "encode", "resolve_device"]
+__all__ = ["Encoded", "GrayMismatchError", "GrayRecompressedWarning", "NoResidualError", "Photo", "Prepared",
+           "check_step", "decode", "decode_array", "decode_photo", "embedded_residual", "encode", "prepare",
+           "resolve_device"]

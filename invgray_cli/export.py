@@ -2,7 +2,9 @@
 ``python -m invgray_cli.export runs/v4/best.pt --name invgray-v1 --default --levels-val ../shared/data/val/cbsd68``.
 
 Writes ``models/<name>.pt`` (config + state dict, loadable with
-``torch.load(weights_only=True)``) and records it in ``models/registry.json`` under
+``torch.load(weights_only=True)``) and its ONNX graphs for the CPU engine
+(``models/<name>.encoder.onnx`` / ``.decoder.onnx``, see :mod:`invgray_cli.export_onnx`;
+needs ``pip install 'invgray[export]'``), and records them in ``models/registry.json`` under
 its id, with its rate levels: for each level, the quantisation step whose mean
 residual size on the validation folder (gray JPEG q90) is closest to, without
 exceeding, the level's target bits per pixel. Existing entries stay, so residuals
@@ -12,10 +14,13 @@ made with older models keep decoding.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
+from .export_onnx import export_onnx
 from .network import InvGrayNet
 from .train import list_images, load_rgb, read_checkpoint
 from .validation import validate
@@ -34,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--level-bpp", nargs="+", default=["low=0.01", "default=0.03", "high=0.08", "max=0.15"],
                         metavar="NAME=BPP", help="residual bits per pixel each level aims at on validation")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("onnx") is None:  # torch's ONNX exporter needs it
+        sys.exit("python -m invgray_cli.export needs the onnx package: pip install 'invgray[export]'")
 
     model, ckpt = read_checkpoint(args.checkpoint)
     filename = f"{args.name}.pt"
@@ -41,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     registry_path = args.models_dir / REGISTRY_FILE
     registry = json.loads(registry_path.read_text()) if registry_path.exists() else {"default": None, "models": {}}
     entry = {"file": filename, "name": args.name, "checkpoint_step": ckpt["step"]}
+    entry["onnx"] = export_onnx(model, args.name, args.models_dir)
     if args.levels_val:
         targets = {name: float(bpp) for name, bpp in (item.split("=") for item in args.level_bpp)}
         entry["levels"], entry["validation"] = choose_levels(model, args.levels_val, targets)

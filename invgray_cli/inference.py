@@ -1,7 +1,8 @@
-"""Running the network on whole images: numpy uint8 arrays in, arrays out.
+"""Running the torch network on whole images: numpy uint8 arrays in, arrays out.
 
-Shared by the codec, training's validation and the benchmarks, so that every
-figure is measured on exactly the product path.
+The torch engine (CUDA, training's validation, the benchmarks' reference); the CPU
+product path runs the same network through onnxruntime (:mod:`invgray_cli.runtime`).
+Both share the padding, tiling and quantisation of :mod:`invgray_cli.tiling`.
 """
 
 from __future__ import annotations
@@ -10,46 +11,25 @@ import contextlib
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from . import tiling
+from .metrics import psnr
 from .network import DECODER_DILATIONS, InvGrayNet
+from .tiling import ENCODER_HALO, TILE_CORE, WHOLE_IMAGE_PIXELS  # noqa: F401 - names other modules import
+
+__all__ = ["ENCODER_HALO", "TILE_CORE", "WHOLE_IMAGE_PIXELS", "analyse_image", "decoder_halo", "exact_float32",
+           "gate_thresholds",
+           "latent_image", "psnr", "symbol_shape", "synthesis_inputs", "synthesise_batch", "synthesise_image"]
 
 
-def _to_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    t = torch.from_numpy(np.array(array, copy=True)).to(device=device, dtype=torch.float32) / 255.0
-    if t.ndim == 2:
-        return t[None, None]
-    return t.permute(2, 0, 1)[None]
-
-
-def _pad(t: torch.Tensor, multiple: int) -> torch.Tensor:
-    h, w = t.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if ph == 0 and pw == 0:
-        return t
-    return F.pad(t, (0, pw, 0, ph), mode="replicate")
+def _to_tensor(array: np.ndarray, device: torch.device, multiple: int = 1) -> torch.Tensor:
+    """(1, C, H', W') float32 in [0, 1] on ``device``, padded to ``multiple`` as the
+    onnxruntime engine pads (:func:`tiling.padded_unit_float`), so both see the same input."""
+    return torch.from_numpy(tiling.padded_unit_float(array, multiple)).to(device)
 
 
 def symbol_shape(model: InvGrayNet, height: int, width: int) -> tuple[int, int, int]:
-    stride = model.cfg.symbol_stride
-    return model.cfg.symbol_planes, -(-height // stride), -(-width // stride)
-
-
-TILE_CORE = 1024  # pixels of output per tile side (a multiple of every symbol cell size)
-# Context on each side of an encoder tile: measured exact (tiled == untiled) from 64 px.
-ENCODER_HALO = 64
-WHOLE_IMAGE_PIXELS = 4 * 1024 * 1024  # at most this many pixels run in one piece
-
-
-def _tiles(height: int, width: int, stride: int, core: int, halo: int):  # noqa: ANN202 - generator of slices
-    """(core slice, context slice) pairs in pixels, both aligned to ``stride``."""
-    for y0 in range(0, height, core):
-        for x0 in range(0, width, core):
-            y1, x1 = min(y0 + core, height), min(x0 + core, width)
-            cy0, cx0 = max(0, y0 - halo), max(0, x0 - halo)
-            cy1, cx1 = min(height, y1 + halo), min(width, x1 + halo)
-            yield (slice(y0, y1), slice(x0, x1)), (slice(cy0, cy1), slice(cx0, cx1))
-    assert core % stride == 0 and halo % stride == 0
+    return (model.cfg.symbol_planes, *tiling.cells(height, width, model.cfg.symbol_stride))
 
 
 def decoder_halo(model: InvGrayNet) -> int:
@@ -73,38 +53,36 @@ def exact_float32(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def _use_tiles(height: int, width: int, tile: bool | None) -> bool:
-    return height * width > WHOLE_IMAGE_PIXELS if tile is None else tile
+def gate_thresholds(model: InvGrayNet) -> np.ndarray:
+    """The SEP gate's dead zone per symbol plane, in quantisation steps (float32)."""
+    with torch.no_grad():
+        return model.gate.thresholds().detach().to("cpu", torch.float32).flatten().numpy()
 
 
 @torch.inference_mode()
+def latent_image(model: InvGrayNet, rgb: np.ndarray, decoded_gray: np.ndarray, device: torch.device | str = "cpu",
+                 tile: bool | None = None) -> np.ndarray:
+    """(planes, h, w) float32 transformed latent, before the step: what every
+    quantisation step of one photo starts from. Large images in overlapping tiles."""
+    device = torch.device(device)
+    stride = model.cfg.symbol_stride
+
+    def encoder(rgb_crop: np.ndarray, gray_crop: np.ndarray) -> np.ndarray:
+        with exact_float32(device):
+            latent = model.transform(model.encoder(_to_tensor(rgb_crop, device, stride),
+                                                   _to_tensor(gray_crop, device, stride), model.chroma_gain))
+        return latent[0].to("cpu", torch.float32).numpy()
+
+    return tiling.run_encoder(encoder, rgb, decoded_gray, stride, model.cfg.symbol_planes, tile)
+
+
 def analyse_image(model: InvGrayNet, rgb: np.ndarray, decoded_gray: np.ndarray, step: float = 1.0,
                   device: torch.device | str = "cpu", tile: bool | None = None) -> np.ndarray:
     """Integer symbols (:func:`symbol_shape`) for an (H, W, 3) uint8 photo and the
     (H, W) uint8 gray exactly as a decoder will see it. Large images run in
-    overlapping tiles (``tile=None`` decides by size), so memory stays bounded."""
-    device = torch.device(device)
-    with exact_float32(device):
-        return _analyse_image(model, rgb, decoded_gray, step, device, tile)
-
-
-def _analyse_image(model: InvGrayNet, rgb: np.ndarray, decoded_gray: np.ndarray, step: float,
-                   device: torch.device, tile: bool | None) -> np.ndarray:
-    stride = model.cfg.symbol_stride
-    height, width = decoded_gray.shape
-    if not _use_tiles(height, width, tile):
-        symbols = model.quantise(_pad(_to_tensor(rgb, device), stride),
-                                 _pad(_to_tensor(decoded_gray, device), stride), step)
-        return symbols[0].to("cpu", torch.int32).numpy()
-    out = np.zeros(symbol_shape(model, height, width), np.int32)
-    for (ys, xs), (cys, cxs) in _tiles(height, width, stride, TILE_CORE, ENCODER_HALO):
-        symbols = model.quantise(_pad(_to_tensor(rgb[cys, cxs], device), stride),
-                                 _pad(_to_tensor(decoded_gray[cys, cxs], device), stride), step)[0]
-        oy, ox = (ys.start - cys.start) // stride, (xs.start - cxs.start) // stride
-        ny, nx = -(-(ys.stop - ys.start) // stride), -(-(xs.stop - xs.start) // stride)
-        out[:, ys.start // stride:ys.start // stride + ny, xs.start // stride:xs.start // stride + nx] = \
-            symbols[:, oy:oy + ny, ox:ox + nx].to("cpu", torch.int32).numpy()
-    return out
+    overlapping tiles (``tile=None`` decides by size), so memory stays bounded.
+    Equal to ``model.quantise`` on the whole image: quantisation is elementwise."""
+    return tiling.quantise(latent_image(model, rgb, decoded_gray, device, tile), step, gate_thresholds(model))
 
 
 @torch.inference_mode()
@@ -113,16 +91,11 @@ def synthesise_image(model: InvGrayNet, decoded_gray: np.ndarray, symbols: np.nd
     """(H, W, 3) uint8 colour from the decoded gray and the integer symbols; large
     images in overlapping tiles (see :func:`analyse_image`)."""
     device = torch.device(device)
-    stride = model.cfg.symbol_stride
-    height, width = decoded_gray.shape
-    if not _use_tiles(height, width, tile):
-        return _synthesise(model, decoded_gray, symbols, step, device)
-    out = np.empty((height, width, 3), np.uint8)
-    for (ys, xs), (cys, cxs) in _tiles(height, width, stride, TILE_CORE, decoder_halo(model)):
-        cells = symbols[:, cys.start // stride:-(-cys.stop // stride), cxs.start // stride:-(-cxs.stop // stride)]
-        colour = _synthesise(model, decoded_gray[cys, cxs], cells, step, device)
-        out[ys, xs] = colour[ys.start - cys.start:ys.stop - cys.start, xs.start - cxs.start:xs.stop - cxs.start]
-    return out
+
+    def decoder(gray_crop: np.ndarray, symbol_crop: np.ndarray) -> np.ndarray:
+        return _synthesise(model, gray_crop, symbol_crop, step, device)
+
+    return tiling.run_decoder(decoder, decoded_gray, symbols, model.cfg.symbol_stride, decoder_halo(model), tile)
 
 
 def _synthesise(model: InvGrayNet, decoded_gray: np.ndarray, symbols: np.ndarray, step: float,
@@ -135,7 +108,7 @@ def synthesis_inputs(model: InvGrayNet, grays: list[np.ndarray], symbols: list[n
     """Stacked decoder inputs for same-size images: padded grays (N, 1, H, W), symbols
     (N, planes, h, w) and quantisation steps (N, 1, 1, 1), all float32 on ``device``."""
     device = torch.device(device)
-    gray = torch.cat([_pad(_to_tensor(g, device), model.cfg.symbol_stride) for g in grays])
+    gray = torch.cat([_to_tensor(g, device, model.cfg.symbol_stride) for g in grays])
     sym = torch.stack([torch.from_numpy(np.ascontiguousarray(s)) for s in symbols]).to(device, torch.float32)
     step = torch.tensor(steps, dtype=torch.float32, device=device).view(-1, 1, 1, 1)
     return gray, sym, step
@@ -152,9 +125,3 @@ def synthesise_batch(model: InvGrayNet, grays: list[np.ndarray], symbols: list[n
         rgb = model.synthesise(*(t.to(precision) for t in synthesis_inputs(model, grays, symbols, steps, device)))
     pixels = (rgb.float().clamp(0, 1) * 255.0).round().to("cpu", torch.uint8).permute(0, 2, 3, 1).numpy()
     return [np.ascontiguousarray(image[:g.shape[0], :g.shape[1]]) for image, g in zip(pixels, grays)]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Whole-image PSNR in dB of two uint8 arrays (all channels together)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)

@@ -37,12 +37,14 @@ def weights_id(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _models_dir() -> Path:
+def models_dir() -> Path:
+    """Where the bundled weights, their ONNX graphs and the registry are installed."""
     return Path(str(resources.files("invgray_models")))
 
 
+
 def registry() -> dict:
-    return json.loads((_models_dir() / REGISTRY_FILE).read_text())
+    return json.loads((models_dir() / REGISTRY_FILE).read_text())
 
 
 def default_model_id() -> str:
@@ -65,18 +67,24 @@ def known_model_ids() -> list[str]:
     return sorted(registry()["models"])
 
 
-@lru_cache(maxsize=4)
-def _load_cpu(model_id: str) -> InvGrayNet:
+def model_entry(model_id: str) -> dict:
+    """The registry's record of a bundled model; UnknownModelError when there is none."""
     entries = registry()["models"]
     if model_id not in entries:
         raise UnknownModelError(
             f"residual was made with model {model_id}, which this invgray does not have "
             f"(known: {', '.join(sorted(entries))}); install the invgray release that made it")
+    return entries[model_id]
+
+
+@lru_cache(maxsize=4)
+def _load_cpu(model_id: str) -> InvGrayNet:
+    entries = {model_id: model_entry(model_id)}
     import torch
 
     from .network import InvGrayNet, NetworkConfig
 
-    blob = torch.load(_models_dir() / entries[model_id]["file"], map_location="cpu", weights_only=True)
+    blob = torch.load(models_dir() / entries[model_id]["file"], map_location="cpu", weights_only=True)
     model = InvGrayNet(NetworkConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
     actual = weights_id(model.state_dict())

@@ -21,6 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import invgray_cli.inference as inference
+import invgray_cli.tiling as tiling
 from invgray_cli.batcher import NetworkBatcher
 from invgray_cli.cli import app
 from invgray_cli.codec import decode_array, encode
@@ -102,7 +103,7 @@ def test_batched_decode_equals_unbatched_on_device(sample_rgb: np.ndarray) -> No
 
 
 def test_tiled_equals_whole_image_on_device(monkeypatch: pytest.MonkeyPatch, sample_rgb: np.ndarray) -> None:
-    monkeypatch.setattr(inference, "TILE_CORE", 128)
+    monkeypatch.setattr(tiling, "TILE_CORE", 128)
     model = load_model(device=DEVICE)
     rgb = np.ascontiguousarray(sample_rgb[:300, :420])
     gray = jpeg_round_trip(luma(rgb), 90)

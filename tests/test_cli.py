@@ -137,7 +137,11 @@ def test_info(small_png: Path) -> None:
     result = invoke("info", small_png.with_name("photo.residual.bin"))
     assert result.exit_code == 0
     assert "203 x 157" in result.output and "bundled" in result.output
-    bad = invoke("info", small_png)
+    bad = invoke("info", small_png)  # an image, but without an embedded residual
+    assert bad.exit_code == 1 and "no residual embedded" in bad.output
+    notes = small_png.with_name("notes.txt")
+    notes.write_text("not a residual")
+    bad = invoke("info", notes)
     assert bad.exit_code == 1 and "magic" in bad.output
 
 

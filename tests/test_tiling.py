@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 
 import invgray_cli.inference as inference
+import invgray_cli.tiling as tiling
 from invgray_cli.gray import jpeg_round_trip, luma
 from invgray_cli.zoo import known_model_ids, load_model
 
 
 @pytest.fixture()
 def small_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inference, "TILE_CORE", 128)
+    monkeypatch.setattr(tiling, "TILE_CORE", 128)
 
 
 @pytest.mark.parametrize("model_id", known_model_ids())

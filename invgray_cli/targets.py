@@ -1,0 +1,195 @@
+"""Targets instead of knobs: the quantisation step that meets a quality or size target.
+
+``--target-psnr DB`` asks for the smallest residual whose restored RGB PSNR, measured on
+the real decode, reaches DB; ``--max-bytes N`` for the best residual of at most N bytes.
+The encoder's latent does not depend on the step, so it is computed once; each try then
+quantises it at one step, packs the real residual file and (for a PSNR target) decodes
+it with the real decoder. The step is searched on log(step) within :data:`STEP_RANGE`: regula
+falsi (Illinois) once the target is bracketed,
+until the reached PSNR is within 0.05 dB above the target (or the size within 1 %
+under the limit), or the bracket is narrower than 1 % in step.
+
+Unreachable targets follow cwebp (``-psnr``, ``-size``): the closest achievable result
+is written (the finest step for a PSNR target, the coarsest for a size target), the
+file counts as done (exit status 0), and the result says ``met=False`` so that the CLI
+prints a warning and ``--json`` reports ``"target_met": false``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from .codec import Encoded, Prepared, decode_photo, prepare
+from .gray import GrayFormat
+from .images import Photo
+from .metrics import psnr
+from .runtime import Engine, engine_for
+from .tiling import quantise
+
+if TYPE_CHECKING:
+    import torch
+
+    from .network import InvGrayNet
+
+# Steps searched: from the smallest step invgray-v1 trained with (finer steps still grow
+# the residual, but the network never learnt to use them, and the PSNR saturates), to
+# where the residual is little more than its header.
+STEP_RANGE = (0.5, 50.0)
+STEP_TOLERANCE = 0.01  # stop when the bracket's steps differ by less than 1 %
+START_STEP = 5.325  # invgray-v1's default level: where a search starts
+MAX_TRIES = 16
+# Typical slopes on log(step), for first guesses only (medians over 12 CBSD68 validation
+# photos between steps 2 and 8; the search converges whatever they are):
+PSNR_SLOPE = 2.5  # dB lost per unit of log(step)
+BYTES_SLOPE = 1.0  # log(bytes) lost per unit of log(step)
+PSNR_CLOSE_ENOUGH = 0.05  # dB above the target at which a PSNR search stops
+BYTES_CLOSE_ENOUGH = math.log(1 / 0.99)  # within 1 % under the size limit
+
+
+@dataclass
+class Trial:
+    """One step tried: the real files, and the restored PSNR once measured."""
+
+    step: float
+    encoded: Encoded
+    psnr: float | None = None
+
+    @property
+    def residual_bytes(self) -> int:
+        return len(self.encoded.residual)
+
+
+@dataclass
+class TargetResult:
+    encoded: Encoded
+    step: float
+    psnr: float  # restored RGB PSNR against the photo, on the real decode
+    residual_bytes: int
+    met: bool
+    tries: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+class StepTrials:
+    """A photo ready to be encoded at any step: gray made, latent computed once."""
+
+    def __init__(self, prepared: Prepared, engine: Engine) -> None:
+        self.prepared, self.engine = prepared, engine
+        self.reference = prepared.photo.rgb
+        self.monochrome = prepared.photo.is_gray
+        if not self.monochrome:
+            self.latent = engine.latent(self.reference, prepared.decoded_gray)
+            self.thresholds = engine.thresholds()
+        self.trials: dict[float, Trial] = {}
+
+    def at(self, step: float, measure: bool = True) -> Trial:
+        """The files at ``step`` (rounded to the float32 the residual stores) and, with
+        ``measure``, the PSNR of their real decode."""
+        step = float(np.float32(step))
+        trial = self.trials.get(step)
+        if trial is None:
+            symbols = None if self.monochrome else quantise(self.latent, step, self.thresholds)
+            trial = self.trials[step] = Trial(step, self.prepared.encoded(self.engine, step, symbols))
+        if measure and trial.psnr is None:
+            restored = decode_photo(trial.encoded.gray, trial.encoded.residual, model=self.engine).rgb
+            trial.psnr = psnr(restored, self.reference)
+        return trial
+
+
+def _largest_feasible(score: Callable[[float], float], start: float, lower: float, upper: float, slope: float,
+                      close_enough: float) -> float | None:
+    """For a ``score`` that falls as x grows (feasible where it is >= 0): the largest
+    feasible x found in [lower, upper], or None when even ``lower`` is infeasible.
+
+    Outside a bracket it extrapolates with a typical ``slope``, and after two tries on
+    the same side jumps to that end of the range; inside a bracket it uses the Illinois
+    variant of regula falsi (kept away from the bracket's ends). It stops when a
+    feasible score is within ``close_enough`` of 0, or the bracket is narrower than
+    :data:`STEP_TOLERANCE`."""
+    feasible: list[float] | None = None  # [x, score] with the largest feasible x so far
+    infeasible: list[float] | None = None  # [x, score] with the smallest infeasible x so far
+    x, one_sided, last_side = min(max(start, lower), upper), 0, None
+    for _ in range(MAX_TRIES):
+        value = score(x)
+        side = value >= 0
+        if side and (feasible is None or x > feasible[0]):
+            feasible = [x, value]
+        elif not side and (infeasible is None or x < infeasible[0]):
+            infeasible = [x, value]
+        if feasible is not None and feasible[1] <= close_enough:
+            break
+        if feasible is not None and infeasible is not None:
+            width = infeasible[0] - feasible[0]
+            if width < math.log1p(STEP_TOLERANCE):
+                break
+            if side == last_side:  # Illinois: the other end has stayed twice, halve its weight
+                (infeasible if side else feasible)[1] /= 2
+            share = min(max(feasible[1] / (feasible[1] - infeasible[1]), 0.1), 0.9)
+            x = feasible[0] + share * width
+        else:
+            one_sided += 1
+            if feasible is not None:
+                if feasible[0] >= upper:
+                    break
+                guess = feasible[0] + max(1.5 * feasible[1] / slope, math.log1p(STEP_TOLERANCE))
+                x = upper if one_sided >= 2 else min(upper, guess)
+            else:
+                if infeasible[0] <= lower:
+                    break
+                guess = infeasible[0] + 1.5 * infeasible[1] / slope
+                x = lower if one_sided >= 2 else max(lower, guess)
+        last_side = side
+    return feasible[0] if feasible else None
+
+
+def search(trials: StepTrials, target_psnr: float | None = None, max_bytes: int | None = None,
+           start_step: float = START_STEP) -> tuple[Trial, bool]:
+    """The trial meeting exactly one of the targets with the largest step (PSNR) or the
+    smallest step (bytes), and whether it meets it; else the closest achievable one:
+    the finest step for PSNR, the coarsest for bytes."""
+    if (target_psnr is None) == (max_bytes is None):
+        raise ValueError("give exactly one of target_psnr and max_bytes")
+    low, high = math.log(STEP_RANGE[0]), math.log(STEP_RANGE[1])
+    if trials.monochrome:  # no symbols: every step gives the same files
+        trial = trials.at(STEP_RANGE[1])
+        return trial, (trial.psnr >= target_psnr) if target_psnr is not None else trial.residual_bytes <= max_bytes
+    if target_psnr is not None:  # x = log(step): PSNR falls as the step grows
+        x = _largest_feasible(lambda x: trials.at(math.exp(x)).psnr - target_psnr, math.log(start_step),
+                              low, high, PSNR_SLOPE, PSNR_CLOSE_ENOUGH)
+        return (trials.at(math.exp(x)), True) if x is not None else (trials.at(STEP_RANGE[0]), False)
+    # x = -log(step): the residual grows as the step shrinks
+    x = _largest_feasible(
+        lambda x: math.log(max_bytes / trials.at(math.exp(-x), measure=False).residual_bytes),
+        -math.log(start_step), -high, -low, BYTES_SLOPE, BYTES_CLOSE_ENOUGH)
+    return (trials.at(math.exp(-x), measure=False), True) if x is not None else \
+        (trials.at(STEP_RANGE[1], measure=False), False)
+
+
+def encode_to_target(image: Photo | Image.Image | np.ndarray, *, target_psnr: float | None = None,
+                     max_bytes: int | None = None, quality: int | None = None, gray_format: GrayFormat = "jpg",
+                     device: str | torch.device = "cpu", model: InvGrayNet | Engine | None = None,
+                     keep_metadata: bool = True) -> TargetResult:
+    """Encode a photo at the step that meets ``target_psnr`` (dB) or ``max_bytes``
+    (residual file size); see the module's notes for unreachable targets."""
+    started = time.perf_counter()
+    prepared = prepare(image, quality=quality, gray_format=gray_format, keep_metadata=keep_metadata)
+    trials = StepTrials(prepared, engine_for(device=device, model=model))
+    best, met = search(trials, target_psnr, max_bytes)
+    trials.at(best.step)  # measure the PSNR of the chosen files if the search did not
+    notes = []
+    if not met:
+        if target_psnr is not None:
+            notes.append(f"target {target_psnr:g} dB not reachable with this gray image: best {best.psnr:.2f} dB at "
+                         f"step {best.step:.4g} (a higher gray quality or a PNG gray raises the limit)")
+        else:
+            notes.append(f"{max_bytes} bytes not reachable: the smallest residual is {best.residual_bytes} bytes")
+    return TargetResult(best.encoded, best.step, best.psnr, best.residual_bytes, met, len(trials.trials),
+                        time.perf_counter() - started, notes)
