@@ -384,17 +384,15 @@ def cross_device(args: argparse.Namespace) -> None:
     from PIL import Image
 
     sys.path.insert(0, str(REPO))
-    from invgray_cli.codec import decode_array, encode
+    from invgray_cli.codec import decode_array, encode, read_symbols
     from invgray_cli.container import read_residual
     from invgray_cli.inference import psnr
-    from invgray_cli.packing import unpack_symbols
 
     rgb = np.asarray(Image.open(REPO / "samples" / "kodim23.png").convert("RGB"))
     files = {"device": encode(rgb, device=args.device), "cpu": encode(rgb, device="cpu")}
 
     def symbols(residual: bytes) -> np.ndarray:
-        header = read_residual(residual)
-        return unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
+        return read_symbols(read_residual(residual))
 
     result: dict[str, object] = {
         "symbols_differing": int(np.count_nonzero(symbols(files["device"].residual) != symbols(files["cpu"].residual))),

@@ -54,7 +54,7 @@ from invgray_cli.gray import decode_gray  # noqa: E402
 from invgray_cli.container import read_residual  # noqa: E402
 from invgray_cli.inference import psnr, symbol_shape, synthesise_image  # noqa: E402
 from invgray_cli.network import InvGrayNet  # noqa: E402
-from invgray_cli.packing import unpack_symbols  # noqa: E402
+from invgray_cli.codec import read_symbols  # noqa: E402
 from invgray_cli.train import read_checkpoint  # noqa: E402
 from invgray_cli.zoo import levels as model_levels  # noqa: E402
 from invgray_cli.zoo import load_model, model_id_of  # noqa: E402
@@ -244,7 +244,7 @@ def run_ablation(images: list[tuple[str, np.ndarray]], paths: list[Path], steps:
                 encoded = encode(rgb, quality=90, step=step, device=device, model=model)
                 restored = decode_array(encoded.gray, encoded.residual, device=device, model=model)
                 header = read_residual(encoded.residual)
-                symbols = unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
+                symbols = read_symbols(header)
                 pixels = rgb.shape[0] * rgb.shape[1]
                 values.append((psnr(restored, rgb), ssim(restored, rgb), len(encoded.residual) * 8 / pixels,
                                float(np.count_nonzero(symbols)) / symbols.size))

@@ -7,7 +7,7 @@ For every image of FOLDER (default ../shared/data/test/kodak24) it times, with t
 bundled model on the product engine (onnxruntime on the CPU, torch on CUDA): the whole product path (``codec.encode`` from a decoded photo, and
 ``codec.decode_photo`` from the two files' bytes) and, separately, its stages:
 image I/O (reading the PNG, writing the restored PNG), gray JPEG (encode + decode),
-network (analysis, synthesis) and packing (zstd + container, both ways). Prints
+network (analysis, synthesis) and symbol coding (range coder or zstd, container, both ways). Prints
 medians per image, megapixels per second, Pillow's own colour JPEG q90 encode +
 decode time on the same images as a reference, the network's multiply-adds per
 pixel, and the process's peak resident memory. Then:
@@ -50,7 +50,7 @@ from invgray_cli.container import read_residual  # noqa: E402
 from invgray_cli.gray import decode_gray, encode_gray, luma  # noqa: E402
 from invgray_cli.images import read_photo, save_colour  # noqa: E402
 from invgray_cli.inference import psnr, synthesis_inputs, synthesise_image  # noqa: E402
-from invgray_cli.packing import pack_symbols, unpack_symbols  # noqa: E402
+from invgray_cli.codec import read_symbols, symbol_payload  # noqa: E402
 from invgray_cli.runtime import analyse, engine_for, set_threads  # noqa: E402
 from invgray_cli.zoo import level_step, load_model  # noqa: E402
 
@@ -117,16 +117,16 @@ def main() -> None:
             record("encode: gray JPEG encode + decode", t_gray_enc + t_gray_dec)
             symbols, t = timed(analyse, engine, photo.rgb, decoded_gray, step)
             record("encode: network", t)
-            _, t = timed(pack_symbols, symbols)
-            record("encode: packing (zstd)", t)
+            _, t = timed(symbol_payload, engine.model_id, symbols, step)
+            record("encode: symbol coding", t)
 
             restored, t = timed(decode_photo, encoded.gray, encoded.residual, model=engine)
             record("decode: total (from file bytes)", t)
             pixels, t = timed(decode_gray, encoded.gray)
             record("decode: gray JPEG decode", t)
             header, t_header = timed(read_residual, encoded.residual)
-            sym, t_unpack = timed(unpack_symbols, header.payload, header.symbol_shape, header.raw_size)
-            record("decode: unpacking (container + zstd)", t_header + t_unpack)
+            sym, t_unpack = timed(read_symbols, header)
+            record("decode: container + symbol decoding", t_header + t_unpack)
             _, t = timed(engine.synthesise, pixels, sym, header.step)
             record("decode: network", t)
             _, t = timed(save_colour, restored, "PNG")
@@ -187,7 +187,7 @@ def network_throughput(model, pairs, originals, batch_sizes: list[int], device: 
     by_size: dict[tuple[int, int], list] = {}
     for (gray, encoded), original in zip(pairs, originals):
         header = read_residual(encoded.residual)
-        symbols = unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
+        symbols = read_symbols(header)
         by_size.setdefault(gray.shape, []).append((gray, symbols, header.step, original))
     total_mp = sum(g.shape[0] * g.shape[1] for g, _ in pairs) / 1e6
     print(f"\n| network alone ({precision}) | batch | s/folder | MP/s |")

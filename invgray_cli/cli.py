@@ -644,6 +644,8 @@ def _print_rows(rows: list[tuple[str, str]]) -> None:
 
 
 def _payload_description(header) -> str:  # noqa: ANN001 - a container.Residual
+    if header.version >= 2:
+        return f"{len(header.payload)} bytes range-coded (frozen context tables)"
     return f"{len(header.payload)} bytes zstd, {header.raw_size} bytes raw"
 
 

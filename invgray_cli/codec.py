@@ -17,16 +17,17 @@ from PIL import Image
 
 from . import embedding
 from .container import (
-    FLAG_MONOCHROME, MAX_PIXELS, MAX_SIDE, MAX_STEP, RECOMPRESSION_TOLERANCE, GrayMismatchError,
+    FLAG_MONOCHROME, MAX_PIXELS, RANGE_CODED, MAX_SIDE, MAX_STEP, RECOMPRESSION_TOLERANCE, GrayMismatchError,
     InvalidResidualError, Residual, gray_fingerprint, gray_signature, read_residual, signature_distance,
     write_residual,
 )
 from .gray import DEFAULT_QUALITY, MAX_JPEG_SIDE, GrayFormat, decode_gray, encode_gray, gray_metadata, luma
 from .images import Photo, photo_from_image, photo_to_pil, read_photo
 from .jpeg_transcode import LOSSLESS, LosslessUnavailable, luma_jpeg
+from .entropy import EntropyCodingError, decode_symbols, encode_symbols
 from .packing import PackingError, pack_symbols, raw_size_of, unpack_symbols
 from .runtime import Engine, analyse, device_name, engine_for
-from .zoo import level_step, model_id_of
+from .zoo import entropy_tables, format_version, known_model_ids, level_step, model_id_of
 
 if TYPE_CHECKING:
     import torch
@@ -106,17 +107,46 @@ class Prepared:
     def encoded(self, engine: Engine, step: float, symbols: np.ndarray | None) -> Encoded:
         """The gray and residual files for these symbols (None: a gray photo)."""
         height, width = self.decoded_gray.shape
-        payload = b"" if symbols is None else pack_symbols(symbols)
         stored_step = float(np.float32(step))
+        version, payload, raw_size = symbol_payload(engine.model_id, symbols, stored_step)
         residual = Residual(
             engine.model_id, width, height, engine.symbol_planes, engine.symbol_stride, stored_step,
             gray_fingerprint(self.decoded_gray), gray_signature(self.decoded_gray),
-            raw_size_of(payload) if payload else 0, payload,
+            raw_size, payload, version=version,
             flags=FLAG_MONOCHROME if symbols is None else 0,
             alpha=self.photo.alpha.tobytes() if self.photo.alpha is not None else b"",
             icc_profile=(self.photo.icc_profile or b"") if self.keep_metadata else b"")
         return Encoded(self.gray_bytes, write_residual(residual), self.gray_format, self.gray_path, self.gray_note,
                        stored_step, engine.model_id)
+
+
+def symbol_payload(model_id: str, symbols: np.ndarray | None, step: float) -> tuple[int, bytes, int]:
+    """(format version, payload, raw size) of the symbols as the model writes them: a
+    model with entropy tables range-codes them (format 2), any other packs them with zstd
+    (format 1). ``symbols=None``: a gray photo, no payload."""
+    version = format_version(model_id) if model_id in known_model_ids() else 1
+    if symbols is None:
+        return version, b"", 0
+    if version == RANGE_CODED:
+        return version, encode_symbols(symbols, step, entropy_tables(model_id)), 0
+    payload = pack_symbols(symbols)
+    return version, payload, raw_size_of(payload)
+
+
+def read_symbols(header: Residual) -> np.ndarray:
+    """The integer symbols of a residual, whichever format coded them."""
+    known = header.model_id in known_model_ids()
+    if header.version == RANGE_CODED:
+        try:
+            return decode_symbols(header.payload, header.symbol_shape, header.step, entropy_tables(header.model_id))
+        except EntropyCodingError as exc:
+            raise InvalidResidualError(str(exc)) from None
+    if known and format_version(header.model_id) == RANGE_CODED:
+        raise InvalidResidualError(f"model {header.model_id} writes format 2, but this file says format 1")
+    try:
+        return unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
+    except PackingError as exc:
+        raise InvalidResidualError(str(exc)) from None
 
 
 def prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | None = None,
@@ -257,10 +287,7 @@ def _restore_colour(header: Residual, pixels: np.ndarray, device: str | torch.de
         raise InvalidResidualError(f"residual declares {header.planes} symbol planes of {header.cell} px cells, "
                                    f"model {header.model_id} uses {engine.symbol_planes} of "
                                    f"{engine.symbol_stride} px")
-    try:
-        symbols = unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
-    except PackingError as exc:
-        raise InvalidResidualError(str(exc)) from None
+    symbols = read_symbols(header)
     if batcher is not None:
         return batcher.synthesise(pixels, symbols, header.step)
     return engine.synthesise(pixels, symbols, header.step)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = b"IGRS"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2  # the newest; writers state theirs per file (Residual.version)
+SUPPORTED_VERSIONS = (1, 2)
+RANGE_CODED = 2  # format 2: the payload is range-coded 32-bit words (invgray_cli.entropy), not zstd
 MAX_SIDE = 1 << 18
 MAX_PIXELS = 1 << 28  # 268 megapixels, above Pillow's own decompression-bomb limit
 MAX_PLANES = 1024
@@ -59,7 +60,7 @@ class Residual:
     gray_signature: bytes  # 16 bytes, coarse block means (recognises a re-compressed gray)
     raw_size: int
     payload: bytes
-    version: int = FORMAT_VERSION
+    version: int = 1  # format 1: zstd payload (packing.py); 2: range-coded (entropy.py)
     flags: int = 0  # FLAG_MONOCHROME; FLAG_ALPHA and FLAG_ICC follow from the fields below
     alpha: bytes = b""  # (height x width) uint8 alpha plane, row-major; empty when opaque
     icc_profile: bytes = b""  # ICC profile of the photo's RGB; empty for untagged (sRGB)
@@ -115,8 +116,12 @@ def write_residual(residual: Residual) -> bytes:
     flags = residual.flags & FLAG_MONOCHROME
     flags |= FLAG_ALPHA if residual.alpha else 0
     flags |= FLAG_ICC if residual.icc_profile else 0
+    if residual.version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"unknown residual format version {residual.version}")
+    if residual.version == RANGE_CODED and (residual.raw_size or len(residual.payload) % 4):
+        raise ValueError("a range-coded payload is whole 32-bit words and has no raw size")
     header = _HEADER.pack(
-        MAGIC, FORMAT_VERSION, flags, bytes.fromhex(residual.model_id), residual.width, residual.height,
+        MAGIC, residual.version, flags, bytes.fromhex(residual.model_id), residual.width, residual.height,
         residual.planes, residual.cell, residual.step, residual.gray_fingerprint, residual.gray_signature,
         residual.raw_size, len(residual.payload),
     )
@@ -198,6 +203,8 @@ def read_residual(data: bytes, image_size: tuple[int, int] | None = None) -> Res
         raise InvalidResidualError(f"residual declares an invalid quantisation step {step}")
     if flags & FLAG_MONOCHROME and (payload_length or raw_size):
         raise InvalidResidualError("monochrome residual must not carry a payload")
+    if version == RANGE_CODED and (raw_size or payload_length % 4):
+        raise InvalidResidualError("range-coded payload must be whole 32-bit words with raw size 0")
     from .packing import max_raw_size
 
     if raw_size > max_raw_size((planes, -(-height // cell), -(-width // cell))):

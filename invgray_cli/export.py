@@ -17,14 +17,19 @@ import argparse
 import importlib.util
 import json
 import math
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
+from .entropy import EntropyTables, encode_symbols
 from .export_onnx import export_onnx
 from .network import InvGrayNet
 from .train import list_images, load_rgb, read_checkpoint
 from .validation import validate
-from .zoo import REGISTRY_FILE, export_weights
+from .zoo import REGISTRY_FILE, combined_id, export_weights, weights_id
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -36,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default", action="store_true", help="make it the model new residuals use")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--levels-val", type=Path, help="validation folder that sets the rate levels")
+    parser.add_argument("--entropy", type=Path, help="entropy tables (python -m invgray_cli.entropy): the model "
+                        "then writes format 2, and its id covers the network and the tables")
     parser.add_argument("--level-bpp", nargs="+", default=["low=0.01", "default=0.03", "high=0.08", "max=0.15"],
                         metavar="NAME=BPP", help="residual bits per pixel each level aims at on validation")
     args = parser.parse_args(argv)
@@ -43,23 +50,42 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("python -m invgray_cli.export needs the onnx package: pip install 'invgray[export]'")
 
     model, ckpt = read_checkpoint(args.checkpoint)
-    filename = f"{args.name}.pt"
-    model_id = export_weights(model, args.models_dir / filename)
     registry_path = args.models_dir / REGISTRY_FILE
     registry = json.loads(registry_path.read_text()) if registry_path.exists() else {"default": None, "models": {}}
-    entry = {"file": filename, "name": args.name, "checkpoint_step": ckpt["step"]}
-    entry["onnx"] = export_onnx(model, args.name, args.models_dir)
+    network_id = weights_id({k: v.detach() for k, v in model.state_dict().items()})
+    bundled = [e for i, e in registry["models"].items() if e.get("network", i) == network_id and "onnx" in e]
+    if bundled:  # the same network with other tables: share its weights and graphs
+        entry = {"file": bundled[0]["file"], "name": args.name, "onnx": bundled[0]["onnx"]}
+        print(f"network {network_id} is already bundled as {bundled[0]['file']}: reused")
+    else:
+        filename = f"{args.name}.pt"
+        export_weights(model, args.models_dir / filename)
+        entry = {"file": filename, "name": args.name, "onnx": export_onnx(model, args.name, args.models_dir)}
+    entry["checkpoint_step"] = ckpt.get("step") or (bundled[0].get("checkpoint_step") if bundled else None)
+    model_id, payload_bytes = network_id, None
+    if args.entropy:
+        tables = EntropyTables.load(args.entropy)
+        tables_file = f"{args.name}.entropy.npz"
+        if args.entropy.resolve() != (args.models_dir / tables_file).resolve():
+            shutil.copyfile(args.entropy, args.models_dir / tables_file)
+        model_id = combined_id(network_id, tables)
+        entry |= {"network": network_id, "entropy": tables_file}
+
+        def payload_bytes(symbols, step):  # noqa: ANN001, ANN202
+            return len(encode_symbols(symbols, step, tables))
     if args.levels_val:
         targets = {name: float(bpp) for name, bpp in (item.split("=") for item in args.level_bpp)}
-        entry["levels"], entry["validation"] = choose_levels(model, args.levels_val, targets)
+        entry["levels"], entry["validation"] = choose_levels(model, args.levels_val, targets, payload_bytes)
     registry["models"][model_id] = entry
     if args.default or registry["default"] is None:
         registry["default"] = model_id
     registry_path.write_text(json.dumps(registry, indent=2) + "\n")
-    print(f"{args.name}: model id {model_id} -> {args.models_dir / filename}")
+    print(f"{args.name}: model id {model_id} -> {args.models_dir / entry['file']}"
+          + (f" + {entry['entropy']}" if args.entropy else ""))
 
 
-def choose_levels(model: InvGrayNet, folder: Path, targets: dict[str, float]) -> tuple[dict, dict]:
+def choose_levels(model: InvGrayNet, folder: Path, targets: dict[str, float],
+                  payload_bytes: Callable[[np.ndarray, float], int] | None = None) -> tuple[dict, dict]:
     """Per level, the smallest step (best quality) whose validation bpp meets the
     target, by bisection on log(step); plus the validation figures at each."""
     images = [load_rgb(p) for p in list_images([folder])]
@@ -68,7 +94,7 @@ def choose_levels(model: InvGrayNet, folder: Path, targets: dict[str, float]) ->
     def measure(step: float) -> dict[str, float]:
         step = float(f"{step:.4g}")
         if step not in cache:
-            cache[step] = validate(model, images, quality=90, step=step)
+            cache[step] = validate(model, images, quality=90, step=step, payload_bytes=payload_bytes)
             print(f"  step {step:g}: {cache[step]['val_psnr']:.3f} dB, {cache[step]['val_bpp']:.4f} bpp", flush=True)
         return cache[step]
 

@@ -9,6 +9,7 @@ checkpoints trained elsewhere (a lent GPU carries no validation set):
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,12 @@ DEFAULT_LMBDA = 2e-3
 DEFAULT_QUALITY = 90
 
 
-def validate(model: InvGrayNet, images: list[np.ndarray], quality: int, step: float) -> dict[str, float]:
-    """Mean RGB PSNR, real bits per pixel of the packed symbols and the rate proxy's estimate."""
+def validate(model: InvGrayNet, images: list[np.ndarray], quality: int, step: float,
+             payload_bytes: Callable[[np.ndarray, float], int] | None = None) -> dict[str, float]:
+    """Mean RGB PSNR, real bits per pixel of the coded symbols and the rate proxy's
+    estimate. ``payload_bytes(symbols, step)``: the coder's size (default: format 1's
+    zstd packing; a model with entropy tables passes its range coder)."""
+    payload_bytes = payload_bytes or (lambda symbols, _step: len(pack_symbols(symbols)))
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -37,7 +42,7 @@ def validate(model: InvGrayNet, images: list[np.ndarray], quality: int, step: fl
         symbols = analyse_image(model, rgb, gray, step, device)
         restored = synthesise_image(model, gray, symbols, step, device)
         psnrs.append(psnr(restored, rgb))
-        bits += 8 * len(pack_symbols(symbols))
+        bits += 8 * payload_bytes(symbols, step)
         sym = torch.from_numpy(symbols).float()[None]
         proxy_bits += float(estimated_bits(sym, (sym != 0).float())[0])
         pixels += rgb.shape[0] * rgb.shape[1]

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch loads lazily: reading the registry (--version, info) must stay fast
     import torch
 
+    from .entropy import EntropyTables
+
     from .network import InvGrayNet
 
 REGISTRY_FILE = "registry.json"
@@ -77,19 +79,49 @@ def model_entry(model_id: str) -> dict:
     return entries[model_id]
 
 
+def combined_id(network_id: str, tables: EntropyTables) -> str:
+    """A model's id when it codes with entropy tables (format 2): the network's id and
+    the tables, hashed together, so a file names the exact tables that coded it."""
+    return hashlib.sha256(bytes.fromhex(network_id) + tables.digest()).hexdigest()[:16]
+
+
+def format_version(model_id: str) -> int:
+    """The residual format a bundled model writes: 2 with entropy tables, else 1."""
+    return 2 if "entropy" in model_entry(model_id) else 1
+
+
+@lru_cache(maxsize=4)
+def entropy_tables(model_id: str) -> EntropyTables:
+    """The frozen tables of a format-2 model, checked against its id."""
+    from .entropy import EntropyTables
+
+    entry = model_entry(model_id)
+    if "entropy" not in entry:
+        raise UnknownModelError(f"model {model_id} has no entropy tables (it writes format 1)")
+    try:
+        tables = EntropyTables.load(models_dir() / entry["entropy"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise UnknownModelError(f"bundled entropy tables of model {model_id} are damaged ({exc})") from None
+    if combined_id(entry["network"], tables) != model_id:
+        raise UnknownModelError(f"bundled entropy tables of model {model_id} are damaged (hash mismatch)")
+    return tables
+
+
 @lru_cache(maxsize=4)
 def _load_cpu(model_id: str) -> InvGrayNet:
-    entries = {model_id: model_entry(model_id)}
+    entry = model_entry(model_id)
     import torch
 
     from .network import InvGrayNet, NetworkConfig
 
-    blob = torch.load(models_dir() / entries[model_id]["file"], map_location="cpu", weights_only=True)
+    blob = torch.load(models_dir() / entry["file"], map_location="cpu", weights_only=True)
     model = InvGrayNet(NetworkConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
     actual = weights_id(model.state_dict())
-    if actual != model_id:
+    if actual != entry.get("network", model_id):
         raise UnknownModelError(f"bundled weights for model {model_id} are damaged (hash {actual})")
+    if "entropy" in entry:
+        entropy_tables(model_id)
     model.model_id = model_id
     return model.eval()
 
@@ -122,5 +154,6 @@ def export_weights(model: InvGrayNet, destination: Path) -> str:
 
 
 def model_id_of(model: InvGrayNet) -> str:
-    """The id recorded at load time, else computed from the weights."""
+    """The id recorded at load time, else computed from the weights (a network without
+    entropy tables: format 1)."""
     return getattr(model, "model_id", None) or weights_id(model.state_dict())

@@ -24,11 +24,10 @@ import invgray_cli.inference as inference
 import invgray_cli.tiling as tiling
 from invgray_cli.batcher import NetworkBatcher
 from invgray_cli.cli import app
-from invgray_cli.codec import decode_array, encode
+from invgray_cli.codec import decode_array, encode, read_symbols
 from invgray_cli.container import read_residual
 from invgray_cli.gray import jpeg_round_trip, luma
 from invgray_cli.inference import psnr
-from invgray_cli.packing import unpack_symbols
 from invgray_cli.zoo import load_model
 
 DEVICE = os.environ.get("INVGRAY_TEST_DEVICE", "cuda")
@@ -40,8 +39,7 @@ pytestmark = [
 
 
 def _symbols(residual: bytes) -> np.ndarray:
-    header = read_residual(residual)
-    return unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
+    return read_symbols(read_residual(residual))
 
 
 def _assert_equal_up_to_float_order(have: np.ndarray, want: np.ndarray, share: float = 1e-3) -> None:

@@ -3,14 +3,20 @@ from __future__ import annotations
 import torch
 
 from invgray_cli.network import InvGrayNet
-from invgray_cli.zoo import default_model_id, known_model_ids, load_model, registry, weights_id
+from invgray_cli.zoo import (
+    combined_id, default_model_id, entropy_tables, format_version, known_model_ids, load_model, model_entry, registry,
+    weights_id,
+)
 
 
 def test_every_registered_model_loads_and_matches_its_id() -> None:
     for model_id in known_model_ids():
         model = load_model(model_id)
         assert isinstance(model, InvGrayNet)
-        assert weights_id(model.state_dict()) == model_id
+        entry = model_entry(model_id)
+        assert weights_id(model.state_dict()) == entry.get("network", model_id)
+        if format_version(model_id) == 2:  # the id covers the network and the entropy tables
+            assert combined_id(entry["network"], entropy_tables(model_id)) == model_id
         assert not model.training
 
 
