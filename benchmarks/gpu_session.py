@@ -60,9 +60,11 @@ NEVER_CARRIED = ("torch", "numpy", "nvidia", "triton")  # built for the image's 
 GPU_PYTHON = "3.12"
 GPU_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
                  "manylinux1_x86_64"]
-# Fine-tuning from the shipped model: batch 64 fills the GPU better than the CPU run's 16,
-# hence a lower peak learning rate than v1's 6e-4 start; lambda and steps as v1.
-DEFAULT_TRAIN_ARGS = ("--batch 64 --crop 128 --lr 2e-4 --warmup 0 --lmbda 2e-3 --step-range 0.5 4 "
+# Fine-tuning the shipped network on the code length of the shipped coder (format 2's tables,
+# learned along): batch 64 fills the GPU better than the CPU run's 16, hence a lower peak
+# learning rate than v1's 6e-4 start; lambda and step range as v1.
+DEFAULT_TRAIN_ARGS = ("--batch 64 --crop 128 --lr 2e-4 --warmup 1 --lmbda 2e-3 --step-range 0.5 4 "
+                      "--rate tables --tables models/invgray-v1.1.entropy.npz "
                       "--steps 1000000 --val-every 1000000000 --seed 1")
 STAGES = ("environment", "install", "tests", "cross-device", "speed", "train")
 
@@ -428,14 +430,16 @@ def collect(args: argparse.Namespace) -> None:
     keep = REPO / "runs" / "gpu" / "last.pt"  # prepare --checkpoint takes it to the next session
     keep.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(checkpoint, keep)
-    log = results / "train" / "log.jsonl"
-    if log.is_file():
-        shutil.copy2(log, keep.with_name("log.jsonl"))
+    for name in ("log.jsonl", "tables.entropy.npz"):
+        if (results / "train" / name).is_file():
+            shutil.copy2(results / "train" / name, keep.with_name(name))
     print(f"\ncheckpoint kept as {keep}; validation on {args.val}:\n")
     sys.path.insert(0, str(REPO))
     from invgray_cli.validation import main as validation_main
 
-    validation_main([str(keep), *map(str, args.against), "--val", str(args.val)])
+    tables = keep.with_name("tables.entropy.npz")
+    coded_by = ["--tables", str(tables), *[str(args.against_tables)] * len(args.against)] if tables.is_file() else []
+    validation_main([str(keep), *map(str, args.against), "--val", str(args.val), *coded_by])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -483,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("results", type=Path, help="the session's OUT folder as it came back")
     c.add_argument("--val", type=Path, default=SHARED / "val" / "cbsd68")
     c.add_argument("--against", type=Path, nargs="*", default=[REPO / "models" / "invgray-v1.pt"])
+    c.add_argument("--against-tables", type=Path, default=REPO / "models" / "invgray-v1.1.entropy.npz",
+                   help="tables that code --against (format 2 bytes), when the session trained tables")
 
     args = parser.parse_args(argv)
     if args.command == "prepare":

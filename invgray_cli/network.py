@@ -223,9 +223,11 @@ class InvGrayNet(nn.Module):
         return self.decoder(gray, self.transform.inverse(symbols * step), self.chroma_gain)
 
     def forward(self, rgb: torch.Tensor, gray: torch.Tensor, step: float = 1.0) -> dict[str, torch.Tensor]:
-        gated, gate = self.analyse(rgb, gray, step)
+        latent = self.transform(self.encoder(rgb, gray, self.chroma_gain)) / step
+        gated, gate = self.gate(latent)
         symbols = gated + (torch.round(gated) - gated).detach()
-        return {"rgb": self.synthesise(gray, symbols, step), "symbols": symbols, "gated": gated, "gate": gate}
+        return {"rgb": self.synthesise(gray, symbols, step), "symbols": symbols, "gated": gated, "gate": gate,
+                "latent": latent}
 
     def multiply_adds_per_pixel(self, height: int = 256, width: int = 256) -> float:
         """Counted by hooking every convolution on a probe input."""

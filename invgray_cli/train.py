@@ -118,10 +118,11 @@ def batch_loader(sampler: CropSampler, first: int, args: argparse.Namespace,
 
 
 def save_checkpoint(path: Path, model: InvGrayNet, optimiser: torch.optim.Optimizer, step: int,
-                    best: float, args: argparse.Namespace) -> None:
+                    best: float, args: argparse.Namespace, tables: torch.nn.Module | None = None) -> None:
     tmp = path.with_name(path.name + ".part")
     torch.save({
         "model": model.state_dict(),
+        "tables": tables.state_dict() if tables is not None else None,
         "config": model.cfg.to_dict(),
         "optimiser": optimiser.state_dict(),
         "step": step,
@@ -209,6 +210,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-sep", action="store_true",
                         help="ablation: freeze every SEP threshold at 0.5 step, i.e. plain rounding "
                              "with no learned dead zone (same architecture and rate term)")
+    parser.add_argument("--rate", choices=("proxy", "tables"), default="proxy",
+                        help="rate term: 'proxy' (format 1's zstd-calibrated estimate) or 'tables' (the "
+                             "code length of format 2's context tables, learned with the network and frozen "
+                             "into OUT/tables.entropy.npz at every save)")
+    parser.add_argument("--tables", type=Path, help="with --rate tables: start the tables from this .entropy.npz")
     parser.add_argument("--spike-factor", type=float, default=5.0,
                         help="skip batches whose loss exceeds this multiple of the running loss")
     args = parser.parse_args(argv)
@@ -226,12 +232,21 @@ def main(argv: list[str] | None = None) -> None:
         grow_from(model, args.init)
     if args.no_sep:
         model.gate.freeze_threshold(0.5)
-    optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
+    tables = None
+    if args.rate == "tables":
+        from .entropy import EntropyTables, learned_tables_module
+
+        initial = EntropyTables.load(args.tables) if args.tables else None
+        tables = learned_tables_module(initial, model.cfg.symbol_planes, model.cfg.transform_block ** 2).to(device)
+    parameters = list(model.parameters()) + (list(tables.parameters()) if tables is not None else [])
+    optimiser = torch.optim.Adam(parameters, lr=args.lr)
     step, best = 0, math.inf
     last = args.out / "last.pt"
     if args.resume and last.exists():
         ckpt = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(ckpt["model"])
+        if tables is not None and ckpt.get("tables") is not None:
+            tables.load_state_dict(ckpt["tables"])
         optimiser.load_state_dict(ckpt["optimiser"])
         step, best = ckpt["step"], ckpt["best"]
         torch.set_rng_state(ckpt["torch_rng"])
@@ -259,14 +274,26 @@ def main(argv: list[str] | None = None) -> None:
 
     def save_last() -> None:
         nonlocal last_save
-        save_checkpoint(last, model, optimiser, step, best, args)
+        save_checkpoint(last, model, optimiser, step, best, args, tables)
+        if tables is not None:
+            frozen = args.out / "tables.entropy.npz"
+            tables.freeze().save(frozen.with_name(frozen.name + ".part"))
+            frozen.with_name(frozen.name + ".part").replace(frozen)
         last_save = time.time()
 
     def run_validation() -> None:
         nonlocal best
         scores = []
+        coder = None
+        if tables is not None:  # real bytes of the tables as they would be frozen now
+            from .entropy import encode_symbols
+
+            frozen = tables.freeze()
+
+            def coder(symbols: np.ndarray, q_step: float) -> int:
+                return len(encode_symbols(symbols, q_step, frozen))
         for q_step in args.val_steps:
-            metrics = validate(model, val_images, args.val_quality, q_step)
+            metrics = validate(model, val_images, args.val_quality, q_step, coder)
             scores.append(rd_score(metrics, args.lmbda))
             print(f"val step {step} q_step {q_step:g} psnr {metrics['val_psnr']:.3f} bpp {metrics['val_bpp']:.4f} "
                   f"proxy_bpp {metrics['val_proxy_bpp']:.4f}", flush=True)
@@ -279,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         log.flush()
         save_last()
         if improved:
-            save_checkpoint(args.out / "best.pt", model, optimiser, step, best, args)
+            save_checkpoint(args.out / "best.pt", model, optimiser, step, best, args, tables)
 
     out_of_time = False
     for rgb, gray, q_step in batch_loader(sampler, step, args, device):
@@ -292,7 +319,11 @@ def main(argv: list[str] | None = None) -> None:
         rgb, gray = rgb.to(device, non_blocking=True), gray.to(device, non_blocking=True)
         out = model(rgb, gray, q_step)
         mse = torch.mean((out["rgb"] - rgb) ** 2)
-        bpp = estimated_bits(out["gated"], out["gate"]).mean() / (rgb.shape[2] * rgb.shape[3])
+        if tables is not None:
+            bits = tables.code_length(out["gated"], q_step, out["gate"], out["latent"])
+        else:
+            bits = estimated_bits(out["gated"], out["gate"])
+        bpp = bits.mean() / (rgb.shape[2] * rgb.shape[3])
         rate_weight = args.lmbda * min(1.0, step / max(1, args.warmup))
         loss = mse + rate_weight * bpp
         step += 1
@@ -316,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
             crops_per_second = (step - step_at_window) * args.batch / max(1e-9, time.time() - window_start)
             window.clear()
             window_start, step_at_window = time.time(), step
-            print(f"step {step} lr {lr:.2e} train_psnr {mean['psnr']:.2f} proxy_bpp {mean['bpp']:.4f} "
+            print(f"step {step} lr {lr:.2e} train_psnr {mean['psnr']:.2f} {args.rate}_bpp {mean['bpp']:.4f} "
                   f"nonzero {mean['nonzero']:.3f} {crops_per_second:.0f} crops/s ({elapsed():.0f}s)", flush=True)
             log.write(json.dumps({"step": step, **mean, "crops_per_s": crops_per_second, "time": elapsed()}) + "\n")
             log.flush()

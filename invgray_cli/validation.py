@@ -57,9 +57,11 @@ def rd_score(metrics: dict[str, float], lmbda: float) -> float:
 
 
 def score_model(model: InvGrayNet, images: list[np.ndarray], steps: tuple[float, ...] = DEFAULT_VAL_STEPS,
-                lmbda: float = DEFAULT_LMBDA, quality: int = DEFAULT_QUALITY) -> tuple[float, list[dict[str, float]]]:
+                lmbda: float = DEFAULT_LMBDA, quality: int = DEFAULT_QUALITY,
+                payload_bytes: Callable[[np.ndarray, float], int] | None = None,
+                ) -> tuple[float, list[dict[str, float]]]:
     """The checkpoint-selection score (mean over ``steps``) and the figures at each step."""
-    figures = [validate(model, images, quality, step) | {"q_step": step} for step in steps]
+    figures = [validate(model, images, quality, step, payload_bytes) | {"q_step": step} for step in steps]
     return float(np.mean([rd_score(f, lmbda) for f in figures])), figures
 
 
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lmbda", type=float, default=DEFAULT_LMBDA)
     parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--tables", type=Path, nargs="+", metavar="TABLES",
+                        help="format 2: count the range-coded bytes with these .entropy.npz tables, one per "
+                             "checkpoint (or one for all); without it, format 1's zstd bytes")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,9 +87,20 @@ def main(argv: list[str] | None = None) -> None:
     print("| checkpoint | training step | " + " | ".join(f"step {s:g}: PSNR dB / bpp" for s in args.val_steps)
           + " | score |")
     print("|---|---|" + "---|" * len(args.val_steps) + "---|")
-    for path in args.checkpoints:
+    tables = list(args.tables or [])
+    if tables and len(tables) not in (1, len(args.checkpoints)):
+        parser.error("--tables takes one file, or one per checkpoint")
+    for index, path in enumerate(args.checkpoints):
         model, blob = read_checkpoint(path)
-        score, figures = score_model(model, images, tuple(args.val_steps), args.lmbda, args.quality)
+        coder = None
+        if tables:
+            from .entropy import EntropyTables, encode_symbols
+
+            frozen = EntropyTables.load(tables[min(index, len(tables) - 1)])
+
+            def coder(symbols: np.ndarray, step: float, frozen: EntropyTables = frozen) -> int:
+                return len(encode_symbols(symbols, step, frozen))
+        score, figures = score_model(model, images, tuple(args.val_steps), args.lmbda, args.quality, coder)
         cells = " | ".join(f"{f['val_psnr']:.3f} / {f['val_bpp']:.4f}" for f in figures)
         print(f"| {path} | {blob.get('step', blob.get('checkpoint_step', '-'))} | {cells} | {score:.4e} |", flush=True)
 

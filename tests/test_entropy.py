@@ -134,3 +134,40 @@ def test_fitted_tables_are_normalised_and_favour_what_they_saw() -> None:
     assert (zero > tables.frequencies[3, :, :, HEAD + 5]).all()
     frequencies = quantise_frequencies(np.array([[0.0, 1e-12, 1.0]]))
     assert frequencies.sum() == 1 << 16 and frequencies.min() >= 1
+
+
+def test_training_rate_term_is_the_coded_size(tables: EntropyTables, sample_rgb: np.ndarray) -> None:
+    """The learnable tables' code length on rounded symbols equals the range coder's
+    bytes (up to the coder's final word), with the coder's own contexts."""
+    from invgray_cli.entropy import learned_tables_module, symbols_at_steps
+    from invgray_cli.gray import jpeg_round_trip, luma
+
+    module = learned_tables_module(tables, tables.planes, tables.planes_per_channel)
+    gray = jpeg_round_trip(luma(sample_rgb), 90)
+    for step, symbols in zip((1.0, 4.408), symbols_at_steps(load_model(), sample_rgb, gray, np.array([1.0, 4.408]))):
+        values = torch.tensor(symbols, dtype=torch.float32)[None]
+        contexts = module.contexts(values)[0].numpy()
+        magnitudes = np.abs(symbols.astype(np.int64))
+        assert all((contexts[p] == plane_context(magnitudes, p, 16)).all() for p in range(tables.planes))
+        estimate = float(module.code_length(values, step)[0])
+        coded = 8 * len(encode_symbols(symbols, step, tables))
+        assert coded - 64 <= estimate <= coded + 1, (estimate, coded)
+    values = (torch.tensor(symbols, dtype=torch.float32)[None] + 0.3).requires_grad_(True)
+    module.code_length(values, 2.0).sum().backward()
+    assert torch.isfinite(values.grad).all() and values.grad.abs().sum() > 0
+    refrozen = module.freeze()
+    assert np.abs(refrozen.frequencies.astype(np.int64) - tables.frequencies.astype(np.int64)).max() <= ALPHABET
+
+
+def test_the_dead_zone_hears_the_rate(tables: EntropyTables) -> None:
+    """With the gate and the latent, the rate term pushes SEP thresholds up (closing
+    entries saves bits); on the values alone it could not reach them."""
+    from invgray_cli.entropy import learned_tables_module
+    from invgray_cli.network import InvGrayNet
+
+    torch.manual_seed(0)
+    model = InvGrayNet().train()
+    module = learned_tables_module(tables, tables.planes, tables.planes_per_channel)
+    out = model(torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64), 0.05)
+    module.code_length(out["gated"], 0.05, out["gate"], out["latent"]).sum().backward()
+    assert (model.gate.raw_threshold.grad <= 0).all() and (model.gate.raw_threshold.grad < 0).any()

@@ -41,7 +41,7 @@ def test_rehearsal_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
          "--budget", "240", "--speed-batches", "1", "2", "--speed-precisions", "float32", "bfloat16",
          "--speed-repeat", "1", "--speed-jobs", "1", "--min-train-seconds", "5", "--train-seconds", "35",
          "--save-every", "3", "--workers", "1", "--site", str(tmp_path / "site"),
-         "--train-args", "--batch 2 --crop 64 --steps 1000000 --val-every 1000000000 --seed 1"],
+         "--train-args", gpu_session.DEFAULT_TRAIN_ARGS.replace("--batch 64 --crop 128", "--batch 2 --crop 64")],
         cwd=REPO, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -53,6 +53,7 @@ def test_rehearsal_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
     assert stages["speed"]["decoder float32 batch 2 MP/s"] > 0 and "bfloat16 PSNR change dB" in stages["speed"]
     assert stages["train"]["crops_per_s"] > 0 and stages["train"]["last_step"] > 0
     checkpoint = torch.load(out / "train" / "last.pt", weights_only=False)
+    assert checkpoint["tables"] is not None and (out / "train" / "tables.entropy.npz").is_file()
     assert checkpoint["step"] >= stages["train"]["last_step"]
     assert len(re.findall(r"\] stage [\w-]+: ", (out / "session.log").read_text())) == len(gpu_session.STAGES)
     # every file the device would bring back: at most 8, two folders deep, none over 16 MiB

@@ -117,3 +117,22 @@ def test_batches_do_not_depend_on_loader_workers_or_resume_point(tmp_path: Path)
     for (rgb_a, _, step_a), (rgb_b, _, step_b) in zip(in_loop[4:], resumed):
         assert torch.equal(rgb_a, rgb_b) and step_a == step_b
     assert not torch.equal(in_loop[0][0], in_loop[1][0])
+
+
+def test_training_on_the_tables_code_length_writes_frozen_tables(tmp_path: Path) -> None:
+    from invgray_cli.entropy import EntropyTables, encode_symbols
+
+    data = _photos(tmp_path / "train", 2, (96, 112))
+    val = _photos(tmp_path / "val", 1, (70, 90))
+    threads = torch.get_num_threads()
+    try:
+        main(["--data", str(data), "--val", str(val), "--out", str(tmp_path / "run"), "--crop", "64", "--batch", "2",
+              "--steps", "2", "--val-every", "2", "--val-steps", "2", "--threads", "1", "--device", "cpu",
+              "--rate", "tables", "--init", "models/invgray-v1.pt", "--tables", "models/invgray-v1.1.entropy.npz"])
+    finally:
+        torch.set_num_threads(threads)
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert checkpoint["tables"] is not None
+    frozen = EntropyTables.load(tmp_path / "run" / "tables.entropy.npz")
+    symbols = np.zeros((frozen.planes, 2, 3), np.int32)
+    assert len(encode_symbols(symbols, 2.0, frozen)) > 0
