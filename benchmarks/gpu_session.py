@@ -57,6 +57,9 @@ ON_GPU_IMAGE = ("torch", "numpy", "nvidia", "triton", "pillow", "typer", "rich",
                 "typing-extensions", "attrs", "sortedcontainers", "scikit-image", "matplotlib", "onnx",
                 "onnxruntime", "fsspec")
 NEVER_CARRIED = ("torch", "numpy", "nvidia", "triton")  # built for the image's CUDA
+# Optional at run time and unused by the session's stages: jpeglib (22 MiB of wheel) only keeps a
+# JPEG input's own luma, and invgray re-encodes the luma, with a note, where it is missing.
+NOT_NEEDED_THERE = ("jpeglib",)
 GPU_PYTHON = "3.12"
 GPU_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
                  "manylinux1_x86_64"]
@@ -70,9 +73,11 @@ STAGES = ("environment", "install", "tests", "cross-device", "speed", "train")
 
 
 def requirements() -> list[str]:
-    """Core and test requirements of pyproject.toml (the session runs the tests)."""
+    """Core and test requirements of pyproject.toml (the session runs the tests), less
+    the optional ones no stage uses."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return list(project["dependencies"]) + list(project["optional-dependencies"].get("test", []))
+    wanted = list(project["dependencies"]) + list(project["optional-dependencies"].get("test", []))
+    return [r for r in wanted if _name(r) not in NOT_NEEDED_THERE]
 
 
 def _name(requirement: str) -> str:

@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per image; the median counts")
     parser.add_argument("--quality", type=int, default=90)
+    parser.add_argument("--model", help="bundled model id (default: the default model), e.g. 2fdd49ce27575cc9 "
+                        "for invgray-v1's format-1 files")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="batch sizes for network throughput")
     parser.add_argument("--precision", nargs="+", default=["float32"], choices=sorted(PRECISIONS),
                         help="decoder precisions for the network throughput table")
@@ -91,8 +93,8 @@ def main() -> None:
     if args.cli_only:
         cli_timings(files, args)
         return
-    model = load_model(device=device)  # torch: multiply-adds, batched throughput, float16
-    engine = engine_for(device=args.device)  # the product engine
+    model = load_model(args.model, device=device)  # torch: multiply-adds, batched throughput, float16
+    engine = engine_for(args.model, device=args.device)  # the product engine
     step = level_step(model.model_id, "default")
 
     stages: dict[str, list[float]] = {}
