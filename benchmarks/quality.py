@@ -3,16 +3,19 @@ table and a plot.
 
     python benchmarks/quality.py [FOLDER] [--grays 50 75 90 png] [--levels low default high max]
                                  [--plot rd.png] [--ablation SEP.pt NOSEP.pt]
+                                 [--reference MODEL_ID|none]
 
 FOLDER defaults to ../shared/data/test/kodak24. For each gray setting (JPEG quality
 or lossless PNG) it runs the product path (``invgray_cli.encode`` then ``decode``) on
 every image at each rate level and prints mean RGB PSNR (8-bit, per image then
-averaged), mean SSIM, and mean gray / residual / total bits per pixel (file bytes x 8
-/ pixels). Beside them:
+averaged), mean SSIM, mean CIEDE2000 colour difference (scikit-image's
+``deltaE_ciede2000`` on ``rgb2lab``: mean over pixels, then over images; lower is
+better) and mean gray / residual / total bits per pixel (file bytes x 8 / pixels).
+Beside them:
 
 * ``colour JPEG @ same total``: a Pillow colour JPEG (4:2:0, optimised Huffman
   tables, the same encoder settings as the gray) interpolated, per image, to the
-  pair's total bpp: its PSNR / SSIM there;
+  pair's total bpp: its PSNR / SSIM / CIEDE2000 there;
 * ``saving vs colour JPEG``: 1 - (gray + residual bytes) / (the colour JPEG bytes
   that reach the pair's PSNR, per image, interpolated; summed over the folder), so
   positive means the pair is smaller;
@@ -23,8 +26,14 @@ averaged), mean SSIM, and mean gray / residual / total bits per pixel (file byte
 
 SSIM is scikit-image's ``structural_similarity`` with the standard Gaussian window
 (sigma 1.5, population covariance, as in Wang et al. 2004), per RGB channel, averaged.
-``--plot`` writes residual bpp vs PSNR per gray setting and total bpp vs PSNR against
-colour JPEG (needs matplotlib). ``--ablation`` takes two training checkpoints (with
+``--reference`` (default ``2fdd49ce27575cc9``, invgray-v1) encodes and decodes the
+same images at the same steps (the default model's levels and the curve steps) with
+that model and prints, per gray setting, both models' residual sizes step by step and
+the Bjontegaard delta rate of the default model's residual against the reference's
+(BD-rate, %: negative means fewer residual bytes at equal PSNR) with the BD-PSNR (dB
+at equal residual rate); ``--reference none`` skips it.
+``--plot`` writes residual bpp vs PSNR per gray setting (the reference dashed) and
+total bpp vs PSNR against colour JPEG (needs matplotlib). ``--ablation`` takes two training checkpoints (with
 and without the SEP layer) and prints their rate-distortion points at gray q90.
 Needs the ``bench`` extra: ``pip install -e '.[bench]'``.
 """
@@ -43,6 +52,7 @@ import torch
 from PIL import Image
 
 try:
+    from skimage.color import deltaE_ciede2000, rgb2lab
     from skimage.metrics import structural_similarity
 except ImportError:  # the benchmark extra, not a runtime dependency
     raise SystemExit("benchmarks/quality.py needs scikit-image and matplotlib: pip install -e '.[bench]'") from None
@@ -57,12 +67,13 @@ from invgray_cli.network import InvGrayNet  # noqa: E402
 from invgray_cli.codec import read_symbols  # noqa: E402
 from invgray_cli.train import read_checkpoint  # noqa: E402
 from invgray_cli.zoo import levels as model_levels  # noqa: E402
-from invgray_cli.zoo import load_model, model_id_of  # noqa: E402
+from invgray_cli.zoo import load_model, model_id_of, registry  # noqa: E402
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 COLOUR_JPEG_QUALITIES = sorted(set(range(5, 101, 5)) | set(range(86, 101)))
 CLASSICAL_FACTORS = (8, 4)
+REFERENCE_MODEL = "2fdd49ce27575cc9"  # invgray-v1: the same network, residual format 1 (zstd)
 
 
 def load_folder(folder: Path) -> list[tuple[str, np.ndarray]]:
@@ -77,11 +88,65 @@ def ssim(restored: np.ndarray, original: np.ndarray) -> float:
                                        gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
 
 
+def ciede2000(restored: np.ndarray, original: np.ndarray, original_lab: np.ndarray | None = None) -> float:
+    """Mean CIEDE2000 colour difference over the pixels (8-bit sRGB, D65); lower is better."""
+    lab = rgb2lab(original) if original_lab is None else original_lab
+    return float(np.mean(deltaE_ciede2000(lab, rgb2lab(restored))))
+
+
+def _bd_fit_integral(x: np.ndarray, y: np.ndarray, low: float, high: float) -> float:
+    """Integral over [low, high] of the cubic least-squares fit of y as a function of x."""
+    antiderivative = np.polyint(np.polyfit(x, y, 3))
+    return float(np.polyval(antiderivative, high) - np.polyval(antiderivative, low))
+
+
+def bd_rate(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
+    """Bjontegaard delta rate in %: the test curve's mean rate difference against the
+    reference at equal PSNR (negative: the test needs fewer bits).
+
+    Standard Bjontegaard (VCEG-M33): log(rate) is fitted as a cubic polynomial of
+    PSNR for each curve, both fits are integrated over the PSNR interval the two
+    curves share, and the mean difference d gives exp(d) - 1. Each curve needs at
+    least four points; rates may be in any unit, the same for both.
+
+    >>> psnr = [30.0, 32.0, 34.0, 36.0, 38.0]
+    >>> round(bd_rate([0.01, 0.02, 0.04, 0.08, 0.16], psnr, [0.008, 0.016, 0.032, 0.064, 0.128], psnr), 6)
+    -20.0
+    """
+    log_ref, log_test = np.log(np.asarray(rate_ref, float)), np.log(np.asarray(rate_test, float))
+    psnr_ref, psnr_test = np.asarray(psnr_ref, float), np.asarray(psnr_test, float)
+    low, high = max(psnr_ref.min(), psnr_test.min()), min(psnr_ref.max(), psnr_test.max())
+    if not high > low:
+        raise ValueError("the two curves share no PSNR interval")
+    mean_difference = (_bd_fit_integral(psnr_test, log_test, low, high)
+                       - _bd_fit_integral(psnr_ref, log_ref, low, high)) / (high - low)
+    return float(100.0 * (np.exp(mean_difference) - 1.0))
+
+
+def bd_psnr(rate_ref, psnr_ref, rate_test, psnr_test) -> float:
+    """Bjontegaard delta PSNR in dB: the test curve's mean PSNR difference against the
+    reference at equal rate (positive: the test is better), from cubic fits of PSNR as
+    a function of log(rate) integrated over the shared log-rate interval.
+
+    >>> rate = [0.01, 0.02, 0.04, 0.08, 0.16]
+    >>> round(bd_psnr(rate, [30.0, 32.5, 34.0, 36.0, 37.0], rate, [30.5, 33.0, 34.5, 36.5, 37.5]), 6)
+    0.5
+    """
+    log_ref, log_test = np.log(np.asarray(rate_ref, float)), np.log(np.asarray(rate_test, float))
+    psnr_ref, psnr_test = np.asarray(psnr_ref, float), np.asarray(psnr_test, float)
+    low, high = max(log_ref.min(), log_test.min()), min(log_ref.max(), log_test.max())
+    if not high > low:
+        raise ValueError("the two curves share no rate interval")
+    return float((_bd_fit_integral(log_test, psnr_test, low, high)
+                  - _bd_fit_integral(log_ref, psnr_ref, low, high)) / (high - low))
+
+
 @dataclass
 class Point:
     """One image's result: quality and bytes."""
     psnr: float
     ssim: float
+    ciede: float
     gray_bytes: int
     side_bytes: int
     pixels: int
@@ -94,6 +159,7 @@ class Point:
 @dataclass
 class Row:
     points: list[Point] = field(default_factory=list)
+    same_pixels: int = 0  # reference rows: images whose restored pixels equal the model's
 
     def mean(self, attribute: str) -> float:
         return float(np.mean([getattr(p, attribute) for p in self.points]))
@@ -108,22 +174,27 @@ class ColourJpegCurve:
     bpp: np.ndarray
     psnr: np.ndarray
     ssim: np.ndarray
+    ciede: np.ndarray
 
     @classmethod
-    def measure(cls, rgb: np.ndarray) -> ColourJpegCurve:
+    def measure(cls, rgb: np.ndarray, lab: np.ndarray | None = None) -> ColourJpegCurve:
         pixels = rgb.shape[0] * rgb.shape[1]
+        lab = rgb2lab(rgb) if lab is None else lab
         rows = []
         for quality in COLOUR_JPEG_QUALITIES:
             buffer = io.BytesIO()
             Image.fromarray(rgb).save(buffer, "JPEG", quality=quality, subsampling="4:2:0", optimize=True)
             decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-            rows.append((buffer.tell() * 8 / pixels, psnr(decoded, rgb), ssim(decoded, rgb)))
-        # in quality order; the running maxima keep the curves monotonic for interpolation
-        bpp, p, s = (np.maximum.accumulate(np.array(c)) for c in zip(*rows))
-        return cls(bpp, p, s)
+            rows.append((buffer.tell() * 8 / pixels, psnr(decoded, rgb), ssim(decoded, rgb), ciede2000(decoded, rgb, lab)))
+        # in quality order; the running maxima (minima for the colour difference) keep
+        # the curves monotonic for interpolation
+        columns = [np.array(c) for c in zip(*rows)]
+        bpp, p, s = (np.maximum.accumulate(c) for c in columns[:3])
+        return cls(bpp, p, s, np.minimum.accumulate(columns[3]))
 
-    def at_bpp(self, bpp: float) -> tuple[float, float]:
-        return float(np.interp(bpp, self.bpp, self.psnr)), float(np.interp(bpp, self.bpp, self.ssim))
+    def at_bpp(self, bpp: float) -> tuple[float, float, float]:
+        return (float(np.interp(bpp, self.bpp, self.psnr)), float(np.interp(bpp, self.bpp, self.ssim)),
+                float(np.interp(bpp, self.bpp, self.ciede)))
 
     def bpp_for_psnr(self, target: float) -> tuple[float, bool]:
         """Bits per pixel colour JPEG needs for ``target`` dB; False when even q100 falls
@@ -162,39 +233,56 @@ def gray_label(setting: str) -> str:
     return "PNG" if setting == "png" else f"q{setting}"
 
 
-def run_gray_setting(images: list[tuple[str, np.ndarray]], setting: str, steps: dict[str, float],
-                     chroma_qualities: list[int], model: InvGrayNet, device: torch.device) -> dict[str, Row]:
+def run_gray_setting(images: list[tuple[str, np.ndarray]], labs: list[np.ndarray], setting: str,
+                     steps: dict[str, float], chroma_qualities: list[int], model: InvGrayNet, device: torch.device,
+                     reference: InvGrayNet | None = None) -> tuple[dict[str, Row], dict[str, Row]]:
+    """The table's rows, and the reference model's rows at the same steps (empty without one)."""
     rows: dict[str, Row] = {}
+    reference_rows: dict[str, Row] = {}
     options = gray_options(setting)
     zero_step = steps.get("default", next(iter(steps.values())))
-    for _, rgb in images:
+    for (_, rgb), lab in zip(images, labs):
         pixels = rgb.shape[0] * rgb.shape[1]
+
+        def point(restored: np.ndarray, gray: int, side: int) -> Point:
+            return Point(psnr(restored, rgb), ssim(restored, rgb), ciede2000(restored, rgb, lab), gray, side, pixels)
+
         gray_bytes = b""
         for name, step in steps.items():
             encoded = encode(rgb, step=step, device=device, model=model, **options)
             restored = decode_array(encoded.gray, encoded.residual, device=device, model=model)
             gray_bytes = encoded.gray
-            rows.setdefault(name, Row()).points.append(
-                Point(psnr(restored, rgb), ssim(restored, rgb), len(encoded.gray), len(encoded.residual), pixels))
+            measured = point(restored, len(encoded.gray), len(encoded.residual))
+            rows.setdefault(name, Row()).points.append(measured)
+            if reference is not None:
+                theirs = encode(rgb, step=step, device=device, model=reference, **options)
+                restored_ref = decode_array(theirs.gray, theirs.residual, device=device, model=reference)
+                same = np.array_equal(restored_ref, restored)  # same network and step: the same pixels
+                if same:
+                    ref_point = Point(measured.psnr, measured.ssim, measured.ciede, len(theirs.gray),
+                                      len(theirs.residual), pixels)
+                else:
+                    ref_point = point(restored_ref, len(theirs.gray), len(theirs.residual))
+                reference_row = reference_rows.setdefault(name, Row())
+                reference_row.points.append(ref_point)
+                reference_row.same_pixels += same
         decoded_gray = decode_gray(gray_bytes)
         zeros = np.zeros(symbol_shape(model, *decoded_gray.shape), np.int32)
         blank = synthesise_image(model, decoded_gray, zeros, zero_step, device)
-        rows.setdefault("zero residual", Row()).points.append(
-            Point(psnr(blank, rgb), ssim(blank, rgb), len(gray_bytes), 0, pixels))
+        rows.setdefault("zero residual", Row()).points.append(point(blank, len(gray_bytes), 0))
         for factor in CLASSICAL_FACTORS:
             for cq in chroma_qualities:
                 split, side = classical_split(rgb, gray_bytes, factor, cq)
-                rows.setdefault(f"classical x{factor} q{cq}", Row()).points.append(
-                    Point(psnr(split, rgb), ssim(split, rgb), len(gray_bytes), side, pixels))
+                rows.setdefault(f"classical x{factor} q{cq}", Row()).points.append(point(split, len(gray_bytes), side))
         bound = exact_chroma(rgb, gray_bytes)
-        rows.setdefault("bound: exact chroma", Row()).points.append(
-            Point(psnr(bound, rgb), ssim(bound, rgb), len(gray_bytes), 0, pixels))
-    return rows
+        rows.setdefault("bound: exact chroma", Row()).points.append(point(bound, len(gray_bytes), 0))
+    return rows, reference_rows
 
 
-def versus_colour_jpeg(row: Row, curves: list[ColourJpegCurve]) -> tuple[float, float, float, int]:
-    """Colour JPEG PSNR / SSIM at the row's total bpp, the pair's byte saving in % against
-    colour JPEG at the same PSNR, and how many images colour JPEG could not match at all."""
+def versus_colour_jpeg(row: Row, curves: list[ColourJpegCurve]) -> tuple[float, float, float, float, int]:
+    """Colour JPEG PSNR / SSIM / CIEDE2000 at the row's total bpp, the pair's byte saving
+    in % against colour JPEG at the same PSNR, and how many images colour JPEG could not
+    match at all."""
     at_same_bpp = [curve.at_bpp(point.total_bpp) for point, curve in zip(row.points, curves)]
     pair_bits, jpeg_bits, unreachable = 0.0, 0.0, 0
     for point, curve in zip(row.points, curves):
@@ -203,8 +291,8 @@ def versus_colour_jpeg(row: Row, curves: list[ColourJpegCurve]) -> tuple[float, 
         jpeg_bits += bpp * point.pixels
         unreachable += not reachable
     saving = 100.0 * (1.0 - pair_bits / jpeg_bits)
-    return (float(np.mean([p for p, _ in at_same_bpp])), float(np.mean([s for _, s in at_same_bpp])),
-            saving, unreachable)
+    return (float(np.mean([p for p, _, _ in at_same_bpp])), float(np.mean([s for _, s, _ in at_same_bpp])),
+            float(np.mean([d for _, _, d in at_same_bpp])), saving, unreachable)
 
 
 def print_table(setting: str, rows: dict[str, Row], level_names: list[str], curves: list[ColourJpegCurve]) -> None:
@@ -215,13 +303,37 @@ def print_table(setting: str, rows: dict[str, Row], level_names: list[str], curv
         residual = row.bpp("side_bytes")
         has_side = invgray or name.startswith("classical")
         if has_side:
-            jpeg_psnr, jpeg_ssim, saving, unreachable = versus_colour_jpeg(row, curves)
+            jpeg_psnr, jpeg_ssim, jpeg_ciede, saving, unreachable = versus_colour_jpeg(row, curves)
             note = f" ({unreachable} beyond q100)" if unreachable else ""
-            versus = f" {jpeg_psnr:.2f} / {jpeg_ssim:.4f} | {saving:+.1f} %{note} |"
+            versus = f" {jpeg_psnr:.2f} / {jpeg_ssim:.4f} / {jpeg_ciede:.3f} | {saving:+.1f} %{note} |"
         else:
             versus = " - | - |"
-        print(f"| {label} | {method} | {row.mean('psnr'):.2f} | {row.mean('ssim'):.4f} | {row.bpp('gray_bytes'):.3f} | "
+        print(f"| {label} | {method} | {row.mean('psnr'):.2f} | {row.mean('ssim'):.4f} | {row.mean('ciede'):.3f} | "
+              f"{row.bpp('gray_bytes'):.3f} | "
               f"{f'{residual:.4f}' if has_side else '-'} | {row.mean('total_bpp'):.3f} |{versus}")
+
+
+def reference_report(setting: str, rows: dict[str, Row], reference_rows: dict[str, Row],
+                     steps: dict[str, float]) -> tuple[float, float, int, int]:
+    """Print both models' residual sizes step by step for one gray setting; return
+    (BD-rate %, BD-PSNR dB) of the model against the reference over those steps and
+    how many of the decoded images were pixel-identical to the model's, out of how many."""
+    label = gray_label(setting)
+    ours = [(rows[name].bpp("side_bytes"), rows[name].mean("psnr")) for name in reference_rows]
+    theirs = [(reference_rows[name].bpp("side_bytes"), reference_rows[name].mean("psnr")) for name in reference_rows]
+    for name, (bpp, p), (ref_bpp, ref_p) in zip(reference_rows, ours, theirs):
+        print(f"| {label} | {steps[name]:g} | {name.replace('curve ', 'step ')} | {p:.2f} | {ref_p:.2f} | "
+              f"{bpp:.4f} | {ref_bpp:.4f} | {100 * (bpp / ref_bpp - 1):+.1f} % |")
+    rate, quality = zip(*ours)
+    ref_rate, ref_quality = zip(*theirs)
+    same = sum(row.same_pixels for row in reference_rows.values())
+    total = sum(len(row.points) for row in reference_rows.values())
+    return bd_rate(ref_rate, ref_quality, rate, quality), bd_psnr(ref_rate, ref_quality, rate, quality), same, total
+
+
+def model_name(model_id: str) -> str:
+    """``invgray-v1.1 (5799d2c424f99bd3)``: the registry's name and the id."""
+    return f"{registry()['models'].get(model_id, {}).get('name', 'invgray')} ({model_id})"
 
 
 def load_checkpoint(path: Path) -> InvGrayNet:
@@ -273,7 +385,8 @@ def print_ablation(results: dict[str, list[tuple[float, float, float, float, flo
 
 
 def write_plot(path: Path, folder: Path, results: dict[str, dict[str, Row]], level_names: list[str],
-               curves: list[ColourJpegCurve], ablation: dict | None) -> None:
+               curves: list[ColourJpegCurve], ablation: dict | None, model_label: str = "invgray",
+               references: dict[str, dict[str, Row]] | None = None, reference_label: str = "reference") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,7 +409,10 @@ def write_plot(path: Path, folder: Path, results: dict[str, dict[str, Row]], lev
     for ax, setting in zip(flat, settings):
         rows = results[setting]
         x, y = invgray_curve(rows)
-        ax.plot(x, y, "o-", color="C3", label="invgray")
+        ax.plot(x, y, "o-", color="C3", label=model_label)
+        if references and references.get(setting):
+            rx, ry = invgray_curve(references[setting])
+            ax.plot(rx, ry, "o--", color="C1", markersize=4, label=reference_label)
         for name in level_names:
             ax.annotate(name, (rows[name].bpp("side_bytes"), rows[name].mean("psnr")), textcoords="offset points",
                         xytext=(4, -10), fontsize=8)
@@ -360,6 +476,9 @@ def main() -> None:
     parser.add_argument("--ablation", type=Path, nargs=2, metavar=("SEP_CKPT", "NOSEP_CKPT"),
                         help="training checkpoints with and without the SEP layer")
     parser.add_argument("--ablation-steps", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0])
+    parser.add_argument("--reference", default=REFERENCE_MODEL, metavar="MODEL_ID",
+                        help="bundled model to compare the residual against at the same steps "
+                             f"(BD-rate; default {REFERENCE_MODEL}, invgray-v1); 'none' skips it")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
@@ -368,26 +487,50 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     model = load_model(device=device)
+    reference = None
+    if args.reference.lower() != "none":
+        if args.reference == model.model_id:
+            print(f"--reference {args.reference} is the default model itself: skipped", file=sys.stderr)
+        else:
+            reference = load_model(args.reference, device=device)
     named = model_levels(model.model_id)
     args.levels = args.levels or list(named)
     steps = {name: named[name] for name in args.levels} | {f"curve {s:g}": s for s in args.curve_steps}
     images = load_folder(args.folder)
     level_text = ", ".join(f"{name} = step {named[name]:g}" for name in args.levels)
-    print(f"{args.folder}: {len(images)} images; model {model.model_id} ({level_text}); device {device}\n")
+    reference_text = f"; reference {reference.model_id}, same steps" if reference is not None else ""
+    print(f"{args.folder}: {len(images)} images; model {model.model_id} ({level_text}){reference_text}; "
+          f"device {device}\n")
 
     started = time.perf_counter()
-    curves = [ColourJpegCurve.measure(rgb) for _, rgb in images]
+    labs = [rgb2lab(rgb) for _, rgb in images]
+    curves = [ColourJpegCurve.measure(rgb, lab) for (_, rgb), lab in zip(images, labs)]
     print(f"<!-- colour JPEG curves: {time.perf_counter() - started:.0f}s -->", file=sys.stderr)
-    header = ("| gray | method | RGB PSNR dB | SSIM | gray bpp | residual bpp | total bpp | "
-              "colour JPEG @ same total: PSNR / SSIM | saving vs colour JPEG @ same PSNR |")
+    header = ("| gray | method | RGB PSNR dB | SSIM | CIEDE2000 | gray bpp | residual bpp | total bpp | "
+              "colour JPEG @ same total: PSNR / SSIM / CIEDE2000 | saving vs colour JPEG @ same PSNR |")
     print(header)
     print("|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|")
-    results = {}
+    results, references = {}, {}
     for setting in args.grays:
         started = time.perf_counter()
-        results[setting] = run_gray_setting(images, setting, steps, args.chroma_qualities, model, device)
+        results[setting], references[setting] = run_gray_setting(
+            images, labs, setting, steps, args.chroma_qualities, model, device, reference)
         print_table(setting, results[setting], args.levels, curves)
         print(f"<!-- gray {setting}: {time.perf_counter() - started:.0f}s -->", file=sys.stderr)
+
+    if reference is not None:
+        print(f"\n### Residual: {model.model_id} against reference {reference.model_id} (same steps)\n")
+        print(f"| gray | step | point | PSNR dB | reference PSNR dB | residual bpp | reference residual bpp | "
+              f"residual bytes vs reference |")
+        print("|---|---|---|---|---|---|---|---|")
+        bd = {setting: reference_report(setting, results[setting], references[setting], steps)
+              for setting in args.grays}
+        print(f"\nBjontegaard deltas of {model.model_id} against {reference.model_id}, residual bpp vs RGB PSNR "
+              f"over the {len(steps)} steps (cubic fits, shared interval):")
+        for setting, (rate, gain, same, total) in bd.items():
+            print(f"- gray {gray_label(setting)}: BD-rate {rate:+.2f} % (residual bytes at equal PSNR), "
+                  f"BD-PSNR {gain:+.3f} dB (at equal residual rate); decoded pixels identical to the "
+                  f"reference's in {same} of {total} files")
 
     jpeg_psnr = np.mean([c.psnr for c in curves], axis=0)
     jpeg_bpp = np.mean([c.bpp for c in curves], axis=0)
@@ -400,7 +543,9 @@ def main() -> None:
         ablation = run_ablation(images, args.ablation, args.ablation_steps, device)
         print_ablation(ablation)
     if args.plot:
-        write_plot(args.plot, args.folder, results, args.levels, curves, ablation)
+        write_plot(args.plot, args.folder, results, args.levels, curves, ablation,
+                   model_label=model_name(model.model_id), references=references if reference is not None else None,
+                   reference_label=model_name(reference.model_id) if reference is not None else "reference")
 
 
 if __name__ == "__main__":
