@@ -1,4 +1,4 @@
-"""The Bjontegaard deltas in benchmarks/quality.py on synthetic curves whose answer is known."""
+"""The Bjontegaard deltas (benchmarks/bjontegaard.py) on synthetic curves whose answer is known."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import doctest
 import numpy as np
 import pytest
 
-pytest.importorskip("skimage")  # benchmarks/quality.py needs the bench extra
-
-from benchmarks import quality  # noqa: E402
-from benchmarks.quality import bd_psnr, bd_rate  # noqa: E402
+from benchmarks import bjontegaard
+from benchmarks.bjontegaard import bd_psnr, bd_rate
 
 # an invgray-like curve: residual bpp against RGB PSNR, not a polynomial of either
 RATE = np.array([0.0049, 0.0085, 0.0149, 0.0261, 0.0440, 0.0695, 0.1078, 0.1281, 0.1483])
@@ -49,5 +47,5 @@ def test_disjoint_curves_are_refused() -> None:
 
 
 def test_doctests() -> None:
-    failures, tried = doctest.testmod(quality, verbose=False)
+    failures, tried = doctest.testmod(bjontegaard, verbose=False)
     assert tried >= 2 and failures == 0
