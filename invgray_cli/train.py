@@ -31,6 +31,7 @@ from .rate import estimated_bits
 from .validation import rd_score, validate
 from .trainpack import is_pack, read_pack
 
+SPIKE_RUN = 20  # consecutive "exploding" batches after which the loss level is taken as real
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     model.train()
     window: list[dict[str, float]] = []
     loss_ema: float | None = None
-    skipped = 0
+    skipped = consecutive_spikes = 0
     t_start = last_save = window_start = time.time()
     step_at_window = step
 
@@ -330,10 +331,19 @@ def main(argv: list[str] | None = None) -> None:
         loss_value = loss.item()
         # A single exploding batch once wrecked a run (measured: train PSNR 31.9 -> -1.5 at
         # step 10,000, never fully recovered); skip any batch far above the running loss.
-        if not math.isfinite(loss_value) or (loss_ema is not None and loss_value > args.spike_factor * loss_ema):
+        spike = loss_ema is not None and loss_value > args.spike_factor * loss_ema
+        if spike and consecutive_spikes >= SPIKE_RUN:
+            # not a spike but the new level (the rate weight ramping up, a coarser step range):
+            # accept it, or every later batch would be skipped too (measured: all from step 680)
+            print(f"step {step}: {SPIKE_RUN} batches in a row above {args.spike_factor:g}x the running loss; "
+                  f"taking {loss_value:.3e} as the new running loss", flush=True)
+            loss_ema, spike = loss_value, False
+        if not math.isfinite(loss_value) or spike:
             skipped += 1
+            consecutive_spikes += 1
             print(f"step {step}: skipped a batch with loss {loss_value:.3e} (running {loss_ema:.3e})", flush=True)
         else:
+            consecutive_spikes = 0
             loss_ema = loss_value if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_value
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
