@@ -116,7 +116,7 @@ class EntropyTables:
                                  data["step_bounds"].astype(np.float32), int(data["planes_per_channel"]))
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=16384)  # a model's tables hold about 8,000 rows; training validates with new ones
 def _categorical(table: bytes):  # noqa: ANN202 - a constriction model
     import constriction
 
