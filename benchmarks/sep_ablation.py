@@ -46,7 +46,10 @@ def main() -> None:
     parser.add_argument("with_sep", type=Path, help="run folder trained with the SEP layer")
     parser.add_argument("without_sep", type=Path, help="run folder trained with --no-sep")
     parser.add_argument("--val", type=Path, default=DEFAULT_VAL)
-    parser.add_argument("--steps", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0, 4.5, 6.0])
+    # inside the training step range [0.5, 4] and its well-visited rate classes: a class the
+    # training rarely or never drew keeps tables near their start (measured: at step 3.8 and
+    # above the residual grew again, 0.0578 bpp against 0.0551 at step 3)
+    parser.add_argument("--steps", type=float, nargs="+", default=[0.7, 1.0, 1.5, 2.0, 3.0])
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
