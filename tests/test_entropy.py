@@ -149,7 +149,7 @@ def test_training_rate_term_is_the_coded_size(tables: EntropyTables, sample_rgb:
         contexts = module.contexts(values)[0].numpy()
         magnitudes = np.abs(symbols.astype(np.int64))
         assert all((contexts[p] == plane_context(magnitudes, p, 16)).all() for p in range(tables.planes))
-        estimate = float(module.code_length(values, step)[0])
+        estimate = float(module.code_length(values, step)[0].detach())
         coded = 8 * len(encode_symbols(symbols, step, tables))
         assert coded - 64 <= estimate <= coded + 1, (estimate, coded)
     values = (torch.tensor(symbols, dtype=torch.float32)[None] + 0.3).requires_grad_(True)
