@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bjontegaard import bd_psnr, bd_rate  # noqa: E402
-from invgray_cli.entropy import EntropyTables, encode_symbols  # noqa: E402
+from invgray_cli.entropy import EntropyTables  # noqa: E402
 from invgray_cli.train import list_images, load_rgb, read_checkpoint  # noqa: E402
 from invgray_cli.validation import validate  # noqa: E402
 
@@ -29,11 +29,7 @@ DEFAULT_VAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" 
 
 def curve(run: Path, images: list, steps: list[float], quality: int) -> list[dict[str, float]]:
     model, blob = read_checkpoint(run / "last.pt")
-    tables = EntropyTables.load(run / "tables.entropy.npz")
-
-    def payload_bytes(symbols, step: float) -> int:  # noqa: ANN001
-        return len(encode_symbols(symbols, step, tables))
-
+    payload_bytes = EntropyTables.load(run / "tables.entropy.npz").coded_size
     points = []
     for step in steps:
         figures = validate(model, images, quality, step, payload_bytes)

@@ -95,6 +95,10 @@ class EntropyTables:
         """Exact: a float32 comparison against stored float32 bounds."""
         return int(np.searchsorted(self.step_bounds, np.float32(step), side="right"))
 
+    def coded_size(self, symbols: np.ndarray, step: float) -> int:
+        """Bytes of the range-coded payload of these symbols (validation's ``payload_bytes``)."""
+        return len(encode_symbols(symbols, step, self))
+
     def digest(self) -> bytes:
         digest = hashlib.sha256()
         for array in (self.frequencies, self.prefix, self.step_bounds):

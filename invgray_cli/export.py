@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .entropy import EntropyTables, encode_symbols
+from .entropy import EntropyTables
 from .export_onnx import export_onnx
 from .network import InvGrayNet
 from .train import list_images, load_rgb, read_checkpoint
@@ -70,9 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copyfile(args.entropy, args.models_dir / tables_file)
         model_id = combined_id(network_id, tables)
         entry |= {"network": network_id, "entropy": tables_file}
-
-        def payload_bytes(symbols, step):  # noqa: ANN001, ANN202
-            return len(encode_symbols(symbols, step, tables))
+        payload_bytes = tables.coded_size
     if args.levels_val:
         targets = {name: float(bpp) for name, bpp in (item.split("=") for item in args.level_bpp)}
         entry["levels"], entry["validation"] = choose_levels(model, args.levels_val, targets, payload_bytes)

@@ -285,14 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     def run_validation() -> None:
         nonlocal best
         scores = []
-        coder = None
-        if tables is not None:  # real bytes of the tables as they would be frozen now
-            from .entropy import encode_symbols
-
-            frozen = tables.freeze()
-
-            def coder(symbols: np.ndarray, q_step: float) -> int:
-                return len(encode_symbols(symbols, q_step, frozen))
+        # real bytes of the tables as they would be frozen now
+        coder = tables.freeze().coded_size if tables is not None else None
         for q_step in args.val_steps:
             metrics = validate(model, val_images, args.val_quality, q_step, coder)
             scores.append(rd_score(metrics, args.lmbda))

@@ -87,19 +87,14 @@ def main(argv: list[str] | None = None) -> None:
     print("| checkpoint | training step | " + " | ".join(f"step {s:g}: PSNR dB / bpp" for s in args.val_steps)
           + " | score |")
     print("|---|---|" + "---|" * len(args.val_steps) + "---|")
+    from .entropy import EntropyTables
+
     tables = list(args.tables or [])
     if tables and len(tables) not in (1, len(args.checkpoints)):
         parser.error("--tables takes one file, or one per checkpoint")
     for index, path in enumerate(args.checkpoints):
         model, blob = read_checkpoint(path)
-        coder = None
-        if tables:
-            from .entropy import EntropyTables, encode_symbols
-
-            frozen = EntropyTables.load(tables[min(index, len(tables) - 1)])
-
-            def coder(symbols: np.ndarray, step: float, frozen: EntropyTables = frozen) -> int:
-                return len(encode_symbols(symbols, step, frozen))
+        coder = EntropyTables.load(tables[min(index, len(tables) - 1)]).coded_size if tables else None
         score, figures = score_model(model, images, tuple(args.val_steps), args.lmbda, args.quality, coder)
         cells = " | ".join(f"{f['val_psnr']:.3f} / {f['val_bpp']:.4f}" for f in figures)
         print(f"| {path} | {blob.get('step', blob.get('checkpoint_step', '-'))} | {cells} | {score:.4e} |", flush=True)
