@@ -238,10 +238,12 @@ class InvGrayNet(nn.Module):
             kernel = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
             total += output.numel() * kernel
 
+        parameter = next(self.parameters())
+        probe = {"device": parameter.device, "dtype": parameter.dtype}
         hooks = [m.register_forward_hook(count) for m in self.modules() if isinstance(m, nn.Conv2d)]
         try:
             with torch.inference_mode():
-                self(torch.rand(1, 3, height, width), torch.rand(1, 1, height, width))
+                self(torch.rand(1, 3, height, width, **probe), torch.rand(1, 1, height, width, **probe))
         finally:
             for h in hooks:
                 h.remove()
