@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--no-cli", action="store_true", help="skip the fresh-process CLI timings")
     parser.add_argument("--cli-only", action="store_true", help="only the fresh-process CLI timings")
     parser.add_argument("--fresh", type=int, default=10, help="fresh processes per first-image timing")
+    parser.add_argument("--loop-images", type=int, default=0,
+                        help="images in the one-call-per-file rows (0: all); a fresh CUDA process costs seconds")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -255,10 +257,11 @@ def cli_timings(files: list[Path], args: argparse.Namespace) -> None:
             cpu_seconds.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
             return seconds
 
-        total_mp = 0.0
-        for path in files:
+        def megapixels(path: Path) -> float:
             with Image.open(path) as image:
-                total_mp += image.width * image.height / 1e6
+                return image.width * image.height / 1e6
+
+        total_mp = sum(megapixels(path) for path in files)
         encode_folder = wall(["encode", str(files[0].parent), "--out-dir", str(pairs), *device])
         encode_folder_cpu = cpu_seconds[-1]
         first_photo, first_gray = files[0], pairs / f"{files[0].stem}.gray.jpg"
@@ -287,16 +290,18 @@ def cli_timings(files: list[Path], args: argparse.Namespace) -> None:
                   + (f"{cold:.3f} | {mp_one / cold:.2f} | {cpu_seconds[-1]:.3f} |" if cold is not None
                      else "not measured (not root) | - | - |"))
 
+        looped = files[: args.loop_images] if args.loop_images > 0 else files
+        looped_mp = sum(megapixels(path) for path in looped)
         loop_encode = sum(wall(["encode", str(path), "-o", str(workdir / "loop" / f"{path.stem}.gray.jpg"), *device])
-                          for path in files)
-        print(f"| encode {len(files)} photos, one call per file (a shell loop) | {loop_encode:.2f} | "
-              f"{total_mp / loop_encode:.2f} | {sum(cpu_seconds[-len(files):]):.2f} |")
+                          for path in looped)
+        print(f"| encode {len(looped)} photos, one call per file (a shell loop) | {loop_encode:.2f} | "
+              f"{looped_mp / loop_encode:.2f} | {sum(cpu_seconds[-len(looped):]):.2f} |")
         print(f"| encode {len(files)} photos, one folder call | {encode_folder:.2f} | {total_mp / encode_folder:.2f} | "
               f"{encode_folder_cpu:.2f} |")
         loop_decode = sum(wall(["decode", str(pairs / f"{path.stem}.gray.jpg"), "-o",
-                                str(workdir / "loop" / f"{path.stem}.png"), *device]) for path in files)
-        print(f"| decode {len(files)} pairs, one call per file (a shell loop) | {loop_decode:.2f} | "
-              f"{total_mp / loop_decode:.2f} | {sum(cpu_seconds[-len(files):]):.2f} |")
+                                str(workdir / "loop" / f"{path.stem}.png"), *device]) for path in looped)
+        print(f"| decode {len(looped)} pairs, one call per file (a shell loop) | {loop_decode:.2f} | "
+              f"{looped_mp / loop_decode:.2f} | {sum(cpu_seconds[-len(looped):]):.2f} |")
         for batch in sorted(set(args.batch)):
             out = workdir / f"out{batch}"
             seconds = wall(["decode", str(pairs), "--out-dir", str(out), "--jobs", str(args.jobs),

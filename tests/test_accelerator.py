@@ -123,3 +123,28 @@ def test_half_precision_decoder_stays_close_to_float32(sample_rgb: np.ndarray, d
     # adoption needs < 0.05 dB against the originals (benchmarks/speed.py --precision); here: no breakage
     assert psnr(half, full) > 40
     assert abs(psnr(half, rgb) - psnr(full, rgb)) < 0.5
+
+
+def test_training_steps_and_validation_run_on_device(tmp_path: Path) -> None:
+    """The GPU session's training stage, in miniature: learned tables, validation, a checkpoint."""
+    from invgray_cli.train import main as train
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for index in range(2):
+        Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(folder / f"p{index}.png")
+    threads = torch.get_num_threads()
+    try:
+        train(["--data", str(folder), "--val", str(folder), "--out", str(tmp_path / "run"), "--crop", "64",
+               "--batch", "2", "--steps", "2", "--val-every", "2", "--val-steps", "2", "--device", DEVICE,
+               "--rate", "tables", "--init", "models/invgray-v1.pt", "--tables", "models/invgray-v1.1.entropy.npz"])
+    finally:
+        torch.set_num_threads(threads)
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    assert checkpoint["step"] == 2 and (tmp_path / "run" / "tables.entropy.npz").is_file()
+
+
+def test_multiply_adds_probe_follows_the_network_device() -> None:
+    on_device = load_model(device=DEVICE)  # the cached model on the device; .to() on the CPU one would move it
+    assert on_device.multiply_adds_per_pixel() == load_model().multiply_adds_per_pixel() > 0

@@ -66,6 +66,12 @@ def test_grown_network_starts_as_the_checkpoint(tmp_path: Path) -> None:
         torch.testing.assert_close(grown(rgb, gray, 2.0)["rgb"], small(rgb, gray, 2.0)["rgb"], rtol=0, atol=1e-6)
 
 
+def test_multiply_adds_probe_follows_the_network_dtype() -> None:
+    # the first CUDA session's speed and training stages failed on a CPU probe against CUDA weights
+    model = InvGrayNet(NetworkConfig())
+    assert model.to(torch.float64).multiply_adds_per_pixel() == InvGrayNet(NetworkConfig()).multiply_adds_per_pixel()
+
+
 def test_without_sep_the_gate_is_plain_rounding() -> None:
     torch.manual_seed(0)
     model = InvGrayNet().eval()
