@@ -13,9 +13,11 @@ from invgray_cli.entropy import (
     ALPHABET, CONTEXTS, HEAD, EntropyCodingError, EntropyTables, TableFitter, decode_symbols, encode_symbols,
     plane_context, quantise_frequencies,
 )
+from invgray_cli.runtime import engine_for
 from invgray_cli.zoo import default_model_id, entropy_tables, format_version, load_model
 
 V1 = "2fdd49ce27575cc9"
+V1_1 = "5799d2c424f99bd3"  # v1's network with format 2 tables
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +25,9 @@ def tables() -> EntropyTables:
     return entropy_tables(default_model_id())
 
 
-def test_the_default_model_writes_format_2_and_v1_still_writes_format_1(small_rgb: np.ndarray) -> None:
-    assert format_version(default_model_id()) == 2 and format_version(V1) == 1
-    new = read_residual(encode(small_rgb, step=2.0).residual)
+def test_v1_1_writes_format_2_and_v1_still_writes_format_1(small_rgb: np.ndarray) -> None:
+    assert format_version(default_model_id()) == 2 and format_version(V1_1) == 2 and format_version(V1) == 1
+    new = read_residual(encode(small_rgb, step=2.0, model=engine_for(V1_1, device="cpu")).residual)
     old = read_residual(encode(small_rgb, step=2.0, model=load_model(V1)).residual)
     assert (new.version, new.raw_size, len(new.payload) % 4) == (2, 0, 0)
     assert old.version == 1 and old.raw_size > 0
