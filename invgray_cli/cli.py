@@ -268,7 +268,8 @@ def encode(
     def work(job: Job) -> tuple[str, int, dict]:
         _check_writable(job.outputs, inputs, force)
         try:
-            photo = read_photo(_read_input(job.source), max_pixels or None)
+            photo = read_photo(_read_input(job.source), max_pixels or None,
+                               lossless_luma=fmt == "jpg" and quality is None)
         except ImageReadError as exc:
             raise JobError(str(exc)) from None
         reached, met, notes = None, None, []

@@ -71,11 +71,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(device_name(name))
 
 
-def _as_photo(image: Photo | Image.Image | np.ndarray | bytes) -> Photo:
+def _as_photo(image: Photo | Image.Image | np.ndarray | bytes, lossless_luma: bool = False) -> Photo:
     if isinstance(image, Photo):
         return image
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return read_photo(bytes(image))
+        return read_photo(bytes(image), lossless_luma=lossless_luma)
     if isinstance(image, Image.Image):
         return photo_from_image(image)
     array = np.asarray(image)
@@ -157,13 +157,13 @@ def prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | N
     keeps its own luma losslessly where it can (see :mod:`invgray_cli.jpeg_transcode`);
     everything else, and any explicit ``quality``, gets the luma re-encoded (default
     quality 90)."""
-    photo = _as_photo(image)
+    photo = _as_photo(image, lossless_luma=gray_format == "jpg" and quality is None)
     rgb = photo.rgb
     _check_encodable(rgb.shape[1], rgb.shape[0], gray_format)
     exif, xmp = (photo.exif, photo.xmp) if keep_metadata else (None, None)
     if gray_format == "jpg" and quality is None and photo.jpeg is not None:
         try:
-            gray_bytes = luma_jpeg(photo.jpeg, photo.orientation, exif, xmp)
+            gray_bytes = luma_jpeg(photo.jpeg, photo.orientation, exif, xmp, started=photo.luma_transcode)
             return Prepared(photo, gray_bytes, _checked_lossless_gray(gray_bytes, rgb), gray_format, keep_metadata,
                             LOSSLESS)
         except LosslessUnavailable as exc:

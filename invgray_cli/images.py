@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from .jpeg_transcode import LumaTranscode, start_luma_transcode
+
 COLOUR_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
                   ".tiff": "TIFF", ".bmp": "BMP"}
 
@@ -48,6 +50,7 @@ class Photo:
     notes: list[str] = field(default_factory=list)  # decode-time warnings, for reporting
     jpeg: bytes | None = None  # the input file itself when it is a JPEG: its luma can be kept losslessly
     orientation: int = 1  # the EXIF orientation that was applied to rgb
+    luma_transcode: LumaTranscode | None = field(default=None, repr=False, compare=False)  # begun by read_photo
 
     @property
     def is_gray(self) -> bool:
@@ -198,12 +201,16 @@ def _cmyk_to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_photo(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Photo:
+def read_photo(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, lossless_luma: bool = False) -> Photo:
+    """Decode image file bytes. ``lossless_luma``: the caller will keep a JPEG's own luma
+    (:func:`invgray_cli.codec.prepare` without a quality), so its transcode starts now, in
+    a background thread, while the pixels decode."""
+    started = start_luma_transcode(data) if lossless_luma else None
     image = open_image(data, max_pixels)
     try:
         photo = photo_from_image(image)
         if image.format in ("JPEG", "MPO"):  # MPO: a phone's multi-picture JPEG, first picture used
-            photo.jpeg = data
+            photo.jpeg, photo.luma_transcode = data, started
         return photo
     except ImageReadError:
         raise

@@ -19,6 +19,7 @@ import os
 import struct
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,20 +176,12 @@ def _with_segments(jpeg: bytes, segments: list[bytes]) -> bytes:
     return jpeg[:pos] + b"".join(segments) + jpeg[pos:]
 
 
-def luma_jpeg(data: bytes, orientation: int = 1, exif: bytes | None = None, xmp: bytes | None = None) -> bytes:
+def luma_jpeg(data: bytes, orientation: int = 1, exif: bytes | None = None, xmp: bytes | None = None,
+              started: LumaTranscode | None = None) -> bytes:
     """A grayscale JPEG holding ``data``'s own luma coefficients and quantisation table
     (upright for ``orientation``), Huffman-optimised, with EXIF and XMP. Raises
-    LosslessUnavailable (one-line reason) where that cannot be done exactly."""
-    layout = read_layout(data)
-    obstacle = lossless_obstacle(layout)
-    if obstacle:
-        raise LosslessUnavailable(obstacle)
-    steps = _orientation_steps(orientation, layout.width, layout.height)
-    width, height = (layout.height, layout.width) if "transpose" in steps else (layout.width, layout.height)
-    try:
-        import jpeglib
-    except ImportError:
-        raise LosslessUnavailable("jpeglib is not installed") from None
+    LosslessUnavailable (one-line reason) where that cannot be done exactly.
+    ``started``: the same transcode begun earlier by :func:`start_luma_transcode`."""
     segments = []
     if exif:
         segments.append((0xE1, exif if exif.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + exif))
@@ -199,11 +192,32 @@ def luma_jpeg(data: bytes, orientation: int = 1, exif: bytes | None = None, xmp:
         if len(payload) > MAX_SEGMENT:
             raise LosslessUnavailable(f"{'XMP' if payload.startswith(XMP_SIGNATURE) else 'EXIF'} block of "
                                       f"{len(payload)} bytes does not fit one JPEG segment")
-    with tempfile.TemporaryDirectory(prefix="invgray-") as folder:
-        source, target = os.path.join(folder, "in.jpg"), os.path.join(folder, "gray.jpg")
-        with open(source, "wb") as handle:
-            handle.write(data)
-        with _JPEGLIB_LOCK, jpeglib.version(LIBJPEG):
+    if started is not None and started.data is data and started.orientation == orientation:
+        written = started.result()
+    else:
+        written = transcode_luma(data, orientation)
+    return _with_segments(written, [_segment(marker, payload) for marker, payload in segments])
+
+
+def transcode_luma(data: bytes, orientation: int = 1) -> bytes:
+    """The bare grayscale JPEG of ``data``'s luma coefficients (no metadata segments)."""
+    layout = read_layout(data)
+    obstacle = lossless_obstacle(layout)
+    if obstacle:
+        raise LosslessUnavailable(obstacle)
+    steps = _orientation_steps(orientation, layout.width, layout.height)
+    width, height = (layout.height, layout.width) if "transpose" in steps else (layout.width, layout.height)
+    try:
+        import jpeglib
+    except ImportError:
+        raise LosslessUnavailable("jpeglib is not installed") from None
+    with _JPEGLIB_LOCK:
+        if jpeglib.version.get() != LIBJPEG:  # switching reloads the library: only when someone else switched
+            jpeglib.version.set(LIBJPEG)
+        source, target = _scratch_file(".jpg"), _scratch_file(".gray.jpg")
+        try:
+            with open(source, "wb") as handle:
+                handle.write(data)
             try:
                 original = jpeglib.read_dct(source)
                 blocks, tables, table_of = original.Y, original.qt, original.quant_tbl_no
@@ -221,9 +235,59 @@ def luma_jpeg(data: bytes, orientation: int = 1, exif: bytes | None = None, xmp:
                 gray.write_dct(target, flags=["+OPTIMIZE_CODING"])
             except OSError:  # e.g. "DCT coefficient out of range" in a damaged file
                 raise LosslessUnavailable("libjpeg could not write these coefficients") from None
-        with open(target, "rb") as handle:
-            written = handle.read()
-    return _with_segments(written, [_segment(marker, payload) for marker, payload in segments])
+            with open(target, "rb") as handle:
+                return handle.read()
+        finally:
+            for path in (source, target):
+                os.unlink(path)
+
+
+def _scratch_file(suffix: str) -> str:
+    """A new empty file for jpeglib, which reads and writes files only: in memory-backed
+    /dev/shm where the system has one; the caller unlinks it."""
+    shm = "/dev/shm"
+    handle, path = tempfile.mkstemp(prefix="invgray-", suffix=suffix, dir=shm if os.access(shm, os.W_OK) else None)
+    os.close(handle)
+    return path
+
+
+class LumaTranscode:
+    """:func:`transcode_luma` running in a background thread: the libjpeg calls release the
+    GIL, so it overlaps the photo's pixel decode and costs little wall time."""
+
+    def __init__(self, data: bytes, orientation: int) -> None:
+        self.data, self.orientation = data, orientation
+        self._future = _transcoder().submit(transcode_luma, data, orientation)
+
+    def result(self) -> bytes:
+        return self._future.result()
+
+
+def start_luma_transcode(data: bytes) -> LumaTranscode | None:
+    """Begin the lossless luma of JPEG bytes before their pixels are decoded, with the
+    orientation :func:`invgray_cli.images.read_photo` will apply; None for other files."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:  # headers only: nothing decoded yet
+            orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - whatever fails here fails again, and is reported, when read
+        return None
+    return LumaTranscode(data, orientation if orientation in range(2, 9) else 1)
+
+
+_TRANSCODERS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _transcoder() -> ThreadPoolExecutor:
+    """One thread per process (jpeglib runs one call at a time anyway); a forked worker
+    process gets its own, as its parent's thread did not survive the fork."""
+    pid = os.getpid()
+    if pid not in _TRANSCODERS:
+        _TRANSCODERS[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="invgray-luma")
+    return _TRANSCODERS[pid]
 
 
 def gray_provenance(data: bytes) -> str | None:

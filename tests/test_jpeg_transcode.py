@@ -255,3 +255,49 @@ def test_info_reads_an_embedded_lossless_gray(small_rgb: np.ndarray, tmp_path: P
     info = runner.invoke(app, ["info", str(tmp_path / "photo.gray.jpg")])
     assert info.exit_code == 0
     assert "lossless luma" in info.output and "203 x 157" in info.output and "format version" in info.output
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_transcode_begun_while_reading_gives_the_same_files(sample_rgb: np.ndarray, orientation: int,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import invgray_cli.jpeg_transcode as transcode
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    original = _jpeg(Image.fromarray(np.ascontiguousarray(sample_rgb[96:256, 304:512])), exif=exif.tobytes())
+    reference = encode(read_photo(original))
+    calls = []
+    real = transcode.transcode_luma
+    monkeypatch.setattr(transcode, "transcode_luma", lambda *args: calls.append(args) or real(*args))
+    photo = read_photo(original, lossless_luma=True)
+    assert photo.luma_transcode is not None and photo.luma_transcode.orientation == orientation
+    encoded = encode(photo)
+    assert len(calls) == 1  # the early transcode was the one used
+    assert (encoded.gray, encoded.residual, encoded.gray_path) == (reference.gray, reference.residual, "lossless luma")
+    assert encode(photo, quality=90).gray_path == "re-encoded q90"  # begun, then not wanted: ignored
+
+
+def test_transcode_begins_only_for_jpeg_bytes(small_rgb: np.ndarray) -> None:
+    from invgray_cli.jpeg_transcode import start_luma_transcode
+
+    png = io.BytesIO()
+    Image.fromarray(small_rgb).save(png, "PNG")
+    assert start_luma_transcode(png.getvalue()) is None and start_luma_transcode(b"\xff\xd8 broken") is None
+    assert read_photo(_jpeg(Image.fromarray(small_rgb))).luma_transcode is None  # not asked for
+
+
+def _transcode_in_child(data: bytes) -> bytes:
+    from invgray_cli.jpeg_transcode import start_luma_transcode
+
+    return start_luma_transcode(data).result()
+
+
+def test_transcode_thread_works_in_a_forked_worker(small_rgb: np.ndarray) -> None:
+    import multiprocessing
+
+    from invgray_cli.jpeg_transcode import start_luma_transcode
+
+    data = _jpeg(Image.fromarray(small_rgb))
+    in_parent = start_luma_transcode(data).result()  # the parent's thread exists before the fork
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_transcode_in_child, (data,)).get(timeout=60) == in_parent
