@@ -14,9 +14,12 @@ The graphs (dynamic height and width, batch of one):
   multiples of the cell size -> ``latent`` (1, planes, H/cell, W/cell), the block-DCT
   latent before the step, and ``thresholds`` (planes,), the SEP dead zone, copied
   from torch's values so both engines quantise with the same numbers
-  (:func:`tiling.quantise`).
+  (:func:`tiling.quantise`); a model with rate gains adds ``log_gains``
+  (anchors, planes), from which :func:`invgray_cli.rate_gains.plane_steps` gives each
+  plane's step.
 * decoder: ``gray``, ``symbols`` (1, planes, H/cell, W/cell) float32 integers and
-  ``step`` (scalar) -> ``rgb`` (1, 3, H, W) unclamped.
+  ``step`` (scalar) -> ``rgb`` (1, 3, H, W) unclamped (a model with rate gains turns the
+  step into per-plane steps inside the graph).
 """
 
 from __future__ import annotations
@@ -49,9 +52,11 @@ class EncoderGraph(torch.nn.Module):
         self.model = model
         self.register_buffer("thresholds", torch.from_numpy(gate_thresholds(model).copy()))
 
-    def forward(self, rgb: torch.Tensor, gray: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, rgb: torch.Tensor, gray: torch.Tensor) -> tuple[torch.Tensor, ...]:
         latent = self.model.transform(self.model.encoder(rgb, gray, self.model.chroma_gain))
-        return latent, self.thresholds
+        if self.model.rate_gains is None:
+            return latent, self.thresholds
+        return latent, self.thresholds, self.model.rate_gains.log_gains * 1.0  # an output, not only a weight
 
 
 class DecoderGraph(torch.nn.Module):
@@ -72,7 +77,7 @@ def graph_bytes(model: InvGrayNet, part: str) -> bytes:
     gray = torch.rand(1, 1, height, width, generator=torch.Generator().manual_seed(0))
     if part == "encoder":
         module, inputs = EncoderGraph(model), (torch.rand(1, 3, height, width), gray)
-        names, outputs = ["rgb", "gray"], ["latent", "thresholds"]
+        names, outputs = ["rgb", "gray"], ["latent", "thresholds"] + (["log_gains"] if model.rate_gains else [])
         axes = {"rgb": {2: "height", 3: "width"}, "gray": {2: "height", 3: "width"},
                 "latent": {2: "rows", 3: "columns"}}
     else:

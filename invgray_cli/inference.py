@@ -12,7 +12,7 @@ import contextlib
 import numpy as np
 import torch
 
-from . import tiling
+from . import rate_gains, tiling
 from .metrics import psnr
 from .network import DECODER_DILATIONS, InvGrayNet
 from .tiling import ENCODER_HALO, TILE_CORE, WHOLE_IMAGE_PIXELS  # noqa: F401 - names other modules import
@@ -59,6 +59,16 @@ def gate_thresholds(model: InvGrayNet) -> np.ndarray:
         return model.gate.thresholds().detach().to("cpu", torch.float32).flatten().numpy()
 
 
+def plane_steps(model: InvGrayNet, step: float) -> float | np.ndarray:
+    """The step of each symbol plane at rate level ``step`` (:mod:`invgray_cli.rate_gains`);
+    the step itself for a model without rate gains."""
+    if model.rate_gains is None:
+        return step
+    with torch.no_grad():
+        log_gains = model.rate_gains.log_gains.detach().to("cpu", torch.float32).numpy()
+    return rate_gains.plane_steps(log_gains, step)
+
+
 @torch.inference_mode()
 def latent_image(model: InvGrayNet, rgb: np.ndarray, decoded_gray: np.ndarray, device: torch.device | str = "cpu",
                  tile: bool | None = None) -> np.ndarray:
@@ -82,7 +92,8 @@ def analyse_image(model: InvGrayNet, rgb: np.ndarray, decoded_gray: np.ndarray, 
     (H, W) uint8 gray exactly as a decoder will see it. Large images run in
     overlapping tiles (``tile=None`` decides by size), so memory stays bounded.
     Equal to ``model.quantise`` on the whole image: quantisation is elementwise."""
-    return tiling.quantise(latent_image(model, rgb, decoded_gray, device, tile), step, gate_thresholds(model))
+    return tiling.quantise(latent_image(model, rgb, decoded_gray, device, tile), plane_steps(model, step),
+                           gate_thresholds(model))
 
 
 @torch.inference_mode()

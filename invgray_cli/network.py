@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .colour import rgb_to_ycbcr, ycbcr_to_rgb
+from .rate_gains import ANCHORS
 
 LATENT_STRIDE = 8
 FEATURE_STRIDE = 4
@@ -44,6 +45,7 @@ class NetworkConfig:
     latent_width: int = 64
     decoder_blocks: int = 4
     chroma_gain: float = 32.0  # latent units per unit of chroma at initialisation
+    rate_gains: bool = False  # a learned step per symbol plane and rate level (invgray_cli/rate_gains.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,6 +129,27 @@ class SparsityGate(nn.Module):
         return gated, gate
 
 
+class RateGains(nn.Module):
+    """Per-plane log gains at each anchor step (:mod:`invgray_cli.rate_gains`); zero at
+    the start, so a network grown from one without them computes what it did."""
+
+    def __init__(self, planes: int) -> None:
+        super().__init__()
+        self.log_gains = nn.Parameter(torch.zeros(len(ANCHORS), planes))
+
+    def forward(self, step: torch.Tensor) -> torch.Tensor:
+        """Per-plane steps (N, planes, 1, 1) for steps (N, 1, 1, 1), in float64 rounded
+        once to float32 as :func:`invgray_cli.rate_gains.plane_steps` computes them."""
+        log2_step = torch.log2(step.to(torch.float64)).flatten()
+        position = log2_step.clamp(float(ANCHORS[0]), float(ANCHORS[-1])) - float(ANCHORS[0])
+        index = position.floor().clamp(max=len(ANCHORS) - 2)
+        fraction = (position - index).unsqueeze(1)
+        gains = self.log_gains.to(torch.float64)
+        log_gain = (1.0 - fraction) * gains[index.long()] + fraction * gains[index.long() + 1]
+        steps = step.to(torch.float64).flatten().unsqueeze(1) * torch.exp(-log_gain)
+        return steps.to(torch.float32)[:, :, None, None]
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: NetworkConfig) -> None:
         super().__init__()
@@ -204,14 +227,24 @@ class InvGrayNet(nn.Module):
         self.transform = BlockDCT(self.cfg.latent_channels, self.cfg.transform_block)
         self.gate = SparsityGate(self.cfg.symbol_planes)
         self.decoder = Decoder(self.cfg)
+        self.rate_gains = RateGains(self.cfg.symbol_planes) if self.cfg.rate_gains else None
 
     @property
     def chroma_gain(self) -> torch.Tensor:
         return self.log_chroma_gain.exp()
 
+    def plane_steps(self, step: float | torch.Tensor) -> float | torch.Tensor:
+        """The quantisation step of each symbol plane for rate level ``step`` (a number, or
+        a tensor of one step per image (N, 1, 1, 1)): the step itself without rate gains."""
+        if self.rate_gains is None:
+            return step
+        if not torch.is_tensor(step):
+            step = torch.tensor([float(step)], device=self.rate_gains.log_gains.device).view(1, 1, 1, 1)
+        return self.rate_gains(step)
+
     def analyse(self, rgb: torch.Tensor, gray: torch.Tensor, step: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Transformed latent before rounding, already gated, in quantisation steps; plus the gate."""
-        return self.gate(self.transform(self.encoder(rgb, gray, self.chroma_gain)) / step)
+        return self.gate(self.transform(self.encoder(rgb, gray, self.chroma_gain)) / self.plane_steps(step))
 
     def quantise(self, rgb: torch.Tensor, gray: torch.Tensor, step: float = 1.0) -> torch.Tensor:
         """Integer residual symbols (as a float tensor holding integers)."""
@@ -220,10 +253,10 @@ class InvGrayNet(nn.Module):
 
     def synthesise(self, gray: torch.Tensor, symbols: torch.Tensor, step: float = 1.0) -> torch.Tensor:
         """RGB in [0, 1] (unclamped) from decoded gray and integer symbols."""
-        return self.decoder(gray, self.transform.inverse(symbols * step), self.chroma_gain)
+        return self.decoder(gray, self.transform.inverse(symbols * self.plane_steps(step)), self.chroma_gain)
 
     def forward(self, rgb: torch.Tensor, gray: torch.Tensor, step: float = 1.0) -> dict[str, torch.Tensor]:
-        latent = self.transform(self.encoder(rgb, gray, self.chroma_gain)) / step
+        latent = self.transform(self.encoder(rgb, gray, self.chroma_gain)) / self.plane_steps(step)
         gated, gate = self.gate(latent)
         symbols = gated + (torch.round(gated) - gated).detach()
         return {"rgb": self.synthesise(gray, symbols, step), "symbols": symbols, "gated": gated, "gate": gate,

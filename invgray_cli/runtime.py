@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from . import tiling
+from . import rate_gains, tiling
 from .zoo import UnknownModelError, default_model_id, model_entry, models_dir
 
 if TYPE_CHECKING:
@@ -48,13 +48,18 @@ class Engine(Protocol):
     def thresholds(self) -> np.ndarray:
         """(planes,) float32 SEP dead zone, in steps."""
 
+    def plane_steps(self, step: float) -> float | np.ndarray:
+        """The quantisation step of each symbol plane at rate level ``step``
+        (:mod:`invgray_cli.rate_gains`); the step itself for a model without rate gains."""
+
     def synthesise(self, gray: np.ndarray, symbols: np.ndarray, step: float, tile: bool | None = None) -> np.ndarray:
         """(H, W, 3) uint8 colour from the decoded gray and the integer symbols."""
 
 
 def analyse(engine: Engine, rgb: np.ndarray, gray: np.ndarray, step: float, tile: bool | None = None) -> np.ndarray:
     """Integer symbols of a photo at one quantisation step."""
-    return tiling.quantise(engine.latent(rgb, gray, tile), step, engine.thresholds())
+    latent = engine.latent(rgb, gray, tile)
+    return tiling.quantise(latent, engine.plane_steps(step), engine.thresholds())
 
 
 class OnnxEngine:
@@ -73,6 +78,7 @@ class OnnxEngine:
         self.decoder_halo = int(block["decoder_halo"])
         self._sessions: dict[str, Any] = {}
         self._thresholds: np.ndarray | None = None
+        self._log_gains: np.ndarray | None = None
         self._lock = threading.Lock()
 
     def _session(self, part: str) -> Any:  # noqa: ANN401 - onnxruntime.InferenceSession, imported lazily
@@ -102,9 +108,10 @@ class OnnxEngine:
         session, stride = self._session("encoder"), self.symbol_stride
 
         def encoder(rgb_crop: np.ndarray, gray_crop: np.ndarray) -> np.ndarray:
-            latent, thresholds = session.run(None, {"rgb": tiling.padded_unit_float(rgb_crop, stride),
-                                                    "gray": tiling.padded_unit_float(gray_crop, stride)})
+            latent, thresholds, *log_gains = session.run(None, {"rgb": tiling.padded_unit_float(rgb_crop, stride),
+                                                                "gray": tiling.padded_unit_float(gray_crop, stride)})
             self._thresholds = thresholds
+            self._log_gains = log_gains[0] if log_gains else None  # graphs of models with rate gains
             return latent[0]
 
         return tiling.run_encoder(encoder, rgb, gray, stride, self.symbol_planes, tile)
@@ -114,6 +121,10 @@ class OnnxEngine:
             cell = np.zeros((self.symbol_stride, self.symbol_stride), np.uint8)
             self.latent(np.dstack([cell] * 3), cell)
         return self._thresholds
+
+    def plane_steps(self, step: float) -> float | np.ndarray:
+        self.thresholds()  # the encoder graph's outputs, gains included, are known from here on
+        return step if self._log_gains is None else rate_gains.plane_steps(self._log_gains, step)
 
     def synthesise(self, gray: np.ndarray, symbols: np.ndarray, step: float, tile: bool | None = None) -> np.ndarray:
         session, stride = self._session("decoder"), self.symbol_stride
@@ -150,6 +161,11 @@ class TorchEngine:
         from .inference import gate_thresholds
 
         return gate_thresholds(self.model)
+
+    def plane_steps(self, step: float) -> float | np.ndarray:
+        from .inference import plane_steps
+
+        return plane_steps(self.model, step)
 
     def synthesise(self, gray: np.ndarray, symbols: np.ndarray, step: float, tile: bool | None = None) -> np.ndarray:
         from .inference import synthesise_image

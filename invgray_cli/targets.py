@@ -96,7 +96,7 @@ class StepTrials:
         step = float(np.float32(step))
         trial = self.trials.get(step)
         if trial is None:
-            symbols = None if self.monochrome else quantise(self.latent, step, self.thresholds)
+            symbols = None if self.monochrome else quantise(self.latent, self.engine.plane_steps(step), self.thresholds)
             trial = self.trials[step] = Trial(step, self.prepared.encoded(self.engine, step, symbols))
         if measure and trial.psnr is None:
             restored = decode_photo(trial.encoded.gray, trial.encoded.residual, model=self.engine).rgb

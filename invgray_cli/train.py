@@ -118,6 +118,11 @@ def batch_loader(sampler: CropSampler, first: int, args: argparse.Namespace,
         pin_memory=device.type == "cuda", persistent_workers=False)
 
 
+def rate_lambda(args: argparse.Namespace, step: float) -> float:
+    """The rate weight (lambda) of a batch or validation at quantisation step ``step``."""
+    return args.lmbda * (step / args.lmbda_pivot) ** args.lmbda_power
+
+
 def save_checkpoint(path: Path, model: InvGrayNet, optimiser: torch.optim.Optimizer, step: int,
                     best: float, args: argparse.Namespace, tables: torch.nn.Module | None = None) -> None:
     tmp = path.with_name(path.name + ".part")
@@ -150,8 +155,9 @@ def read_checkpoint(path: Path) -> tuple[InvGrayNet, dict]:
 
 def grow_from(model: InvGrayNet, path: Path) -> None:
     """Load a smaller checkpoint into ``model``: matching tensors are copied; residual
-    blocks it lacks get a zero second convolution, so they start as identities and the
-    grown network computes exactly what the checkpoint did."""
+    blocks it lacks get a zero second convolution, so they start as identities, and rate
+    gains it lacks start at zero (every plane at the level's step), so the grown network
+    computes exactly what the checkpoint did."""
     state = checkpoint_state(torch.load(path, map_location="cpu", weights_only=False))
     own = model.state_dict()
     missing = [name for name in own if name not in state]
@@ -164,7 +170,7 @@ def grow_from(model: InvGrayNet, path: Path) -> None:
             if any(m.startswith(f"{name}.conv2.") for m in missing):
                 module.conv2.weight.zero_()
                 module.conv2.bias.zero_()
-    unexplained = [m for m in missing if ".conv1." not in m and ".conv2." not in m]
+    unexplained = [m for m in missing if ".conv1." not in m and ".conv2." not in m and m != "rate_gains.log_gains"]
     if unexplained:
         raise SystemExit(f"--init {path}: no rule to initialise {', '.join(unexplained)}")
     print(f"initialised from {path}; {len(missing)} new tensors start as identity blocks", flush=True)
@@ -216,6 +222,15 @@ def main(argv: list[str] | None = None) -> None:
                              "code length of format 2's context tables, learned with the network and frozen "
                              "into OUT/tables.entropy.npz at every save)")
     parser.add_argument("--tables", type=Path, help="with --rate tables: start the tables from this .entropy.npz")
+    parser.add_argument("--rate-gains", action="store_true",
+                        help="the encoder knows the rate level: a learned step per symbol plane and level "
+                             "(invgray_cli/rate_gains.py); use with --lmbda-power")
+    parser.add_argument("--lmbda-power", type=float, default=0.0,
+                        help="rate weight of a batch at step s: lmbda * (s / --lmbda-pivot) ** power; 0 keeps "
+                             "one weight for all steps (invgray-v1); 2 follows a quantiser's own slope "
+                             "(distortion grows with the square of the step), so each level trains as its "
+                             "own operating point")
+    parser.add_argument("--lmbda-pivot", type=float, default=2.0, help="the step at which the rate weight is --lmbda")
     parser.add_argument("--spike-factor", type=float, default=5.0,
                         help="skip batches whose loss exceeds this multiple of the running loss")
     args = parser.parse_args(argv)
@@ -228,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels once
 
-    model = InvGrayNet(NetworkConfig(decoder_blocks=args.decoder_blocks)).to(device)
+    model = InvGrayNet(NetworkConfig(decoder_blocks=args.decoder_blocks, rate_gains=args.rate_gains)).to(device)
     if args.init and not (args.resume and (args.out / "last.pt").exists()):
         grow_from(model, args.init)
     if args.no_sep:
@@ -289,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         coder = tables.freeze().coded_size if tables is not None else None
         for q_step in args.val_steps:
             metrics = validate(model, val_images, args.val_quality, q_step, coder)
-            scores.append(rd_score(metrics, args.lmbda))
+            scores.append(rd_score(metrics, rate_lambda(args, q_step)))
             print(f"val step {step} q_step {q_step:g} psnr {metrics['val_psnr']:.3f} bpp {metrics['val_bpp']:.4f} "
                   f"proxy_bpp {metrics['val_proxy_bpp']:.4f}", flush=True)
             log.write(json.dumps({"step": step, "q_step": q_step, **metrics, "time": elapsed()}) + "\n")
@@ -319,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             bits = estimated_bits(out["gated"], out["gate"])
         bpp = bits.mean() / (rgb.shape[2] * rgb.shape[3])
-        rate_weight = args.lmbda * min(1.0, step / max(1, args.warmup))
+        rate_weight = rate_lambda(args, q_step) * min(1.0, step / max(1, args.warmup))
         loss = mse + rate_weight * bpp
         step += 1
         loss_value = loss.item()
