@@ -8,8 +8,11 @@ torch on CUDA or when a torch ``model`` is passed; torch is imported only then.
 
 from __future__ import annotations
 
+import io
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +26,7 @@ from .container import (
 )
 from .gray import DEFAULT_QUALITY, MAX_JPEG_SIDE, GrayFormat, decode_gray, encode_gray, gray_metadata, luma
 from .images import Photo, photo_from_image, photo_to_pil, read_photo
-from .jpeg_transcode import LOSSLESS, LosslessUnavailable, luma_jpeg
+from .jpeg_transcode import LOSSLESS, LosslessUnavailable, lossless_obstacle, luma_jpeg, read_layout
 from .entropy import EntropyCodingError, decode_symbols, encode_symbols
 from .packing import PackingError, pack_symbols, raw_size_of, unpack_symbols
 from .runtime import Engine, analyse, device_name, engine_for
@@ -94,7 +97,11 @@ def _as_photo(image: Photo | Image.Image | np.ndarray | bytes, lossless_luma: bo
 @dataclass(frozen=True)
 class Prepared:
     """A photo with its gray file made and decoded: everything of an encode except the
-    quantisation step, so that rate control can try several steps cheaply."""
+    quantisation step, so that rate control can try several steps cheaply.
+
+    A JPEG input's lossless luma may still be in the making (``pending``): its decoded
+    pixels are already known, as the input's own Y plane, so the network can start
+    while the transcode finishes; :meth:`settled` then takes the file and checks it."""
 
     photo: Photo
     gray_bytes: bytes
@@ -103,9 +110,31 @@ class Prepared:
     keep_metadata: bool
     gray_path: str = ""  # "lossless luma", "re-encoded q90" or "PNG"
     gray_note: str = ""  # why a JPEG input's luma was re-encoded rather than kept, when it was
+    pending: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+
+    def settled(self) -> tuple[Prepared, bool]:
+        """This with its gray file made, and whether ``decoded_gray`` stayed the same
+        (where it did not, symbols computed from the old one must be computed again):
+        the lossless gray is checked to decode to the Y plane it was announced as, and a
+        transcode that failed late falls back to the re-encode, with its note."""
+        if self.pending is None:
+            return self, True
+        try:
+            gray_bytes = self.pending()
+            decoded = decode_gray(gray_bytes)
+            done = replace(self, gray_bytes=gray_bytes, decoded_gray=decoded, pending=None)
+        except LosslessUnavailable as exc:
+            gray_bytes = encode_gray(luma(self.photo.rgb), self.gray_format, DEFAULT_QUALITY,
+                                     exif=self.photo.exif if self.keep_metadata else None,
+                                     xmp=self.photo.xmp if self.keep_metadata else None)
+            done = replace(self, gray_bytes=gray_bytes, decoded_gray=decode_gray(gray_bytes), pending=None,
+                           gray_path=f"re-encoded q{DEFAULT_QUALITY}", gray_note=str(exc))
+        return done, bool(np.array_equal(done.decoded_gray, self.decoded_gray))
 
     def encoded(self, engine: Engine, step: float, symbols: np.ndarray | None) -> Encoded:
         """The gray and residual files for these symbols (None: a gray photo)."""
+        if self.pending is not None:
+            raise RuntimeError("Prepared.encoded before settled(): the gray file is still being made")
         height, width = self.decoded_gray.shape
         stored_step = float(np.float32(step))
         version, payload, raw_size = symbol_payload(engine.model_id, symbols, stored_step)
@@ -157,11 +186,22 @@ def prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | N
     keeps its own luma losslessly where it can (see :mod:`invgray_cli.jpeg_transcode`);
     everything else, and any explicit ``quality``, gets the luma re-encoded (default
     quality 90)."""
+    return _prepare(image, quality=quality, gray_format=gray_format, keep_metadata=keep_metadata).settled()[0]
+
+
+def _prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | None, gray_format: GrayFormat,
+             keep_metadata: bool) -> Prepared:
+    """:func:`prepare`, possibly with the lossless gray still pending (see :class:`Prepared`)."""
     photo = _as_photo(image, lossless_luma=gray_format == "jpg" and quality is None)
     rgb = photo.rgb
     _check_encodable(rgb.shape[1], rgb.shape[0], gray_format)
     exif, xmp = (photo.exif, photo.xmp) if keep_metadata else (None, None)
     if gray_format == "jpg" and quality is None and photo.jpeg is not None:
+        early = _own_y_plane(photo) if photo.luma_transcode is not None else None
+        if early is not None:
+            return Prepared(photo, b"", early, gray_format, keep_metadata, LOSSLESS,
+                            pending=partial(luma_jpeg, photo.jpeg, photo.orientation, exif, xmp,
+                                            started=photo.luma_transcode))
         try:
             gray_bytes = luma_jpeg(photo.jpeg, photo.orientation, exif, xmp, started=photo.luma_transcode)
             return Prepared(photo, gray_bytes, _checked_lossless_gray(gray_bytes, rgb), gray_format, keep_metadata,
@@ -196,14 +236,37 @@ def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | No
     profile into the residual unless ``keep_metadata`` is False. ``model``: a torch
     network or an engine; default the bundled model on ``device`` (onnxruntime on the CPU).
     """
-    prepared = prepare(image, quality=quality, gray_format=gray_format, keep_metadata=keep_metadata)
+    prepared = _prepare(image, quality=quality, gray_format=gray_format, keep_metadata=keep_metadata)
     engine = engine_for(device=device, model=model)
     if step is None:
         step = level_step(engine.model_id, level)
     check_step(step)
     if prepared.photo.is_gray:
-        return prepared.encoded(engine, step, None)
-    return prepared.encoded(engine, step, analyse(engine, prepared.photo.rgb, prepared.decoded_gray, step))
+        return prepared.settled()[0].encoded(engine, step, None)
+    symbols = analyse(engine, prepared.photo.rgb, prepared.decoded_gray, step)  # while a lossless gray is made
+    prepared, unchanged = prepared.settled()
+    if not unchanged:
+        symbols = analyse(engine, prepared.photo.rgb, prepared.decoded_gray, step)
+    return prepared.encoded(engine, step, symbols)
+
+
+def _own_y_plane(photo: Photo) -> np.ndarray | None:
+    """The Y plane of a JPEG input as libjpeg decodes it (Pillow's grayscale draft: no
+    chroma decoded), which is exactly the decoded lossless gray: the same coefficients
+    through the same IDCT. Only where no block moves (orientation 1: a transposed block
+    goes through the IDCT the other way round and may differ by a level) and the file
+    can take the lossless path; else None, and the gray is waited for."""
+    if photo.orientation != 1 or lossless_obstacle(read_layout(photo.jpeg)) is not None:
+        return None
+    try:
+        with Image.open(io.BytesIO(photo.jpeg)) as image:
+            image.draft("L", image.size)
+            if image.mode != "L":
+                return None
+            plane = np.asarray(image)
+        return _agreeing_gray(plane, photo.rgb)
+    except (OSError, ValueError, LosslessUnavailable):
+        return None
 
 
 LOSSLESS_AGREEMENT_DB = 30.0  # measured 50 to 66 dB on Kodak24 JPEGs; far below that, something is wrong
@@ -212,7 +275,10 @@ LOSSLESS_AGREEMENT_DB = 30.0  # measured 50 to 66 dB on Kodak24 JPEGs; far below
 def _checked_lossless_gray(gray_bytes: bytes, rgb: np.ndarray) -> np.ndarray:
     """The transcoded gray's pixels, provided they show the same picture as the decoded
     colour photo (same size, luma within rounding); else LosslessUnavailable."""
-    decoded = decode_gray(gray_bytes)
+    return _agreeing_gray(decode_gray(gray_bytes), rgb)
+
+
+def _agreeing_gray(decoded: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     if decoded.shape != rgb.shape[:2]:
         raise LosslessUnavailable(f"luma is {decoded.shape[1]}x{decoded.shape[0]}, the decoded photo "
                                   f"{rgb.shape[1]}x{rgb.shape[0]}")

@@ -301,3 +301,40 @@ def test_transcode_thread_works_in_a_forked_worker(small_rgb: np.ndarray) -> Non
     in_parent = start_luma_transcode(data).result()  # the parent's thread exists before the fork
     with multiprocessing.get_context("fork").Pool(1) as pool:
         assert pool.apply_async(_transcode_in_child, (data,)).get(timeout=60) == in_parent
+
+
+def test_network_starts_on_the_inputs_y_plane_and_recovers_when_it_is_not_the_gray(
+        sample_rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    import invgray_cli.codec as codec
+
+    original = _jpeg(Image.fromarray(np.ascontiguousarray(sample_rgb[96:256, 304:512])), subsampling=2)
+    reference = encode(read_photo(original))
+    early = []
+    real = codec._own_y_plane
+    monkeypatch.setattr(codec, "_own_y_plane", lambda photo: early.append(real(photo)) or early[-1])
+    assert encode(read_photo(original, lossless_luma=True)) == reference
+    assert early and early[0] is not None  # the early path ran, and gave the same files
+
+    def off_by_one(photo: object) -> np.ndarray:  # an early plane that is not what the gray decodes to
+        plane = real(photo).copy()
+        plane[0, 0] ^= 1
+        return plane
+
+    monkeypatch.setattr(codec, "_own_y_plane", off_by_one)
+    assert encode(read_photo(original, lossless_luma=True)) == reference  # symbols computed again
+
+
+def test_transcode_failing_late_falls_back_to_the_re_encode(small_rgb: np.ndarray,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import invgray_cli.jpeg_transcode as transcode
+
+    def fails(*args: object) -> bytes:
+        raise LosslessUnavailable("libjpeg could not write these coefficients")
+
+    monkeypatch.setattr(transcode, "transcode_luma", fails)
+    original = _jpeg(Image.fromarray(small_rgb))
+    encoded = encode(read_photo(original, lossless_luma=True))
+    assert (encoded.gray_path, encoded.gray_note) == ("re-encoded q90", "libjpeg could not write these coefficients")
+    re_encoded = encode(read_photo(original), quality=90)
+    assert (encoded.gray, encoded.residual) == (re_encoded.gray, re_encoded.residual)
+    assert decode(encoded.gray, encoded.residual).size == (small_rgb.shape[1], small_rgb.shape[0])
