@@ -63,11 +63,8 @@ def compare(reference: Path, candidate: Path, labels: tuple[str, str], val: Path
     return rate, psnr
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("reference", type=Path, help="run folder compared against")
-    parser.add_argument("candidate", type=Path, help="run folder whose deltas are printed")
-    parser.add_argument("--labels", nargs=2, default=None, metavar=("REFERENCE", "CANDIDATE"))
+def parse_arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The validation options both comparisons share, added to ``parser``, parsed."""
     parser.add_argument("--val", type=Path, default=DEFAULT_VAL)
     parser.add_argument("--steps", type=float, nargs="+", default=DEFAULT_STEPS)
     parser.add_argument("--quality", type=int, default=90)
@@ -75,6 +72,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reference", type=Path, help="run folder compared against")
+    parser.add_argument("candidate", type=Path, help="run folder whose deltas are printed")
+    parser.add_argument("--labels", nargs=2, default=None, metavar=("REFERENCE", "CANDIDATE"))
+    args = parse_arguments(parser)
     labels = tuple(args.labels) if args.labels else (args.reference.name, args.candidate.name)
     compare(args.reference, args.candidate, labels, args.val, args.steps, args.quality)
 

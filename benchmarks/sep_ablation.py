@@ -15,24 +15,16 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.compare_runs import DEFAULT_STEPS, DEFAULT_VAL, compare  # noqa: E402
+from benchmarks.compare_runs import compare, parse_arguments  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("with_sep", type=Path, help="run folder trained with the SEP layer")
     parser.add_argument("without_sep", type=Path, help="run folder trained with --no-sep")
-    parser.add_argument("--val", type=Path, default=DEFAULT_VAL)
-    parser.add_argument("--steps", type=float, nargs="+", default=DEFAULT_STEPS)
-    parser.add_argument("--quality", type=int, default=90)
-    parser.add_argument("--threads", type=int, default=0)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_arguments(parser)
     compare(args.with_sep, args.without_sep, ("with SEP", "without SEP"), args.val, args.steps, args.quality)
 
 

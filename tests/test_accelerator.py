@@ -9,6 +9,7 @@ against CPU) in the ordinary suite and cannot rot between GPU sessions.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -125,23 +126,10 @@ def test_half_precision_decoder_stays_close_to_float32(sample_rgb: np.ndarray, d
     assert abs(psnr(half, rgb) - psnr(full, rgb)) < 0.5
 
 
-def test_training_steps_and_validation_run_on_device(tmp_path: Path) -> None:
+def test_training_steps_and_validation_run_on_device(tiny_training: Callable[..., dict], tmp_path: Path) -> None:
     """The GPU session's training stage, in miniature: learned tables, validation, a checkpoint."""
-    from invgray_cli.train import main as train
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(3)
-    for index in range(2):
-        Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(folder / f"p{index}.png")
-    threads = torch.get_num_threads()
-    try:
-        train(["--data", str(folder), "--val", str(folder), "--out", str(tmp_path / "run"), "--crop", "64",
-               "--batch", "2", "--steps", "2", "--val-every", "2", "--val-steps", "2", "--device", DEVICE,
-               "--rate", "tables", "--init", "models/invgray-v1.pt", "--tables", "models/invgray-v1.1.entropy.npz"])
-    finally:
-        torch.set_num_threads(threads)
-    checkpoint = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    checkpoint = tiny_training("--device", DEVICE, "--rate", "tables", "--init", "models/invgray-v1.pt",
+                               "--tables", "models/invgray-v1.1.entropy.npz")
     assert checkpoint["step"] == 2 and (tmp_path / "run" / "tables.entropy.npz").is_file()
 
 

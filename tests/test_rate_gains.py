@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from invgray_cli import inference, tiling
 from invgray_cli.network import InvGrayNet, NetworkConfig
 from invgray_cli.rate_gains import ANCHORS, plane_steps
-from invgray_cli.train import grow_from, main, read_checkpoint
+from invgray_cli.train import grow_from, read_checkpoint
 
 STEPS = [0.1, 0.25, 0.7428, 1.0, 1.5, 2.0, 3.904, 11.03, 64.0, 200.0]
 
@@ -98,21 +99,10 @@ def test_a_network_without_gains_grows_into_one_unchanged(tmp_path: Path, small_
                                       inference.analyse_image(plain, rgb, gray, step))
 
 
-def test_training_with_rate_gains_and_a_rate_weight_per_step(tmp_path: Path) -> None:
-    from PIL import Image
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(5)
-    for index in range(2):
-        Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(folder / f"p{index}.png")
-    threads = torch.get_num_threads()
-    try:
-        main(["--data", str(folder), "--val", str(folder), "--out", str(tmp_path / "run"), "--crop", "64",
-              "--batch", "2", "--steps", "3", "--val-every", "3", "--val-steps", "2", "--threads", "1",
-              "--device", "cpu", "--rate-gains", "--lmbda-power", "2", "--lr", "1e-2", "--warmup", "1"])
-    finally:
-        torch.set_num_threads(threads)
+def test_training_with_rate_gains_and_a_rate_weight_per_step(tiny_training: Callable[..., dict],
+                                                             tmp_path: Path) -> None:
+    tiny_training("--device", "cpu", "--threads", "1", "--rate-gains", "--lmbda-power", "2", "--lr", "1e-2",
+                  "--warmup", "1", steps=3)
     model, blob = read_checkpoint(tmp_path / "run" / "last.pt")
     assert blob["config"]["rate_gains"] and blob["step"] == 3
     assert model.rate_gains.log_gains.abs().sum() > 0  # the gains learned
