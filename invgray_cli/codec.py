@@ -12,7 +12,6 @@ import io
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -110,7 +109,7 @@ class Prepared:
     keep_metadata: bool
     gray_path: str = ""  # "lossless luma", "re-encoded q90" or "PNG"
     gray_note: str = ""  # why a JPEG input's luma was re-encoded rather than kept, when it was
-    pending: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    pending: Callable[[], tuple[bytes, np.ndarray]] | None = field(default=None, repr=False, compare=False)
 
     def settled(self) -> tuple[Prepared, bool]:
         """This with its gray file made, and whether ``decoded_gray`` stayed the same
@@ -120,8 +119,7 @@ class Prepared:
         if self.pending is None:
             return self, True
         try:
-            gray_bytes = self.pending()
-            decoded = decode_gray(gray_bytes)
+            gray_bytes, decoded = self.pending()
             done = replace(self, gray_bytes=gray_bytes, decoded_gray=decoded, pending=None)
         except LosslessUnavailable as exc:
             gray_bytes = encode_gray(luma(self.photo.rgb), self.gray_format, DEFAULT_QUALITY,
@@ -197,11 +195,14 @@ def _prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | 
     _check_encodable(rgb.shape[1], rgb.shape[0], gray_format)
     exif, xmp = (photo.exif, photo.xmp) if keep_metadata else (None, None)
     if gray_format == "jpg" and quality is None and photo.jpeg is not None:
-        early = _own_y_plane(photo) if photo.luma_transcode is not None else None
+        started = photo.luma_transcode
+        usable = started is not None and started.data is photo.jpeg and started.orientation == photo.orientation
+        early = _own_y_plane(photo) if usable else None
         if early is not None:
-            return Prepared(photo, b"", early, gray_format, keep_metadata, LOSSLESS,
-                            pending=partial(luma_jpeg, photo.jpeg, photo.orientation, exif, xmp,
-                                            started=photo.luma_transcode))
+            def lossless_gray() -> tuple[bytes, np.ndarray]:
+                return luma_jpeg(photo.jpeg, photo.orientation, exif, xmp, started=started), started.pixels()
+
+            return Prepared(photo, b"", early, gray_format, keep_metadata, LOSSLESS, pending=lossless_gray)
         try:
             gray_bytes = luma_jpeg(photo.jpeg, photo.orientation, exif, xmp, started=photo.luma_transcode)
             return Prepared(photo, gray_bytes, _checked_lossless_gray(gray_bytes, rgb), gray_format, keep_metadata,

@@ -257,10 +257,22 @@ class LumaTranscode:
 
     def __init__(self, data: bytes, orientation: int) -> None:
         self.data, self.orientation = data, orientation
-        self._future = _transcoder().submit(transcode_luma, data, orientation)
+        self._future = _transcoder().submit(_transcoded_and_decoded, data, orientation)
 
     def result(self) -> bytes:
-        return self._future.result()
+        return self._future.result()[0]
+
+    def pixels(self) -> np.ndarray:
+        """The transcoded gray as a decoder shows it, decoded in the same thread."""
+        return self._future.result()[1]
+
+
+def _transcoded_and_decoded(data: bytes, orientation: int) -> tuple[bytes, np.ndarray]:
+    from PIL import Image
+
+    gray = transcode_luma(data, orientation)
+    with Image.open(io.BytesIO(gray)) as image:  # metadata segments added later change no pixel
+        return gray, np.asarray(image)
 
 
 def start_luma_transcode(data: bytes) -> LumaTranscode | None:

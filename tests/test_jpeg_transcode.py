@@ -338,3 +338,13 @@ def test_transcode_failing_late_falls_back_to_the_re_encode(small_rgb: np.ndarra
     re_encoded = encode(read_photo(original), quality=90)
     assert (encoded.gray, encoded.residual) == (re_encoded.gray, re_encoded.residual)
     assert decode(encoded.gray, encoded.residual).size == (small_rgb.shape[1], small_rgb.shape[0])
+
+
+def test_a_transcode_begun_for_another_orientation_is_not_used(small_rgb: np.ndarray) -> None:
+    from invgray_cli.jpeg_transcode import LumaTranscode
+
+    original = _jpeg(Image.fromarray(small_rgb[:128, :192]))
+    reference = encode(read_photo(original))
+    photo = read_photo(original)
+    photo.luma_transcode = LumaTranscode(original, 6)  # as if the EXIF had said otherwise
+    assert encode(photo) == reference
