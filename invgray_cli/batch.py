@@ -1,14 +1,20 @@
 """Batches for the CLI: finding the files behind the arguments, naming outputs,
 running one job per file so that one bad file never stops the rest, and reporting
-(a rich progress bar on a terminal, one plain line per file otherwise)."""
+(a rich progress bar on a terminal, one plain line per file otherwise). Folders on
+local disk are listed up front; object storage and the cluster engine take the same
+naming rules as a stream (:func:`plan_encode`, :func:`plan_decode`)."""
 
 from __future__ import annotations
 
+import heapq
 import os
+import posixpath
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -159,18 +165,182 @@ def decode_jobs(inputs: list[str], out_dir: Path | None, recursive: bool) -> lis
     return _mark_clashes(jobs)
 
 
+# --- streamed plans: object storage and the cluster engine -----------------------------
+#
+# The lists above hold every file of a folder. For a bucket of a million photos the plans
+# below stream instead: each argument's files come in lexicographic order of where their
+# outputs go (storage.walk_files lists in that order), the arguments' streams are merged
+# in that order, and a name clash (a.png and a.jpg both writing a.gray.jpg) is found
+# among neighbours: every input that could clash with another shares its output folder
+# and stem, which is a prefix of both, and strings that share a prefix sit together in
+# sorted order. So only the claims whose prefix is still open are remembered.
+
+_Item = tuple[str, int, Job, str]  # (where its outputs go, argument index, job, clash prefix)
+
+
+def _claim_key(path: Any) -> str:  # noqa: ANN401 - a Path or an ObjectPath
+    return str(path.resolve())
+
+
+class ClashGuard:
+    """:func:`_mark_clashes` for a sorted stream: remembers only the claims whose prefix
+    (output folder and stem) the stream has not left yet."""
+
+    def __init__(self) -> None:
+        self.claims: dict[str, tuple[str, str]] = {}  # output -> (clash prefix, label of the job writing it)
+
+    def check(self, placement: str, job: Job, prefix: str) -> Job:
+        """Mark ``job`` failed if an earlier job writes one of its outputs."""
+        for key in [key for key, (open_prefix, _) in self.claims.items() if not placement.startswith(open_prefix)]:
+            del self.claims[key]  # sorted order: no later job can reach this prefix again
+        if not job.error:
+            keys = [_claim_key(out) for out in job.outputs]
+            clash = next((i for i, key in enumerate(keys) if key in self.claims), None)
+            if clash is not None:
+                job.error = (f"output {job.outputs[clash]} would also be written for {self.claims[keys[clash]][1]} "
+                             "(rename one, or use -o)")
+            else:
+                self.claims.update((key, (prefix, job.label)) for key in keys)
+        return job
+
+
+def _guard_clashes(items: Iterable[_Item]) -> Iterator[Job]:
+    guard = ClashGuard()
+    for placement, _, job, prefix in items:
+        yield guard.check(placement, job, prefix)
+
+
+def _is_dir(path: Any) -> bool:  # noqa: ANN401
+    try:
+        return bool(path.is_dir())
+    except Exception:  # noqa: BLE001 - unreachable or forbidden: taken as a file, whose read then says why
+        return False
+
+
+def _is_file(path: Any) -> bool:  # noqa: ANN401
+    try:
+        return bool(path.is_file())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _head(path: Any, size: int) -> bytes:  # noqa: ANN401
+    from .storage import ObjectPath, head
+
+    if isinstance(path, ObjectPath):
+        return head(path, size)
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
+
+
+def _folder_stream(root: Any, index: int, recursive: bool, out_dir: Any, what: str,  # noqa: ANN401
+                   keep: Callable[[Any], bool], stem: Callable[[Any], str],
+                   outputs_for: Callable[[Any, Any], list]) -> Iterator[_Item]:
+    """The jobs of one folder argument, in output order (:func:`_folder_jobs`, streamed)."""
+    from .storage import ObjectPath, one_line, walk_files
+
+    found = False
+    try:
+        for file in walk_files(root, recursive):
+            if not keep(file):
+                continue
+            found = True
+            if out_dir is None:
+                folder = file.parent
+            else:
+                below = file.relative_to(root)
+                folder = out_dir / (posixpath.dirname(below) if isinstance(below, str) else str(below.parent))
+            yield (f"{folder}/{file.name}", index, Job(str(file), str(file), outputs_for(folder, file)),
+                   f"{folder}/{stem(file)}")
+    except Exception as exc:  # noqa: BLE001 - a store's own errors: this argument fails, the others go on
+        kind = "bucket or prefix" if isinstance(root, ObjectPath) else "folder"
+        yield str(root), index, Job(str(root), str(root), [], error=f"cannot list this {kind} ({one_line(exc)})"), ""
+        return
+    if not found:
+        hint = "" if recursive else " (use -r for subfolders)"
+        yield str(root), index, Job(str(root), str(root), [], error=f"no {what} found in this folder{hint}"), ""
+
+
+def _merged(streams: list[Iterator[_Item]]) -> Iterator[Job]:
+    return _guard_clashes(heapq.merge(*streams, key=lambda item: (item[0], item[1])))
+
+
+def plan_encode(inputs: list[str], out_dir: Any, gray_suffix: str, embed: bool,  # noqa: ANN401 - Path/ObjectPath
+                recursive: bool) -> Iterator[Job]:
+    """:func:`encode_jobs` as a stream, for object storage and the cluster engine."""
+    from .storage import location
+
+    def outputs(folder: Any, stem: str) -> list:  # noqa: ANN401
+        gray = folder / f"{stem}{gray_suffix}"
+        return [gray] if embed else [gray, folder / f"{stem}{RESIDUAL_SUFFIX}"]
+
+    streams: list[Iterator[_Item]] = []
+    for index, name in enumerate(inputs):
+        path = location(name)
+        if name != STDIO and _is_dir(path):
+            streams.append(_folder_stream(
+                path, index, recursive, out_dir, "photos",
+                lambda p: p.suffix.lower() in PHOTO_SUFFIXES and not is_invgray_output(p), lambda p: p.stem,
+                lambda folder, file: outputs(folder, file.stem)))
+        else:
+            folder = out_dir if out_dir is not None else path.parent
+            streams.append(iter([(f"{folder}/{path.name}", index, Job(name, name, outputs(folder, path.stem)),
+                                  f"{folder}/{path.stem}")]))
+    return _merged(streams)
+
+
+def plan_decode(inputs: list[str], out_dir: Any, recursive: bool) -> Iterator[Job]:  # noqa: ANN401
+    """:func:`decode_jobs` as a stream, for object storage and the cluster engine (the
+    same pairing of arguments; folders listed as they are read)."""
+    from .storage import location
+
+    paths = [location(name) for name in inputs]
+    classic_pair = (len(inputs) == 2 and _is_file(paths[0]) and _is_file(paths[1])
+                    and not _head(paths[1], 8).startswith((b"\xff\xd8", b"\x89PNG")))
+    singles: list[tuple[int, Job]] = []
+    streams: list[Iterator[_Item]] = []
+    for index, (name, path) in enumerate(zip(inputs, paths)):
+        is_file = _is_file(path)
+        if (classic_pair and index == 1) or (is_file and (name.lower().endswith(RESIDUAL_SUFFIX)
+                                                          or _head(path, 4) == b"IGRS")):
+            previous = singles[-1][1] if singles and singles[-1][0] == index - 1 else None
+            if previous is None or previous.companion is not None or previous.error:
+                singles.append((index, Job(name, name, [], error="a residual file must follow its gray image")))
+            else:
+                previous.companion = path
+            continue
+        if not is_file and _is_dir(path):
+            streams.append(_folder_stream(
+                path, index, recursive, out_dir, ".gray.jpg/.gray.png files",
+                lambda p: p.name.lower().endswith(GRAY_SUFFIXES), stem_of,
+                lambda folder, file: [folder / f"{stem_of(file)}{COLOUR_SUFFIX}"]))
+            continue
+        folder = out_dir if out_dir is not None else path.parent
+        singles.append((index, Job(name, name, [folder / f"{stem_of(path)}{COLOUR_SUFFIX}"])))
+    for index, job in singles:
+        folder = job.outputs[0].parent if job.outputs else location(job.source).parent
+        name = location(job.source).name
+        streams.append(iter([(f"{folder}/{name}", index, job, f"{folder}/{stem_of(location(job.source))}")]))
+    return _merged(streams)
+
+
 class Reporter:
     """Progress and results: rich bar on a terminal, plain lines otherwise; with
     ``json_lines`` one JSON object per file instead of the plain lines (``reports``).
     Results go to stdout, unless stdout carries image data (``data_on_stdout``); errors,
     the progress bar and the summary always go to stderr."""
 
-    def __init__(self, total: int, verb: str, quiet: bool = False, json_lines: bool = False,
+    def __init__(self, total: int | None, verb: str, quiet: bool = False, json_lines: bool = False,
                  data_on_stdout: bool = False) -> None:
+        """``total=None``: not known yet (a listing still streams in); :meth:`set_total`
+        gives it when a count arrives."""
         self.total, self.verb, self.quiet, self.json_lines = total, verb, quiet, json_lines
         self.stream = sys.stderr if data_on_stdout else sys.stdout
         self.progress = None
-        if sys.stderr.isatty() and total > 1 and not quiet and not os.environ.get("INVGRAY_PLAIN"):
+        if sys.stderr.isatty() and (total is None or total > 1) and not quiet and not os.environ.get("INVGRAY_PLAIN"):
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
@@ -202,6 +372,12 @@ class Reporter:
 
             self._print(dumps(obj), self.stream)
 
+    def set_total(self, total: int) -> None:
+        """The number of files, once counted (safe from another thread)."""
+        self.total = max(total, self.finished)
+        if self.progress is not None:
+            self.progress.update(self.task, total=self.total)
+
     def advance(self) -> None:
         self.finished += 1
         if self.progress is not None:
@@ -211,46 +387,44 @@ class Reporter:
     def close(self, outcome: Outcome) -> None:
         if self.progress is not None:
             self.progress.stop()
-        if (self.total > 1 or outcome.failures or outcome.skipped) and not self.quiet:
+        total = self.finished if self.total is None else self.total
+        if (total > 1 or outcome.failures or outcome.skipped) and not self.quiet:
             summary = f"{self.verb}: {outcome.done} done, {outcome.skipped} skipped, {len(outcome.failures)} failed"
             if outcome.seconds and outcome.pixels:
                 summary += f" ({outcome.pixels / 1e6 / outcome.seconds:.2f} MP/s)"
             print(summary, file=sys.stderr, flush=True)
-            for label, message in outcome.failures if self.total > 1 else []:
+            for label, message in outcome.failures if total > 1 else []:
                 print(f"  failed: {label}: {message}", file=sys.stderr, flush=True)
 
 
-def run_jobs(jobs: list[Job], work: Callable[[Job], tuple], reporter: Reporter,
-             skip_existing: bool, workers: int = 1) -> Outcome:
-    """Run ``work`` on every job; it returns (report line, pixels) or (report line,
-    pixels, JSON record), or raises JobError."""
+Result = tuple[Job, str, "str | None", int, dict[str, Any], float]  # job, status, message, pixels, details, s
+
+
+def run_job(job: Job, work: Callable[[Job], tuple], skip_existing: bool) -> Result:
+    """One job: skipped, done or failed, never raising (one file's bug must not stop the
+    batch). ``work`` returns (report line, pixels) or (report line, pixels, JSON record),
+    or raises JobError."""
+    began = time.perf_counter()
+    if job.error:
+        return job, "failed", job.error, 0, {}, 0.0
+    try:
+        if skip_existing and job.outputs and all(p.exists() for p in job.outputs):
+            return job, "skipped", None, 0, {}, 0.0
+        text, pixels, *details = work(job)
+        return job, "done", text, pixels, (details[0] if details else {}), time.perf_counter() - began
+    except JobError as exc:
+        return job, "failed", str(exc), 0, {}, time.perf_counter() - began
+    except Exception as exc:  # noqa: BLE001 - one file's bug must not stop the batch
+        return job, "failed", f"internal error: {type(exc).__name__}: {exc}", 0, {}, time.perf_counter() - began
+
+
+def report_results(results: Iterable[Result], reporter: Reporter) -> Outcome:
+    """Report each result as it arrives (line or JSON record, progress) and sum them up."""
     from .reports import record
 
     outcome = Outcome()
     started = time.perf_counter()
-
-    def one(job: Job) -> tuple[Job, str, str | None, int, dict[str, Any], float]:
-        began = time.perf_counter()
-        if job.error:
-            return job, "failed", job.error, 0, {}, 0.0
-        if skip_existing and job.outputs and all(p.exists() for p in job.outputs):
-            return job, "skipped", None, 0, {}, 0.0
-        try:
-            text, pixels, *details = work(job)
-            return job, "done", text, pixels, (details[0] if details else {}), time.perf_counter() - began
-        except JobError as exc:
-            return job, "failed", str(exc), 0, {}, time.perf_counter() - began
-        except Exception as exc:  # noqa: BLE001 - one file's bug must not stop the batch
-            return job, "failed", f"internal error: {type(exc).__name__}: {exc}", 0, {}, time.perf_counter() - began
-
-    def results() -> Iterable[tuple[Job, str, str | None, int, dict[str, Any], float]]:
-        if workers <= 1:
-            yield from map(one, jobs)
-            return
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            yield from pool.map(one, jobs)
-
-    for job, status, message, pixels, details, seconds in results():
+    for job, status, message, pixels, details, seconds in results:
         if status == "done":
             outcome.done += 1
             outcome.pixels += pixels
@@ -273,3 +447,47 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], tuple], reporter: Reporter,
     outcome.seconds = time.perf_counter() - started
     reporter.close(outcome)
     return outcome
+
+
+def count_in_background(plan: Callable[[], Iterable[Job]], reporter: Reporter) -> None:
+    """Size the progress bar of a streamed run: a second, count-only pass over the plan in
+    a thread (no file is opened; only the listing is read again). Without a progress bar
+    nothing is counted."""
+    if reporter.progress is None:
+        return
+
+    def count() -> None:
+        try:
+            reporter.set_total(sum(1 for _ in plan()))
+        except Exception:  # noqa: BLE001, S110 - the count only sizes the progress bar
+            pass
+
+    threading.Thread(target=count, daemon=True, name="invgray-count").start()
+
+
+def run_jobs(jobs: Iterable[Job], work: Callable[[Job], tuple], reporter: Reporter,
+             skip_existing: bool, workers: int = 1) -> Outcome:
+    """Run ``work`` on every job (see :func:`run_job`) in ``workers`` threads, reporting
+    in job order. A list is handed to the pool at once; any other iterable (a listing
+    that streams in) is taken a few jobs ahead of the running ones only."""
+
+    def one(job: Job) -> Result:
+        return run_job(job, work, skip_existing)
+
+    def results() -> Iterable[Result]:
+        if workers <= 1:
+            yield from map(one, jobs)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            if isinstance(jobs, list):
+                yield from pool.map(one, jobs)
+                return
+            pending: deque[Future[Result]] = deque()
+            for job in jobs:
+                pending.append(pool.submit(one, job))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    return report_results(results(), reporter)

@@ -1,21 +1,32 @@
-"""The ``invgray`` command line: parses arguments, names files, reports. The codec
-work happens in :mod:`invgray_cli.codec`; on the CPU the network runs in onnxruntime
-(:mod:`invgray_cli.runtime`), so torch loads only for CUDA."""
+"""The ``invgray`` command line: parses arguments, names files, reports. What one file's
+encode or decode does is in :mod:`invgray_cli.filework`, the codec in
+:mod:`invgray_cli.codec`; on the CPU the network runs in onnxruntime
+(:mod:`invgray_cli.runtime`), so torch loads only for CUDA. Object storage
+(:mod:`invgray_cli.storage`) and the Ray engine (:mod:`invgray_cli.cluster`) load only
+when a URL or ``--engine ray`` asks for them."""
 
 from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from enum import Enum
+from functools import partial
+from itertools import islice
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from . import __version__
 from .batch import (
-    RESIDUAL_SUFFIX, STDIO, Job, JobError, Reporter, decode_jobs, encode_jobs, run_jobs, stem_of,
+    RESIDUAL_SUFFIX, STDIO, Job, JobError, Outcome, Reporter, count_in_background, decode_jobs, encode_jobs,
+    plan_decode, plan_encode, run_jobs, stem_of,
 )
+
+if TYPE_CHECKING:
+    from .storage import ObjectPath
 
 # Plain (not rich) help: flags read as flags there, without a <bool> placeholder.
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -78,60 +89,6 @@ def main_options(
     warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?")
 
 
-def _read_input(path: str) -> bytes:
-    if path == STDIO:
-        return sys.stdin.buffer.read()
-    p = Path(path)
-    if not p.exists():
-        raise JobError("no such file")
-    if p.is_dir():
-        raise JobError("is a directory")
-    if not p.is_file():
-        raise JobError("not a regular file")
-    try:
-        return p.read_bytes()
-    except OSError as exc:
-        raise JobError(f"cannot read ({exc.strerror or exc})") from None
-
-
-def _labelled_read(path: Path) -> bytes:
-    try:
-        return _read_input(str(path))
-    except JobError as exc:
-        raise JobError(f"{path}: {exc}") from None
-
-
-def _check_writable(outputs: list[Path], inputs: list[str], force: bool) -> None:
-    resolved_inputs = {Path(i).resolve() for i in inputs if i != STDIO}
-    for out in outputs:
-        if str(out) == STDIO:
-            continue
-        if out.resolve() in resolved_inputs:
-            raise JobError(f"output {out} would overwrite an input")
-        if out.exists() and not force:
-            raise JobError(f"{out} already exists (use --force to overwrite)")
-
-
-def _write_all(files: list[tuple[Path, bytes]], force: bool) -> None:
-    """Write every output of one input as a set (see images.write_all_atomic); an
-    output named '-' goes to stdout, complete, after the files."""
-    from .images import write_all_atomic
-
-    on_disk = [(path, data) for path, data in files if str(path) != STDIO]
-    try:
-        if on_disk:
-            write_all_atomic(on_disk, overwrite=force)
-        for path, data in files:
-            if str(path) == STDIO:
-                sys.stdout.buffer.write(data)
-                sys.stdout.buffer.flush()
-    except FileExistsError as exc:
-        raise JobError(str(exc)) from None
-    except OSError as exc:
-        target = exc.filename or ", ".join(str(p) for p, _ in files)
-        raise JobError(f"cannot write {target} ({exc.strerror or exc})") from None
-
-
 def _device(name: DeviceChoice, threads: int) -> str:
     """'cpu' or 'cuda' (torch is imported only to look for CUDA where a driver exists)."""
     from .runtime import device_name, set_threads
@@ -149,19 +106,103 @@ def _refuse_terminal_stdout() -> None:
         raise _usage("refusing to write binary image data to a terminal: redirect stdout to a file or a pipe")
 
 
+# What one file's work needs lives in filework and storage, imported on first use: the
+# CLI's start-up (`invgray --help`, a one-file encode) stays what it was.
+def _read_input(path: str) -> bytes:
+    from .filework import read_input
+
+    return read_input(path)
+
+
+def _labelled_read(path: Path) -> bytes:
+    from .filework import labelled_read
+
+    return labelled_read(path)
+
+
+def _check_writable(outputs: list[Path], inputs: list[str], force: bool) -> None:
+    from .filework import check_writable
+
+    check_writable(outputs, inputs, force)
+
+
+def _write_all(files: list[tuple[Path, bytes]], force: bool) -> None:
+    from .filework import write_all
+
+    write_all(files, force)
+
+
 def _level_of(model_id: str, step: float) -> str | None:
-    """The name of the model's rate level at this step, if it is one."""
-    from .zoo import known_model_ids, levels
+    from .filework import level_of
 
-    if model_id not in known_model_ids():
-        return None
-    return next((name for name, value in levels(model_id).items() if abs(value - step) <= 1e-6 * value), None)
+    return level_of(model_id, step)
 
 
-def _engine_name(model_id: str, device: str) -> str:
-    from .runtime import engine_for
+def location(name: str) -> Path | ObjectPath:
+    from .storage import location as storage_location
 
-    return engine_for(model_id, device).name
+    return storage_location(name)
+
+
+def is_url(name: object) -> bool:
+    from .storage import is_url as storage_is_url
+
+    return storage_is_url(name)
+
+
+class EngineChoice(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def _as_local(name: str) -> str:
+    """A file:// URL is a local path: it takes the local code path, naming and all."""
+    return str(location(name)) if is_url(name) and name.lower().startswith("file://") else name
+
+
+def _check_storage(names: Iterable[str | None]) -> bool:
+    """Whether any name is an object URL; each one's filesystem must load (else exit 2)."""
+    remote = False
+    for name in names:
+        if name is not None and is_url(name) and not name.lower().startswith("file://"):
+            from .storage import StorageError, check_usable
+
+            remote = True
+            try:
+                check_usable(location(name))  # type: ignore[arg-type]
+            except StorageError as exc:
+                raise _usage(str(exc)) from None
+    return remote
+
+
+def _check_engine(engine: EngineChoice, address: str | None, workers: int, stdio: bool) -> None:
+    if engine is EngineChoice.local:
+        if address is not None or workers:
+            raise _usage("--address and --workers apply to --engine ray")
+        return
+    if stdio:
+        raise _usage("--engine ray reads and writes files or objects, not stdin or stdout")
+    from .cluster import ClusterError, require_ray
+
+    try:
+        require_ray()
+    except ClusterError as exc:
+        raise _usage(str(exc)) from None
+
+
+def _run_on_cluster(verb: str, plan: Callable[[], Iterable[Job]], settings: Any, skip_existing: bool,  # noqa: ANN401
+                    make_reporter: Callable[[], Reporter], options: Any) -> Outcome:  # noqa: ANN401
+    from .cluster import ClusterError, ClusterRunFailed, ClusterUsageError, run
+
+    try:
+        return run(verb, plan, settings, skip_existing, make_reporter, options)
+    except ClusterRunFailed:  # reported file by file already
+        raise typer.Exit(1) from None
+    except ClusterUsageError as exc:
+        raise _usage(str(exc)) from None
+    except ClusterError as exc:
+        _err(str(exc))
+        raise typer.Exit(1) from None
 
 
 _RECURSIVE = typer.Option("-r", "--recursive", help="Also take photos in subfolders of folder inputs.")
@@ -173,6 +214,15 @@ _DEVICE = typer.Option("--device", help="Where the network runs.")
 _FORCE = typer.Option("--force", "-f", help="Overwrite existing outputs.")
 _OUT_DIR = typer.Option("--out-dir", help="Folder for the outputs (mirrors the tree of folder inputs; "
                                           "created if needed).")
+_ENGINE = typer.Option("--engine", help="local: this machine (--jobs threads). ray: a Ray cluster through Ray "
+                                         "Data (pip install 'invgray[cluster]'): --workers actors, each loading the "
+                                         "model once; --jobs files at once in each CPU worker; --threads network "
+                                         "threads (and CPUs) per CPU worker.")
+_ADDRESS = typer.Option("--address", metavar="ADDR",
+                        help="--engine ray: the cluster (ray://HOST:10001, HOST:6379, auto, local). Default: "
+                             "RAY_ADDRESS, else a cluster started on this machine, else a new local one.")
+_WORKERS = typer.Option("--workers", min=0, max=100_000,
+                        help="--engine ray: worker actors (0: one per GPU of the cluster, else one per CPU).")
 _JSON = typer.Option("--json", help="One JSON object per file on stdout (JSON Lines; keys in the README).")
 _QUIET = typer.Option("--quiet", help="No per-file lines, progress or summary; errors and warnings still "
                                       "go to stderr.")
@@ -182,11 +232,11 @@ _QUIET = typer.Option("--quiet", help="No per-file lines, progress or summary; e
 def encode(
     inputs: Annotated[list[str], typer.Argument(metavar="IN...",
                                                 help="Photos or folders of photos ('-' reads stdin).")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output",
-                                                   help="Gray image path (one input only); the residual "
-                                                        "goes beside it as <stem>.residual.bin. '-' writes "
-                                                        "stdout (with --embed: one stream).")] = None,
-    out_dir: Annotated[Optional[Path], _OUT_DIR] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output",
+                                                  help="Gray image path (one input only); the residual "
+                                                       "goes beside it as <stem>.residual.bin. '-' writes "
+                                                       "stdout (with --embed: one stream).")] = None,
+    out_dir: Annotated[Optional[str], _OUT_DIR] = None,
     quality: Annotated[Optional[int], typer.Option(
         "-q", "--quality", min=1, max=100,
         help="Gray JPEG quality: re-encode the luma at this quality. Default: a JPEG input keeps its own "
@@ -220,9 +270,19 @@ def encode(
     force: Annotated[bool, _FORCE] = False,
     json_lines: Annotated[bool, _JSON] = False,
     quiet: Annotated[bool, _QUIET] = False,
+    engine: Annotated[EngineChoice, _ENGINE] = EngineChoice.local,
+    address: Annotated[Optional[str], _ADDRESS] = None,
+    workers: Annotated[int, _WORKERS] = 0,
 ) -> None:
-    """Write <stem>.gray.jpg (or .gray.png) and <stem>.residual.bin for each photo."""
-    if output is not None and (len(inputs) != 1 or Path(inputs[0]).is_dir()):
+    """Write <stem>.gray.jpg (or .gray.png) and <stem>.residual.bin for each photo.
+
+    Inputs and --out-dir may be object URLs (s3://, gs://, az://, file://)."""
+    inputs = [_as_local(name) for name in inputs]
+    remote = _check_storage([*inputs, out_dir, output])
+    _check_engine(engine, address, workers, STDIO in inputs or output == STDIO)
+    output = location(_as_local(output)) if output is not None else None
+    out_dir = location(_as_local(out_dir)) if out_dir is not None else None
+    if output is not None and (len(inputs) != 1 or location(inputs[0]).is_dir()):
         raise _usage("-o/--output takes exactly one input file")
     if output is not None and out_dir is not None:
         raise _usage("use either -o/--output or --out-dir, not both")
@@ -251,64 +311,52 @@ def encode(
             raise _usage(f"{output}: extension disagrees with --gray-format {fmt}")
         fmt = implied
     fmt = fmt or "jpg"
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+    if isinstance(out_dir, Path) and out_dir.exists() and not out_dir.is_dir():
         raise _usage(f"--out-dir {out_dir}: not a folder")
 
+    plan = None  # object storage and the cluster: a stream of jobs, listed as it is read
     if output is not None:
         outs = [output] if embed else [output, output.with_name(stem_of(output) + RESIDUAL_SUFFIX)]
         label = "<stdin>" if inputs[0] == STDIO else inputs[0]
         batch = [Job(label, inputs[0], outs)]
+    elif remote or engine is EngineChoice.ray:
+        batch = None
+        plan = partial(plan_encode, inputs, out_dir, f".gray.{fmt}", embed, recursive)
     else:
         batch = encode_jobs(inputs, out_dir, f".gray.{fmt}", embed, recursive)
+    from .filework import EncodeSettings, encode_file
+
+    settings = EncodeSettings(
+        inputs=tuple(inputs), gray_format=fmt, quality=quality, level=(level or LevelChoice.default).value, step=step,
+        target_psnr=target_psnr, max_bytes=max_bytes, embed=embed, strip=strip, max_pixels=max_pixels, force=force)
+
+    def reporter() -> Reporter:
+        return Reporter(None if batch is None else len(batch), "encode", quiet=quiet, json_lines=json_lines,
+                        data_on_stdout=to_stdout)
+
+    if engine is EngineChoice.ray:
+        outcome = _run_on_cluster("encode", plan or (lambda: iter(batch)), settings, skip_existing, reporter,
+                                  _cluster_options(address, workers, jobs, threads, device, 0))
+        if outcome.failures:
+            raise typer.Exit(1)
+        return
     device_name = _device(device, threads)
-    from .codec import encode as encode_photo
-    from .images import ImageReadError, read_photo
-    from .targets import encode_to_target
-
-    def work(job: Job) -> tuple[str, int, dict]:
-        _check_writable(job.outputs, inputs, force)
-        try:
-            photo = read_photo(_read_input(job.source), max_pixels or None,
-                               lossless_luma=fmt == "jpg" and quality is None)
-        except ImageReadError as exc:
-            raise JobError(str(exc)) from None
-        reached, met, notes = None, None, []
-        if target_psnr is not None or max_bytes is not None:
-            result = encode_to_target(photo, target_psnr=target_psnr, max_bytes=max_bytes, quality=quality,
-                                      gray_format=fmt, device=device_name, keep_metadata=not strip)
-            encoded, reached, met, notes = result.encoded, result.psnr, result.met, result.notes
-        else:
-            encoded = encode_photo(photo, quality=quality, gray_format=fmt, level=(level or LevelChoice.default).value,
-                                   step=step, device=device_name, keep_metadata=not strip)
-        if embed:
-            _write_all([(job.outputs[0], encoded.embedded())], force)
-        else:
-            _write_all([(job.outputs[0], encoded.gray), (job.outputs[1], encoded.residual)], force)
-        height, width = photo.rgb.shape[:2]
-        pixels = height * width
-        where = "embedded" if embed else str(job.outputs[1])
-        path = encoded.gray_path + (f" (no lossless luma: {encoded.gray_note})" if encoded.gray_note else "")
-        text = (f"{job.label}: {job.outputs[0]} ({path}, {len(encoded.gray) * 8 / pixels:.3f} bpp), residual "
-                f"{where} ({len(encoded.residual)} bytes, {len(encoded.residual) * 8 / pixels:.4f} bpp)")
-        if reached is not None:
-            text += f", step {encoded.step:.4g}, RGB PSNR {reached:.2f} dB"
-        text += "".join(f" (warning: {note})" for note in notes)
-        details = {
-            "gray": str(job.outputs[0]), "residual": None if embed else str(job.outputs[1]), "embedded": embed,
-            "width": width, "height": height, "gray_path": encoded.gray_path, "gray_note": encoded.gray_note or None,
-            "gray_bytes": len(encoded.gray), "residual_bytes": len(encoded.residual),
-            "gray_bpp": round(len(encoded.gray) * 8 / pixels, 5),
-            "residual_bpp": round(len(encoded.residual) * 8 / pixels, 5),
-            "level": _level_of(encoded.model_id, encoded.step), "step": encoded.step,
-            "psnr": None if reached is None else round(reached, 3), "target_psnr": target_psnr,
-            "max_bytes": max_bytes, "target_met": met, "warnings": notes, "model": encoded.model_id,
-            "engine": _engine_name(encoded.model_id, device_name)}
-        return text, pixels, details
-
-    reporter = Reporter(len(batch), "encode", quiet=quiet, json_lines=json_lines, data_on_stdout=to_stdout)
-    outcome = run_jobs(batch, work, reporter, skip_existing, jobs)
+    settings = replace(settings, device=device_name)
+    report = reporter()
+    if plan is not None:
+        count_in_background(plan, report)
+    outcome = run_jobs(batch if plan is None else plan(), partial(encode_file, settings=settings), report,
+                       skip_existing, jobs)
     if outcome.failures:
         raise typer.Exit(1)
+
+
+def _cluster_options(address: str | None, workers: int, jobs: int, threads: int, device: DeviceChoice,
+                     batch: int) -> Any:  # noqa: ANN401 - a cluster.ClusterOptions (cluster loads lazily)
+    from .cluster import ClusterOptions
+
+    return ClusterOptions(address=address, workers=workers, jobs=jobs, threads=threads, device=device.value,
+                          batch=batch)
 
 
 @app.command()
@@ -318,11 +366,11 @@ def decode(
         help="Gray images, each optionally followed by its .residual.bin (else the embedded residual, else "
              "<stem>.residual.bin beside it), or folders of them. '-' reads the gray image, or the "
              "residual of a single pair, from stdin.")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output",
-                                                   help="Output path (one gray only); its extension picks the "
-                                                        "format (.png, .jpg, .webp, .tif, .bmp). '-' writes "
-                                                        "stdout in --format.")] = None,
-    out_dir: Annotated[Optional[Path], _OUT_DIR] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output",
+                                                  help="Output path (one gray only); its extension picks the "
+                                                       "format (.png, .jpg, .webp, .tif, .bmp). '-' writes "
+                                                       "stdout in --format.")] = None,
+    out_dir: Annotated[Optional[str], _OUT_DIR] = None,
     colour_format: Annotated[Optional[ColourFormatChoice], typer.Option(
         "--format", help="Format of -o - (default png); with a file name it must agree with the "
                          "extension.")] = None,
@@ -340,11 +388,23 @@ def decode(
     force: Annotated[bool, _FORCE] = False,
     json_lines: Annotated[bool, _JSON] = False,
     quiet: Annotated[bool, _QUIET] = False,
+    engine: Annotated[EngineChoice, _ENGINE] = EngineChoice.local,
+    address: Annotated[Optional[str], _ADDRESS] = None,
+    workers: Annotated[int, _WORKERS] = 0,
 ) -> None:
-    """Restore colour photos from gray images and residuals: <stem>.color.png."""
+    """Restore colour photos from gray images and residuals: <stem>.color.png.
+
+    Inputs and --out-dir may be object URLs (s3://, gs://, az://, file://)."""
+    inputs = [_as_local(name) for name in inputs]
+    remote = _check_storage([*inputs, out_dir, output])
+    _check_engine(engine, address, workers, STDIO in inputs or output == STDIO)
+    if engine is EngineChoice.ray and compare is not None:
+        raise _usage("--compare takes one local decode, not --engine ray")
+    output = location(_as_local(output)) if output is not None else None
+    out_dir = location(_as_local(out_dir)) if out_dir is not None else None
     if output is not None and out_dir is not None:
         raise _usage("use either -o/--output or --out-dir, not both")
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+    if isinstance(out_dir, Path) and out_dir.exists() and not out_dir.is_dir():
         raise _usage(f"--out-dir {out_dir}: not a folder")
     if force and skip_existing:
         raise _usage("use either --force or --skip-existing, not both")
@@ -357,19 +417,24 @@ def decode(
             raise _usage("a gray image from stdin needs -o/--output (a path, or - for stdout)")
         gray_name = inputs[0]
         label = "<stdin>" if gray_name == STDIO else gray_name
-        default = Path(gray_name).parent / f"{stem_of(Path(gray_name))}.color.png"
-        batch = [Job(label, gray_name, [default], companion=Path(inputs[1]) if len(inputs) == 2 else None)]
+        default = location(gray_name).parent / f"{stem_of(location(gray_name))}.color.png"
+        batch = [Job(label, gray_name, [default], companion=location(inputs[1]) if len(inputs) == 2 else None)]
+    elif remote or engine is EngineChoice.ray:
+        batch = None
+        plan = partial(plan_decode, inputs, out_dir, recursive)
+        if output is not None or compare is not None:  # one file only: the first two jobs tell
+            batch = list(islice(plan(), 2))
     else:
         batch = decode_jobs(inputs, out_dir, recursive)
     to_stdout = output is not None and str(output) == STDIO
     if output is not None:
-        if len(batch) != 1 or Path(batch[0].source).is_dir():
+        if len(batch) != 1 or location(batch[0].source).is_dir():
             raise _usage("-o/--output takes exactly one gray image")
         batch[0].outputs = [output]
     if compare is not None and len(batch) != 1:
         raise _usage("--compare takes exactly one gray image")
     stdout_format = COLOUR_FORMATS["." + (colour_format.value if colour_format else "png")]
-    for job in batch:
+    for job in batch or []:
         if job.outputs and str(job.outputs[0]) != STDIO:
             try:
                 implied = colour_format_for(job.outputs[0])
@@ -379,54 +444,34 @@ def decode(
                 raise _usage(f"{job.outputs[0]}: extension disagrees with --format {colour_format.value}")
     if to_stdout:
         _refuse_terminal_stdout()
+    from .filework import DecodeSettings, decode_file
+
+    settings = DecodeSettings(stdout_format=stdout_format, compare=compare, force=force)
+
+    def reporter() -> Reporter:
+        return Reporter(None if batch is None else len(batch), "decode", quiet=quiet, json_lines=json_lines,
+                        data_on_stdout=to_stdout)
+
+    if batch is not None:
+        plan = None
+    if engine is EngineChoice.ray:
+        outcome = _run_on_cluster("decode", plan or (lambda: iter(batch)), settings, skip_existing, reporter,
+                                  _cluster_options(address, workers, jobs, threads, device, batch_size))
+        if outcome.failures:
+            raise typer.Exit(1)
+        return
     device_name = _device(device, threads)
-    from .codec import GrayRecompressedWarning, decode_photo
+    from .codec import GrayRecompressedWarning
 
     warnings.simplefilter("ignore", GrayRecompressedWarning)  # reported per file from photo.notes
-    from .container import InvalidResidualError, read_residual
-    from .images import save_colour
-    from .zoo import UnknownModelError
-
-    def work(job: Job) -> tuple[str, int, dict]:
-        gray = Path(job.source)
-        _check_writable(job.outputs, [job.source] + ([str(job.companion)] if job.companion else []), force)
-        gray_bytes = _labelled_read(gray)
-        residual_bytes, source = _find_residual(gray, gray_bytes, job.companion)
-        try:
-            photo = decode_photo(gray_bytes, residual_bytes, device=device_name, batcher=batcher)
-            header = read_residual(residual_bytes)
-        except (InvalidResidualError, UnknownModelError) as exc:
-            raise JobError(f"{source}: {exc}") from None
-        except (ValueError, OSError) as exc:
-            raise JobError(f"unreadable gray image ({exc})") from None
-        out = job.outputs[0]
-        fmt = stdout_format if str(out) == STDIO else colour_format_for(out)
-        try:
-            data = save_colour(photo, fmt)
-        except (OSError, ValueError) as exc:
-            raise JobError(f"cannot save as {fmt} ({exc})") from None
-        _write_all([(out, data)], force)
-        line = f"{job.label}" + ("" if source.startswith(job.label) else f" + {source}") + f": {out}"
-        for note in photo.notes:
-            line += f" (warning: {note})"
-        quality = None
-        if compare is not None:
-            quality, comparison = _compare(compare, photo.rgb)
-            line += f" ({comparison})"
-        height, width = photo.rgb.shape[:2]
-        details = {
-            "residual": source, "output": str(out), "format": fmt.lower(), "width": width, "height": height,
-            "output_bytes": len(data), "level": _level_of(header.model_id, header.step), "step": header.step,
-            "psnr": None if quality is None else round(quality, 3), "warnings": list(photo.notes),
-            "model": header.model_id,
-            "engine": None if header.monochrome else _engine_name(header.model_id, device_name)}
-        return line, height * width, details
-
-    batcher = _batcher(device_name, batch_size, len(batch))
-    reporter = Reporter(len(batch), "decode", quiet=quiet, json_lines=json_lines, data_on_stdout=to_stdout)
+    settings = replace(settings, device=device_name)
+    batcher = _batcher(device_name, batch_size, 2 if batch is None else len(batch))
+    report = reporter()
+    if plan is not None:
+        count_in_background(plan, report)
     try:
-        outcome = run_jobs(batch, work, reporter, skip_existing,
-                           max(jobs, batcher.max_batch) if batcher else jobs)
+        outcome = run_jobs(batch if plan is None else plan(), partial(decode_file, settings=settings, batcher=batcher),
+                           report, skip_existing, max(jobs, batcher.max_batch) if batcher else jobs)
     finally:
         if batcher is not None:
             batcher.close()
@@ -445,28 +490,6 @@ def _batcher(device: str, batch_size: int, files: int):  # noqa: ANN202 - torch-
     from .zoo import load_model
 
     return NetworkBatcher(load_model(device=device), torch.device(device), max_batch=size)
-
-
-def _find_residual(gray: Path, gray_bytes: bytes, residual: Path | None) -> tuple[bytes, str]:
-    """The residual's bytes and a label for messages: the named file, else the one
-    embedded in the gray, else the sidecar beside the gray."""
-    from .embedding import EmbeddingError, extract
-
-    if residual is not None:
-        return _labelled_read(residual), "<stdin>" if str(residual) == STDIO else str(residual)
-    try:
-        embedded = extract(gray_bytes)
-    except EmbeddingError as exc:
-        raise JobError(str(exc)) from None
-    if embedded is not None:
-        return embedded, f"{'<stdin>' if str(gray) == STDIO else gray} (embedded residual)"
-    if str(gray) == STDIO:
-        raise JobError("no residual embedded in the gray image on stdin (name the residual file after '-')")
-    sidecar = gray.with_name(stem_of(gray) + RESIDUAL_SUFFIX)
-    if sidecar.is_file():
-        return _labelled_read(sidecar), str(sidecar)
-    raise JobError(f"no residual found: none embedded (a tool may have stripped it) "
-                     f"and no {sidecar.name} beside it")
 
 
 @app.command()
@@ -542,21 +565,6 @@ def extract(
         _err(str(exc))
         raise typer.Exit(1) from None
     typer.echo(f"{gray}: {', '.join(str(p) for p, _ in files)}")
-
-
-def _compare(original: Path, restored) -> tuple[float | None, str]:  # noqa: ANN001 - numpy array
-    """The RGB PSNR of the restored pixels against the original photo, and a phrase for the report."""
-    from .images import ImageReadError, read_photo
-    from .metrics import psnr
-
-    try:
-        reference = read_photo(_read_input(str(original))).rgb
-    except (JobError, ImageReadError) as exc:
-        return None, f"cannot compare with {original}: {exc}"
-    if reference.shape != restored.shape:
-        return None, f"cannot compare with {original}: size differs"
-    value = psnr(restored, reference)
-    return value, f"RGB PSNR {value:.2f} dB against {original}"
 
 
 @app.command()
