@@ -219,8 +219,8 @@ _ENGINE = typer.Option("--engine", help="local: this machine (--jobs threads). r
                                          "model once; --jobs files at once in each CPU worker; --threads network "
                                          "threads (and CPUs) per CPU worker.")
 _ADDRESS = typer.Option("--address", metavar="ADDR",
-                        help="--engine ray: the cluster (ray://HOST:10001, HOST:6379, auto, local). Default: "
-                             "RAY_ADDRESS, else a cluster started on this machine, else a new local one.")
+                        help="--engine ray: the cluster (auto: the one this machine belongs to; HOST:6379; "
+                             "ray://HOST:10001). Default: RAY_ADDRESS, else a new local cluster.")
 _WORKERS = typer.Option("--workers", min=0, max=100_000,
                         help="--engine ray: worker actors (0: one per GPU of the cluster, else one per CPU).")
 _JSON = typer.Option("--json", help="One JSON object per file on stdout (JSON Lines; keys in the README).")

@@ -61,7 +61,7 @@ class ClusterError(Exception):
 class ClusterOptions:
     """How ``--engine ray`` runs: where, on how many workers, and how each works."""
 
-    address: str | None = None  # None: RAY_ADDRESS, a cluster started on this machine, else a new local one
+    address: str | None = None  # None: RAY_ADDRESS if set, else a new local cluster; "auto": this machine's
     workers: int = 0  # actors; 0: one per GPU where the cluster has GPUs, else one per CPU
     jobs: int = 1  # files at once in each CPU worker (overlaps object-storage latency)
     threads: int = 0  # network CPU threads (and reserved CPUs) per CPU worker; 0: 1
@@ -311,18 +311,22 @@ class _NativeStderr:
 
 
 def connect(address: str | None) -> bool:
-    """Join the cluster at ``address`` (see ``ray.init``); True when this call started
-    the session (so :func:`run` ends it). A process that already called ``ray.init``
-    (a script, a test) keeps its session."""
+    """Join the cluster at ``address`` (see ``ray.init``; None: ``RAY_ADDRESS``, else a new
+    local cluster on this machine's CPUs and GPUs); True when this call started the
+    session (so :func:`run` ends it). A process that already called ``ray.init`` (a
+    script, a test) keeps its session."""
     ray = require_ray()
     if ray.is_initialized():
         _quiet_ray()
         return False
     env = {name: value for name, value in os.environ.items() if name in FORWARDED_ENV or name.startswith("FSSPEC_")}
+    # Without an address Ray would join "the cluster started last on this machine", whose
+    # record outlives a cluster that was killed: a new local one unless asked (--address auto).
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
     try:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False,
+        ray.init(address=target, logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False,
                  runtime_env={"env_vars": env} if env else None)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, Ray's RpcError, AuthenticationError, ...
         raise ClusterError(f"cannot reach the Ray cluster{f' at {address}' if address else ''}: "
                            f"{' '.join(str(exc).split())}") from None
     _quiet_ray()

@@ -37,7 +37,7 @@ def invoke(*args: object):  # noqa: ANN201
 def cluster(s3_endpoint: str) -> Iterator[None]:
     """A local Ray cluster of 2 CPUs for this module, started after the S3 variables are
     set, so that its workers inherit them. The CLI finds it running and uses it."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
         yield
     finally:
