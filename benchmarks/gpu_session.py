@@ -58,8 +58,10 @@ ON_GPU_IMAGE = ("torch", "numpy", "nvidia", "triton", "pillow", "typer", "rich",
                 "onnxruntime", "fsspec")
 NEVER_CARRIED = ("torch", "numpy", "nvidia", "triton")  # built for the image's CUDA
 # Optional at run time and unused by the session's stages: jpeglib (22 MiB of wheel) only keeps a
-# JPEG input's own luma, and invgray re-encodes the luma, with a note, where it is missing.
-NOT_NEEDED_THERE = ("jpeglib",)
+# JPEG input's own luma, and invgray re-encodes the luma, with a note, where it is missing; moto and
+# boto3 (the test extra's S3 server, dozens of wheels) serve only the object-storage and cluster tests,
+# which the session's `pytest -m cuda` does not select.
+NOT_NEEDED_THERE = ("jpeglib", "moto", "boto3")
 GPU_PYTHON = "3.12"
 GPU_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
                  "manylinux1_x86_64"]
