@@ -310,6 +310,25 @@ class _NativeStderr:
         self.saved = None
 
 
+@contextmanager
+def _quiet_driver_messages() -> Iterator[None]:
+    """Ray's driver prints the cluster's error messages (a worker's traceback, a retried
+    task) on stdout, where --json lines go: during a CLI run they are dropped, since
+    each file's outcome is reported by the run itself (``INVGRAY_DEBUG=1`` keeps them).
+    Ray has no switch for this; its printing function is replaced for the run."""
+    import ray._private.worker as ray_worker
+
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if os.environ.get("INVGRAY_DEBUG") or original is None:
+        yield
+        return
+    ray_worker.print_to_stdstream = lambda data, ignore_prefix: None
+    try:
+        yield
+    finally:
+        ray_worker.print_to_stdstream = original
+
+
 def connect(address: str | None) -> bool:
     """Join the cluster at ``address`` (see ``ray.init``; None: ``RAY_ADDRESS``, else a new
     local cluster on this machine's CPUs and GPUs); True when this call started the
@@ -372,7 +391,7 @@ def run(verb: str, plan: Callable[[], Iterable[Job]], settings: EncodeSettings |
     background thread to count the files. ClusterRunFailed: the cluster stopped early
     (reported file by file); ClusterUsageError: asked for what the cluster lacks."""
     ray = require_ray()
-    with _NativeStderr(), _data_context():
+    with _NativeStderr(), _data_context(), _quiet_driver_messages():
         return _run(ray, verb, plan, settings, skip_existing, make_reporter, options)
 
 

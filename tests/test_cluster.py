@@ -162,6 +162,9 @@ def test_a_worker_killed_mid_job_leaves_no_partial_object_and_the_rerun_complete
     # the local bytes, and no temporary key is left behind.
     assert result.exit_code == 0, result.output
     assert objects(s3, bucket, "gray") == expected  # no temporary key, nothing partial, nothing missing
+    # stdout has one line per file and nothing of Ray's (its retry notices are dropped)
+    assert sorted(line.split(": ")[0] for line in result.stdout.splitlines()) == [
+        f"s3://{bucket}/photos/{name}" for name in sorted(files)]
 
     # A run that stops for good (here: the outputs of three files deleted, one set half
     # written, one temporary key left as a killed worker leaves it) is resumed by a rerun.
@@ -211,6 +214,22 @@ def test_cluster_usage_errors(cluster: None, small_png: Path) -> None:
         "invgray: error: --device cuda: the Ray cluster has no GPUs"]
     assert invoke("encode", "-", "-o", "x.gray.jpg", "--engine", "ray").exit_code == 2
     assert invoke("decode", small_png, "--engine", "ray", "--compare", small_png).exit_code == 2
+    assert not small_png.with_name("photo.gray.jpg").exists()
+
+
+def test_workers_of_another_invgray_stop_the_run_with_one_line(cluster: None, monkeypatch: pytest.MonkeyPatch,
+                                                               small_png: Path) -> None:
+    """The driver here claims another version: the real workers refuse to start."""
+    from invgray_cli import cluster as engine
+
+    real = engine._expected_build()
+    monkeypatch.setattr(engine, "_expected_build", lambda: dict(real, version="9.9.9"))
+    result = invoke("encode", small_png, "--engine", "ray", "--workers", "1")
+    assert result.exit_code == 1 and result.stdout == ""  # no worker traceback from Ray on stdout either
+    assert _errors(result.stderr)[0] == (
+        f"invgray: error: cluster run stopped: worker runs invgray {real['version']} (default model "
+        f"{real['default_model']}), the driver 9.9.9 (default model {real['default_model']}): install the same "
+        "invgray on every node")
     assert not small_png.with_name("photo.gray.jpg").exists()
 
 
