@@ -561,8 +561,9 @@ def encode_batch(batch: Any, *, quality: int | None = None, gray_format: str = "
     grays, residuals, errors = [], [], []
     for data in columns["bytes"]:
         try:
-            encoded = encode(read_photo(bytes(data)), quality=quality, gray_format=gray_format, level=level, step=step,
-                             device=device, keep_metadata=keep_metadata)
+            photo = read_photo(bytes(data), lossless_luma=gray_format == "jpg" and quality is None)
+            encoded = encode(photo, quality=quality, gray_format=gray_format, level=level, step=step, device=device,
+                             keep_metadata=keep_metadata)
             grays.append(encoded.gray)
             residuals.append(encoded.residual)
             errors.append("")
