@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "1.0.0"
 
 if TYPE_CHECKING:
+    from .cluster import Decoder, Encoder, decode_batch, encode_batch
     from .codec import Encoded, Photo, decode, decode_array, decode_photo, encode
 
 _LAZY = {"encode", "decode", "decode_array", "decode_photo", "Encoded", "Photo"}
+# For Ray Data pipelines (ds.map_batches): invgray_cli.cluster, which imports no Ray itself.
+_BATCHES = {"encode_batch", "decode_batch", "Encoder", "Decoder"}
 
 
 def __getattr__(name: str) -> Any:
@@ -21,7 +24,12 @@ def __getattr__(name: str) -> Any:
         from . import codec
 
         return getattr(codec, name)
+    if name in _BATCHES:
+        from . import cluster
+
+        return getattr(cluster, name)
     raise AttributeError(f"module 'invgray_cli' has no attribute {name!r}")
 
 
-__all__ = ["Encoded", "Photo", "__version__", "decode", "decode_array", "decode_photo", "encode"]
+__all__ = ["Decoder", "Encoded", "Encoder", "Photo", "__version__", "decode", "decode_array", "decode_batch",
+           "decode_photo", "encode", "encode_batch"]

@@ -152,7 +152,7 @@ class FileWorker:
 
         results = list(self.pool.map(one, jobs) if self.pool is not None else map(one, jobs))
         return pyarrow.Table.from_pylist([result_row(row["index"], result) for row, result in zip(rows, results)],
-                                         schema=RESULT_SCHEMA())
+                                         schema=_result_schema())
 
 
 def job_row(index: int, job: Job) -> dict[str, Any]:
@@ -173,14 +173,14 @@ def result_row(index: int, result: Result) -> dict[str, Any]:
             "details": json.dumps(details), "seconds": seconds}
 
 
-def RESULT_SCHEMA() -> pyarrow.Schema:  # noqa: N802 - a constant, built once pyarrow is imported
+def _result_schema() -> pyarrow.Schema:  # built on first use: pyarrow comes with Ray
     import pyarrow
 
     return pyarrow.schema([("index", pyarrow.int64()), ("status", pyarrow.string()), ("message", pyarrow.string()),
                            ("pixels", pyarrow.int64()), ("details", pyarrow.string()), ("seconds", pyarrow.float64())])
 
 
-def JOB_SCHEMA() -> pyarrow.Schema:  # noqa: N802
+def _job_schema() -> pyarrow.Schema:
     import pyarrow
 
     return pyarrow.schema([("index", pyarrow.int64()), ("label", pyarrow.string()), ("source", pyarrow.string()),
@@ -229,7 +229,7 @@ def drain_feed(seed: pyarrow.Table, feed: Any, rows_per_block: int) -> Iterator[
 
     del seed  # the one-row dataset this task starts from
     while (items := ray.get(feed.take.remote(rows_per_block))) is not None:
-        yield pyarrow.Table.from_pylist(items, schema=JOB_SCHEMA())
+        yield pyarrow.Table.from_pylist(items, schema=_job_schema())
 
 
 # --- the driver ------------------------------------------------------------------------

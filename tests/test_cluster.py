@@ -251,9 +251,12 @@ def test_decode_batch_runs_same_size_images_through_one_batcher(photo_files: dic
     """What a GPU worker does (same-size images share network passes), on the CPU with torch."""
     import torch
 
+    import invgray_cli
     from invgray_cli.batcher import NetworkBatcher
     from invgray_cli.cluster import decode_batch, encode_batch
     from invgray_cli.zoo import load_model
+
+    assert (invgray_cli.encode_batch, invgray_cli.decode_batch) == (encode_batch, decode_batch)  # the package's API
 
     photos = [photo_files["kodim23.png"]] * 3 + [photo_files["alpha.png"]]
     encoded = encode_batch({"bytes": photos}, device="cpu")
