@@ -122,11 +122,7 @@ class Prepared:
             gray_bytes, decoded = self.pending()
             done = replace(self, gray_bytes=gray_bytes, decoded_gray=decoded, pending=None)
         except LosslessUnavailable as exc:
-            gray_bytes = encode_gray(luma(self.photo.rgb), self.gray_format, DEFAULT_QUALITY,
-                                     exif=self.photo.exif if self.keep_metadata else None,
-                                     xmp=self.photo.xmp if self.keep_metadata else None)
-            done = replace(self, gray_bytes=gray_bytes, decoded_gray=decode_gray(gray_bytes), pending=None,
-                           gray_path=f"re-encoded q{DEFAULT_QUALITY}", gray_note=str(exc))
+            done = _re_encoded(self.photo, self.gray_format, DEFAULT_QUALITY, self.keep_metadata, str(exc))
         return done, bool(np.array_equal(done.decoded_gray, self.decoded_gray))
 
     def encoded(self, engine: Engine, step: float, symbols: np.ndarray | None) -> Encoded:
@@ -196,7 +192,7 @@ def _prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | 
     exif, xmp = (photo.exif, photo.xmp) if keep_metadata else (None, None)
     if gray_format == "jpg" and quality is None and photo.jpeg is not None:
         started = photo.luma_transcode
-        usable = started is not None and started.data is photo.jpeg and started.orientation == photo.orientation
+        usable = started is not None and started.serves(photo.jpeg, photo.orientation)
         early = _own_y_plane(photo) if usable else None
         if early is not None:
             def lossless_gray() -> tuple[bytes, np.ndarray]:
@@ -211,8 +207,13 @@ def _prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | 
             note = str(exc)
     else:
         note = ""
-    quality = DEFAULT_QUALITY if quality is None else quality
-    gray_bytes = encode_gray(luma(rgb), gray_format, quality, exif=exif, xmp=xmp)
+    return _re_encoded(photo, gray_format, DEFAULT_QUALITY if quality is None else quality, keep_metadata, note)
+
+
+def _re_encoded(photo: Photo, gray_format: GrayFormat, quality: int, keep_metadata: bool, note: str) -> Prepared:
+    """The photo with its luma encoded as a new gray file (JPEG at ``quality``, or PNG)."""
+    exif, xmp = (photo.exif, photo.xmp) if keep_metadata else (None, None)
+    gray_bytes = encode_gray(luma(photo.rgb), gray_format, quality, exif=exif, xmp=xmp)
     path = f"re-encoded q{quality}" if gray_format == "jpg" else "PNG"
     return Prepared(photo, gray_bytes, decode_gray(gray_bytes), gray_format, keep_metadata, path, note)
 

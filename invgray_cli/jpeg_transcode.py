@@ -192,7 +192,7 @@ def luma_jpeg(data: bytes, orientation: int = 1, exif: bytes | None = None, xmp:
         if len(payload) > MAX_SEGMENT:
             raise LosslessUnavailable(f"{'XMP' if payload.startswith(XMP_SIGNATURE) else 'EXIF'} block of "
                                       f"{len(payload)} bytes does not fit one JPEG segment")
-    if started is not None and started.data is data and started.orientation == orientation:
+    if started is not None and started.serves(data, orientation):
         written = started.result()
     else:
         written = transcode_luma(data, orientation)
@@ -258,6 +258,10 @@ class LumaTranscode:
     def __init__(self, data: bytes, orientation: int) -> None:
         self.data, self.orientation = data, orientation
         self._future = _transcoder().submit(_transcoded_and_decoded, data, orientation)
+
+    def serves(self, data: bytes, orientation: int) -> bool:
+        """Whether this is the transcode of exactly these bytes at this orientation."""
+        return self.data is data and self.orientation == orientation
 
     def result(self) -> bytes:
         return self._future.result()[0]
