@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> None:
             tables.load_state_dict(ckpt["tables"])
         optimiser.load_state_dict(ckpt["optimiser"])
         step, best = ckpt["step"], ckpt["best"]
-        torch.set_rng_state(ckpt["torch_rng"])
+        # map_location moved every tensor to the device; the CPU generator's state must stay a CPU ByteTensor
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
         print(f"resumed from {last} at step {step}", flush=True)
 
     t0 = time.time()
