@@ -66,6 +66,30 @@ def _djpeg(data: bytes, *options: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(done.stdout)))
 
 
+@pytest.mark.parametrize("kind", [*YCBCR_KINDS, "gray", "gray progressive", "odd size"])
+def test_coefficient_reader_sized_from_our_headers_equals_jpeglibs(small_rgb: np.ndarray, tmp_path: Path,
+                                                                   kind: str) -> None:
+    """The transcode sizes jpeglib's buffers from its own header walk (skipping jpeglib's
+    info pass): a size off by a block would let libjpeg write past them."""
+    from invgray_cli.jpeg_transcode import _coefficient_reader, block_dims
+
+    image = Image.fromarray(small_rgb)
+    if kind.startswith("gray"):
+        data = _jpeg(image.convert("L"), progressive=kind.endswith("progressive"))
+    elif kind == "odd size":
+        data = _jpeg(image.crop((0, 0, 61, 45)), subsampling=1)
+    else:
+        data = _jpeg(image, **YCBCR_KINDS[kind])
+    path = tmp_path / "in.jpg"
+    path.write_bytes(data)
+    reference = jpeglib.read_dct(str(path))
+    layout = read_layout(data)
+    ours = _coefficient_reader(jpeglib, data, layout)
+    assert np.array_equal(block_dims(layout), reference.block_dims[:len(layout.components)])
+    for name in ("Y", "Cb", "Cr", "qt", "quant_tbl_no"):
+        assert np.array_equal(getattr(ours, name), getattr(reference, name)), name
+
+
 @pytest.mark.parametrize("kind", YCBCR_KINDS)
 def test_gray_is_the_inputs_own_luma(small_rgb: np.ndarray, tmp_path: Path, kind: str) -> None:
     original = _jpeg(Image.fromarray(small_rgb), **YCBCR_KINDS[kind])
