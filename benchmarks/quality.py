@@ -189,7 +189,7 @@ def gray_label(setting: str) -> str:
 
 def run_gray_setting(images: list[tuple[str, np.ndarray]], labs: list[np.ndarray], setting: str,
                      steps: dict[str, float], chroma_qualities: list[int], model: InvGrayNet, device: torch.device,
-                     reference: InvGrayNet | None = None) -> tuple[dict[str, Row], dict[str, Row]]:
+                     reference: InvGrayNet | None = None, effort: int = 1) -> tuple[dict[str, Row], dict[str, Row]]:
     """The table's rows, and the reference model's rows at the same steps (empty without one)."""
     rows: dict[str, Row] = {}
     reference_rows: dict[str, Row] = {}
@@ -203,7 +203,7 @@ def run_gray_setting(images: list[tuple[str, np.ndarray]], labs: list[np.ndarray
 
         gray_bytes = b""
         for name, step in steps.items():
-            encoded = encode(rgb, step=step, device=device, model=model, **options)
+            encoded = encode(rgb, step=step, device=device, model=model, effort=effort, **options)
             restored = decode_array(encoded.gray, encoded.residual, device=device, model=model)
             gray_bytes = encoded.gray
             measured = point(restored, len(encoded.gray), len(encoded.residual))
@@ -433,6 +433,8 @@ def main() -> None:
     parser.add_argument("--reference", default=REFERENCE_MODEL, metavar="MODEL_ID",
                         help="bundled model to compare the residual against at the same steps "
                              f"(BD-rate; default {REFERENCE_MODEL}, invgray-v1); 'none' skips it")
+    parser.add_argument("--effort", type=int, default=1, choices=(1, 2, 3),
+                        help="encoder effort of the measured model (the reference always encodes at 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
@@ -468,7 +470,7 @@ def main() -> None:
     for setting in args.grays:
         started = time.perf_counter()
         results[setting], references[setting] = run_gray_setting(
-            images, labs, setting, steps, args.chroma_qualities, model, device, reference)
+            images, labs, setting, steps, args.chroma_qualities, model, device, reference, args.effort)
         print_table(setting, results[setting], args.levels, curves)
         print(f"<!-- gray {setting}: {time.perf_counter() - started:.0f}s -->", file=sys.stderr)
 

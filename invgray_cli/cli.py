@@ -256,6 +256,10 @@ def encode(
         "--max-bytes", min=1, metavar="N",
         help="Best residual of at most N bytes (searched per photo; when even the smallest is larger, "
              "that one is written, with a warning).")] = None,
+    effort: Annotated[int, typer.Option(
+        "--effort", "-e", min=1, max=3,
+        help="Encoder effort: 1 (default) one network pass; 2 and 3 refine the residual for each photo "
+             "(truer colour for its bytes; seconds per photo, torch needed). Decoding is unchanged.")] = 1,
     embed: Annotated[bool, typer.Option("--embed", help="Put the residual inside the gray image "
                                                         "(JPEG APP11 / PNG chunk): one file.")] = False,
     strip: Annotated[bool, typer.Option("--strip", help="Drop EXIF, XMP and ICC metadata.")] = False,
@@ -296,6 +300,9 @@ def encode(
         chosen.insert(0, "--level")  # --step overriding --level stays allowed, as before
     if len(chosen) > 1:
         raise _usage(f"use one of {', '.join(chosen)}, not several")
+    if effort > 1 and (target_psnr is not None or max_bytes is not None):
+        raise _usage("--effort 2 and 3 refine at a level or --step; --target-psnr and --max-bytes search "
+                     "at effort 1")
     fmt = gray_format.value if gray_format else None
     to_stdout = output is not None and str(output) == STDIO
     if to_stdout:
@@ -328,7 +335,8 @@ def encode(
 
     settings = EncodeSettings(
         inputs=tuple(inputs), gray_format=fmt, quality=quality, level=(level or LevelChoice.default).value, step=step,
-        target_psnr=target_psnr, max_bytes=max_bytes, embed=embed, strip=strip, max_pixels=max_pixels, force=force)
+        target_psnr=target_psnr, max_bytes=max_bytes, embed=embed, strip=strip, max_pixels=max_pixels, force=force,
+        effort=effort)
 
     def reporter() -> Reporter:
         return Reporter(None if batch is None else len(batch), "encode", quiet=quiet, json_lines=json_lines,

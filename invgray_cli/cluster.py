@@ -546,7 +546,7 @@ def _objects(values: list[Any]) -> np.ndarray:
 
 def encode_batch(batch: Any, *, quality: int | None = None, gray_format: str = "jpg",  # noqa: ANN401
                  level: str = "default", step: float | None = None, device: str = "cpu",
-                 keep_metadata: bool = True) -> dict[str, np.ndarray]:
+                 keep_metadata: bool = True, effort: int = 1) -> dict[str, np.ndarray]:
     """``ds.map_batches(encode_batch, fn_kwargs=...)``: encode the photo file bytes of
     column ``bytes`` (as ``ray.data.read_binary_files`` gives them) as the CLI does.
 
@@ -563,7 +563,7 @@ def encode_batch(batch: Any, *, quality: int | None = None, gray_format: str = "
         try:
             photo = read_photo(bytes(data), lossless_luma=gray_format == "jpg" and quality is None)
             encoded = encode(photo, quality=quality, gray_format=gray_format, level=level, step=step, device=device,
-                             keep_metadata=keep_metadata)
+                             keep_metadata=keep_metadata, effort=effort)
             grays.append(encoded.gray)
             residuals.append(encoded.residual)
             errors.append("")

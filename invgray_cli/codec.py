@@ -28,6 +28,7 @@ from .images import Photo, photo_from_image, photo_to_pil, read_photo
 from .jpeg_transcode import LOSSLESS, LosslessUnavailable, lossless_obstacle, luma_jpeg, read_layout
 from .entropy import EntropyCodingError, decode_symbols, encode_symbols
 from .packing import PackingError, pack_symbols, raw_size_of, unpack_symbols
+from .refine import DEFAULT_EFFORT, EFFORTS
 from .runtime import Engine, analyse, device_name, engine_for
 from .zoo import entropy_tables, format_version, known_model_ids, level_step, model_id_of
 
@@ -226,7 +227,7 @@ def check_step(step: float) -> None:
 def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | None = None,
            gray_format: GrayFormat = "jpg", level: str = DEFAULT_LEVEL, step: float | None = None,
            device: str | torch.device = "cpu", model: Model | None = None,
-           keep_metadata: bool = True) -> Encoded:
+           keep_metadata: bool = True, effort: int = DEFAULT_EFFORT) -> Encoded:
     """Encode a photo (:class:`Photo`, image file bytes, PIL image or uint8 array) into
     gray image bytes + residual bytes.
 
@@ -237,19 +238,52 @@ def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | No
     (losslessly, in the residual); EXIF and XMP go into the gray image and the ICC
     profile into the residual unless ``keep_metadata`` is False. ``model``: a torch
     network or an engine; default the bundled model on ``device`` (onnxruntime on the CPU).
+    ``effort`` 2 and 3 refine the symbols for this photo (:mod:`invgray_cli.refine`):
+    smaller and truer files, seconds per photo, torch needed.
     """
+    check_effort(effort)
     prepared = _prepare(image, quality=quality, gray_format=gray_format, keep_metadata=keep_metadata)
     engine = engine_for(device=device, model=model)
     if step is None:
         step = level_step(engine.model_id, level)
     check_step(step)
+    if effort != DEFAULT_EFFORT:
+        check_refinable(engine.model_id)
     if prepared.photo.is_gray:
         return prepared.settled()[0].encoded(engine, step, None)
     symbols = analyse(engine, prepared.photo.rgb, prepared.decoded_gray, step)  # while a lossless gray is made
     prepared, unchanged = prepared.settled()
     if not unchanged:
         symbols = analyse(engine, prepared.photo.rgb, prepared.decoded_gray, step)
+    if effort != DEFAULT_EFFORT:
+        symbols = _refined(engine, prepared, step, symbols, effort, device)
     return prepared.encoded(engine, step, symbols)
+
+
+def check_effort(effort: int) -> None:
+    if effort not in EFFORTS:
+        raise ValueError(f"effort must be one of {', '.join(map(str, EFFORTS))}, got {effort}")
+
+
+def check_refinable(model_id: str) -> None:
+    """Refinement measures the rate with the model's entropy tables: a format-1 model has none."""
+    if model_id not in known_model_ids() or format_version(model_id) != RANGE_CODED:
+        raise ValueError(f"effort above {DEFAULT_EFFORT} needs a bundled model with entropy tables "
+                         f"(residual format {RANGE_CODED}); model {model_id} has none")
+
+
+def _refined(engine: Engine, prepared: Prepared, step: float, symbols: np.ndarray, effort: int,
+             device: str | torch.device) -> np.ndarray:
+    from .network import InvGrayNet
+    from .refine import refine_symbols
+    from .zoo import load_model
+
+    network = getattr(engine, "model", None)
+    if not isinstance(network, InvGrayNet):  # the onnxruntime engine: the same weights, in torch
+        network = load_model(engine.model_id, resolve_device(str(device)))
+    on = next(network.parameters()).device
+    return refine_symbols(network, entropy_tables(engine.model_id), prepared.photo.rgb, prepared.decoded_gray,
+                          float(np.float32(step)), symbols, effort, on)
 
 
 def _own_y_plane(photo: Photo) -> np.ndarray | None:

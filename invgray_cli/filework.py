@@ -44,6 +44,7 @@ class EncodeSettings:
     max_pixels: int = 200_000_000
     force: bool = False
     device: str = "cpu"
+    effort: int = 1  # invgray_cli.refine: 2 and 3 refine each photo's symbols
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def encode_file(job: Job, settings: EncodeSettings, retried: Retried = None) -> 
         encoded, reached, met, notes = result.encoded, result.psnr, result.met, result.notes
     else:
         encoded = encode_photo(photo, quality=s.quality, gray_format=s.gray_format, level=s.level, step=s.step,
-                               device=s.device, keep_metadata=not s.strip)
+                               device=s.device, keep_metadata=not s.strip, effort=s.effort)
     if s.embed:
         write_all([(job.outputs[0], encoded.embedded())], s.force)
     else:
@@ -211,7 +212,7 @@ def encode_file(job: Job, settings: EncodeSettings, retried: Retried = None) -> 
         "residual_bpp": round(len(encoded.residual) * 8 / pixels, 5),
         "level": level_of(encoded.model_id, encoded.step), "step": encoded.step,
         "psnr": None if reached is None else round(reached, 3), "target_psnr": s.target_psnr,
-        "max_bytes": s.max_bytes, "target_met": met, "warnings": notes, "model": encoded.model_id,
+        "max_bytes": s.max_bytes, "target_met": met, "warnings": notes, "model": encoded.model_id, "effort": s.effort,
         "engine": engine_name(encoded.model_id, s.device)}
     return text, pixels, details
 

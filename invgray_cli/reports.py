@@ -17,7 +17,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "encode": COMMON_KEYS + (
         "gray", "residual", "embedded", "width", "height", "gray_path", "gray_note", "gray_bytes", "residual_bytes", "gray_bpp",
         "residual_bpp", "level", "step", "psnr", "target_psnr", "max_bytes", "target_met", "warnings", "model",
-        "engine"),
+        "engine", "effort"),
     "decode": COMMON_KEYS + (
         "residual", "output", "format", "width", "height", "output_bytes", "level", "step", "psnr", "warnings",
         "model", "engine"),

@@ -1,0 +1,88 @@
+"""Encoder effort (invgray_cli/refine.py): refined symbols are ordinary symbols of the same
+model, never cost more than the single pass, and tiles cover large photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from invgray_cli import refine
+from invgray_cli.cli import app
+from invgray_cli.codec import decode_array, encode, read_symbols
+from invgray_cli.container import read_residual
+from invgray_cli.gray import decode_gray
+from invgray_cli.inference import analyse_image, psnr
+from invgray_cli.zoo import default_model_id, entropy_tables, level_step, load_model
+
+V1 = "2fdd49ce27575cc9"  # residual format 1: no entropy tables
+runner = CliRunner()
+
+
+def _single_pass(rgb: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    encoded = encode(rgb, step=step)
+    gray = decode_gray(encoded.gray)
+    return gray, analyse_image(load_model(), rgb, gray, float(np.float32(step)))
+
+
+def test_effort_one_is_the_single_pass_itself(small_rgb: np.ndarray) -> None:
+    gray, symbols = _single_pass(small_rgb, 3.0)
+    assert refine.refine_symbols(load_model(), entropy_tables(default_model_id()), small_rgb, gray, 3.0, symbols,
+                                 1) is symbols
+    assert encode(small_rgb, step=3.0, effort=1).residual == encode(small_rgb, step=3.0).residual
+
+
+@pytest.mark.parametrize("tile", [None, 64])
+def test_refined_symbols_cost_no_more_than_the_single_pass(small_rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch,
+                                                           tile: int | None) -> None:
+    """Whole photo, and in 64 px tiles (a 203 x 157 photo in 12 tiles, each with its halo)."""
+    if tile:
+        monkeypatch.setattr(refine, "REFINE_TILE", tile)
+    monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 8)  # the test's budget; the product runs 30
+    model, tables = load_model(), entropy_tables(default_model_id())
+    step = float(np.float32(level_step(default_model_id(), "high")))
+    gray, symbols = _single_pass(small_rgb, step)
+    refined = refine.refine_symbols(model, tables, small_rgb, gray, step, symbols, 2)
+    assert refined.shape == symbols.shape and refined.dtype == symbols.dtype
+    assert not np.array_equal(refined, symbols), "8 steps of descent changed nothing"
+    assert refine._cost(model, tables, small_rgb, gray, step, refined, "cpu") \
+        < refine._cost(model, tables, small_rgb, gray, step, symbols, "cpu")
+
+
+def test_a_refined_file_is_an_ordinary_file_of_the_same_model(small_rgb: np.ndarray,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 8)
+    plain, refined = encode(small_rgb), encode(small_rgb, effort=2)
+    assert refined.gray == plain.gray and refined.model_id == plain.model_id and refined.step == plain.step
+    header = read_residual(refined.residual)
+    assert header.version == read_residual(plain.residual).version
+    gray, single_pass = decode_gray(plain.gray), read_symbols(read_residual(plain.residual))
+    expected = refine.refine_symbols(load_model(), entropy_tables(plain.model_id), small_rgb, gray, plain.step,
+                                     single_pass, 2)
+    assert np.array_equal(read_symbols(header), expected)
+    assert psnr(decode_array(refined.gray, refined.residual), small_rgb) > 30
+
+
+def test_effort_needs_a_model_with_tables_and_a_known_value(small_rgb: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="needs a bundled model with entropy tables"):
+        encode(small_rgb, effort=2, model=load_model(V1))
+    with pytest.raises(ValueError, match="effort must be one of 1, 2, 3"):
+        encode(small_rgb, effort=4)
+
+
+def test_cli_effort(small_png: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 4)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["encode", str(small_png), "--effort", "2", "--out-dir", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output.strip().splitlines()[-1])
+    assert record["effort"] == 2 and (out / "photo.residual.bin").is_file()
+    refused = runner.invoke(app, ["encode", str(small_png), "-e", "3", "--target-psnr", "35", "--out-dir",
+                                  str(tmp_path / "other")])
+    assert refused.exit_code == 2 and "--target-psnr and --max-bytes search at effort 1" in refused.output
+    assert not (tmp_path / "other").exists()
+    bad = runner.invoke(app, ["encode", str(small_png), "--effort", "4", "--out-dir", str(tmp_path / "third")])
+    assert bad.exit_code == 2
