@@ -140,3 +140,14 @@ def test_training_steps_and_validation_run_on_device(tiny_training: Callable[...
 def test_multiply_adds_probe_follows_the_network_device() -> None:
     on_device = load_model(device=DEVICE)  # the cached model on the device; .to() on the CPU one would move it
     assert on_device.multiply_adds_per_pixel() == load_model().multiply_adds_per_pixel() > 0
+
+
+def test_effort_refines_on_the_device_and_the_file_decodes_on_the_cpu(small_rgb: np.ndarray,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from invgray_cli import refine
+
+    monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 8)
+    plain, refined = encode(small_rgb, device=DEVICE), encode(small_rgb, device=DEVICE, effort=2)
+    assert refined.model_id == plain.model_id and refined.gray == plain.gray
+    assert not np.array_equal(read_symbols(read_residual(refined.residual)), read_symbols(read_residual(plain.residual)))
+    assert psnr(decode_array(refined.gray, refined.residual, device="cpu"), small_rgb) > 30
