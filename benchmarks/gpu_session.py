@@ -17,8 +17,9 @@ run cut short still returns what it did:
 4. ``cross-device``: the sample encoded on the device and on the CPU, each file
    decoded on both; symbols that differ, PSNRs and the largest pixel difference;
 5. ``speed``: ``benchmarks/speed.py`` on the carried speed set (float32, TF32,
-   float16, bfloat16; batches 1, 8, 32; fresh-process folder decodes);
-6. ``train``: ``python -m invgray_cli.train`` for the rest of the budget, resumed from
+   float16, bfloat16; batches 1, 8, 32; fresh-process folder decodes; 4 photos encoded
+   at ``--effort`` 2 and 3, the refinement on the device);
+6. ``train``: ``python -m invgray_cli.train`` for 283 s (``--train-seconds``), resumed from
    the carried checkpoint (else from ``--init``, by default from scratch), ``last.pt`` saved
    into ``OUT/train`` at least every ``--save-every`` seconds, crops/s in its log.
 
@@ -334,11 +335,14 @@ def stage_speed(session: Session) -> tuple[str, dict]:
     code, output = session.command([sys.executable, "benchmarks/speed.py", str(speed), "--device", args.device,
                                     "--repeat", str(args.speed_repeat), "--batch", *map(str, args.speed_batches),
                                     "--precision", *args.speed_precisions, "--jobs", str(args.speed_jobs),
-                                    "--fresh", str(args.speed_fresh), "--loop-images", str(args.speed_loop_images)],
+                                    "--fresh", str(args.speed_fresh), "--loop-images", str(args.speed_loop_images),
+                                    "--effort-images", str(args.speed_effort_images)],
                                    limit)
     figures: dict[str, object] = {}
     for precision, batch, mps in _throughput_rows(output):
         figures[f"decoder {precision} batch {batch} MP/s"] = float(mps)
+    for effort, seconds in re.findall(r"\| encode: total at --effort (\d) [^|]*\| ([0-9.]+) \|", output):
+        figures[f"encode at effort {effort} s/image"] = float(seconds)
     for batch, mps in re.findall(r"\| decode folder of \d+ \(--jobs \d+ --batch (\d+)\) \| [0-9.]+ \| ([0-9.]+) \|",
                                  output):
         figures[f"folder decode batch {batch} MP/s"] = float(mps)
@@ -490,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     # and all 24 photos in the one-call-per-file rows would not fit the stage's time.
     r.add_argument("--speed-fresh", type=int, default=3, help="fresh processes per first-image timing")
     r.add_argument("--speed-loop-images", type=int, default=4, help="photos in the one-call-per-file rows")
+    r.add_argument("--speed-effort-images", type=int, default=4,
+                   help="photos encoded at --effort 2 and 3 (refinement on the device)")
     r.add_argument("--init", default="", help="weights to start from without a carried checkpoint (default: "
                    "from scratch)")
     r.add_argument("--train-args", default=DEFAULT_TRAIN_ARGS, help="further arguments of invgray_cli.train")

@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--no-cli", action="store_true", help="skip the fresh-process CLI timings")
     parser.add_argument("--cli-only", action="store_true", help="only the fresh-process CLI timings")
     parser.add_argument("--fresh", type=int, default=10, help="fresh processes per first-image timing")
+    parser.add_argument("--effort-images", type=int, default=0,
+                        help="photos timed at --effort 2 and 3 (refinement: seconds each on a CPU)")
     parser.add_argument("--loop-images", type=int, default=0,
                         help="images in the one-call-per-file rows (0: all); a fresh CUDA process costs seconds")
     args = parser.parse_args()
@@ -145,6 +147,12 @@ def main() -> None:
         megapixels.append(photo.rgb.shape[0] * photo.rgb.shape[1] / 1e6)
         pairs.append((pixels, encoded))  # the decoded gray and both files, for the runs below
         originals.append(photo.rgb)
+
+    for path in files[:args.effort_images]:
+        photo = read_photo(path.read_bytes())
+        for effort in (2, 3):
+            _, t = timed(encode, photo, quality=args.quality, model=engine, effort=effort)
+            record(f"encode: total at --effort {effort} (first {args.effort_images} photos, once each)", t)
 
     mp = statistics.median(megapixels)
     print(f"{args.folder}: {len(files)} images, median {mp:.3f} MP; device {device}; engine {engine.name}; "

@@ -39,7 +39,8 @@ def test_rehearsal_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "run", "--device", "cpu", "--carry", str(carry), "--out", str(out),
          "--budget", "240", "--speed-batches", "1", "2", "--speed-precisions", "float32", "bfloat16",
-         "--speed-repeat", "1", "--speed-jobs", "1", "--min-train-seconds", "5", "--train-seconds", "35",
+         "--speed-repeat", "1", "--speed-jobs", "1", "--speed-effort-images", "1", "--min-train-seconds", "5",
+         "--train-seconds", "35",
          "--save-every", "3", "--workers", "1", "--site", str(tmp_path / "site"),
          "--train-args", gpu_session.DEFAULT_TRAIN_ARGS.replace("--batch 64 --crop 128", "--batch 2 --crop 64")],
         cwd=REPO, capture_output=True, text=True, timeout=400)
@@ -51,6 +52,7 @@ def test_rehearsal_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
     assert stages["tests"]["counts"]["passed"] >= 6 and "failed" not in stages["tests"]["counts"]
     assert stages["cross-device"]["symbols_differing"] == 0  # CPU against CPU: the rehearsal's own check
     assert stages["speed"]["decoder float32 batch 2 MP/s"] > 0 and "bfloat16 PSNR change dB" in stages["speed"]
+    assert stages["speed"]["encode at effort 2 s/image"] > 0 and stages["speed"]["encode at effort 3 s/image"] > 0
     assert stages["train"]["crops_per_s"] > 0 and stages["train"]["last_step"] > 0
     checkpoint = torch.load(out / "train" / "last.pt", weights_only=False)
     assert checkpoint["tables"] is not None and (out / "train" / "tables.entropy.npz").is_file()
