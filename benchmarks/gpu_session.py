@@ -17,7 +17,7 @@ run cut short still returns what it did:
 4. ``cross-device``: the sample encoded on the device and on the CPU, each file
    decoded on both; symbols that differ, PSNRs and the largest pixel difference;
 5. ``speed``: ``benchmarks/speed.py`` on the carried speed set (float32, TF32,
-   float16, bfloat16; batches 1, 8, 32; fresh-process folder decodes; 4 photos encoded
+   float16, bfloat16; batches 1, 8, 32; fresh-process folder decodes; 2 photos encoded
    at ``--effort`` 2 and 3, the refinement on the device);
 6. ``train``: ``python -m invgray_cli.train`` for 283 s (``--train-seconds``), resumed from
    the carried checkpoint (else from ``--init``, by default from scratch), ``last.pt`` saved
@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     # and all 24 photos in the one-call-per-file rows would not fit the stage's time.
     r.add_argument("--speed-fresh", type=int, default=3, help="fresh processes per first-image timing")
     r.add_argument("--speed-loop-images", type=int, default=4, help="photos in the one-call-per-file rows")
-    r.add_argument("--speed-effort-images", type=int, default=4,
+    r.add_argument("--speed-effort-images", type=int, default=2,
                    help="photos encoded at --effort 2 and 3 (refinement on the device)")
     r.add_argument("--init", default="", help="weights to start from without a carried checkpoint (default: "
                    "from scratch)")
