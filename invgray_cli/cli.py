@@ -300,9 +300,6 @@ def encode(
         chosen.insert(0, "--level")  # --step overriding --level stays allowed, as before
     if len(chosen) > 1:
         raise _usage(f"use one of {', '.join(chosen)}, not several")
-    if effort > 1 and (target_psnr is not None or max_bytes is not None):
-        raise _usage("--effort 2 and 3 refine at a level or --step; --target-psnr and --max-bytes search "
-                     "at effort 1")
     fmt = gray_format.value if gray_format else None
     to_stdout = output is not None and str(output) == STDIO
     if to_stdout:

@@ -256,7 +256,7 @@ def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | No
     if not unchanged:
         symbols = analyse(engine, prepared.photo.rgb, prepared.decoded_gray, step)
     if effort != DEFAULT_EFFORT:
-        symbols = _refined(engine, prepared, step, symbols, effort, device)
+        symbols = refined_symbols(engine, prepared, step, symbols, effort, device)
     return prepared.encoded(engine, step, symbols)
 
 
@@ -272,7 +272,7 @@ def check_refinable(model_id: str) -> None:
                          f"(residual format {RANGE_CODED}); model {model_id} has none")
 
 
-def _refined(engine: Engine, prepared: Prepared, step: float, symbols: np.ndarray, effort: int,
+def refined_symbols(engine: Engine, prepared: Prepared, step: float, symbols: np.ndarray, effort: int,
              device: str | torch.device) -> np.ndarray:
     from .network import InvGrayNet
     from .refine import refine_symbols

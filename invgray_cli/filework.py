@@ -186,7 +186,8 @@ def encode_file(job: Job, settings: EncodeSettings, retried: Retried = None) -> 
     reached, met, notes = None, None, []
     if s.target_psnr is not None or s.max_bytes is not None:
         result = encode_to_target(photo, target_psnr=s.target_psnr, max_bytes=s.max_bytes, quality=s.quality,
-                                  gray_format=s.gray_format, device=s.device, keep_metadata=not s.strip)
+                                  gray_format=s.gray_format, device=s.device, keep_metadata=not s.strip,
+                                  effort=s.effort)
         encoded, reached, met, notes = result.encoded, result.psnr, result.met, result.notes
     else:
         encoded = encode_photo(photo, quality=s.quality, gray_format=s.gray_format, level=s.level, step=s.step,

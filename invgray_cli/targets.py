@@ -176,14 +176,25 @@ def search(trials: StepTrials, target_psnr: float | None = None, max_bytes: int 
 def encode_to_target(image: Photo | Image.Image | np.ndarray, *, target_psnr: float | None = None,
                      max_bytes: int | None = None, quality: int | None = None, gray_format: GrayFormat = "jpg",
                      device: str | torch.device = "cpu", model: InvGrayNet | Engine | None = None,
-                     keep_metadata: bool = True) -> TargetResult:
+                     keep_metadata: bool = True, effort: int = 1) -> TargetResult:
     """Encode a photo at the step that meets ``target_psnr`` (dB) or ``max_bytes``
-    (residual file size); see the module's notes for unreachable targets."""
+    (residual file size); see the module's notes for unreachable targets. ``effort`` 2
+    and 3: the step is searched at effort 1, then the chosen files are refined
+    (:mod:`invgray_cli.refine`) where that keeps the target and is no worse on the
+    other side (bytes for a PSNR target, PSNR for a byte budget)."""
+    from .codec import check_effort, check_refinable
+
+    check_effort(effort)
     started = time.perf_counter()
     prepared = prepare(image, quality=quality, gray_format=gray_format, keep_metadata=keep_metadata)
-    trials = StepTrials(prepared, engine_for(device=device, model=model))
+    engine = engine_for(device=device, model=model)
+    if effort != 1:
+        check_refinable(engine.model_id)
+    trials = StepTrials(prepared, engine)
     best, met = search(trials, target_psnr, max_bytes)
     trials.at(best.step)  # measure the PSNR of the chosen files if the search did not
+    if effort != 1 and not trials.monochrome:
+        best = _refined_trial(trials, best, effort, device, target_psnr if met else None, max_bytes if met else None)
     notes = []
     if not met:
         if target_psnr is not None:
@@ -193,3 +204,22 @@ def encode_to_target(image: Photo | Image.Image | np.ndarray, *, target_psnr: fl
             notes.append(f"{max_bytes} bytes not reachable: the smallest residual is {best.residual_bytes} bytes")
     return TargetResult(best.encoded, best.step, best.psnr, best.residual_bytes, met, len(trials.trials),
                         time.perf_counter() - started, notes)
+
+
+def _refined_trial(trials: StepTrials, best: Trial, effort: int, device: str | torch.device,
+                   target_psnr: float | None, max_bytes: int | None) -> Trial:
+    """``best`` refined at its step, when the refined files still meet the target that
+    ``best`` met and give no fewer dB (a byte budget) or no more bytes (a PSNR target)."""
+    from .codec import refined_symbols
+
+    symbols = quantise(trials.latent, trials.engine.plane_steps(best.step), trials.thresholds)
+    refined = refined_symbols(trials.engine, trials.prepared, best.step, symbols, effort, device)
+    if np.array_equal(refined, symbols):
+        return best
+    candidate = Trial(best.step, trials.prepared.encoded(trials.engine, best.step, refined))
+    restored = decode_photo(candidate.encoded.gray, candidate.encoded.residual, model=trials.engine).rgb
+    candidate.psnr = psnr(restored, trials.reference)
+    keeps_target = (target_psnr is None or candidate.psnr >= target_psnr) and \
+        (max_bytes is None or candidate.residual_bytes <= max_bytes)
+    no_worse = candidate.residual_bytes <= best.residual_bytes if max_bytes is None else candidate.psnr >= best.psnr
+    return candidate if keeps_target and no_worse else best

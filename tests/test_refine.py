@@ -80,9 +80,28 @@ def test_cli_effort(small_png: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert result.exit_code == 0, result.output
     record = json.loads(result.output.strip().splitlines()[-1])
     assert record["effort"] == 2 and (out / "photo.residual.bin").is_file()
-    refused = runner.invoke(app, ["encode", str(small_png), "-e", "3", "--target-psnr", "35", "--out-dir",
-                                  str(tmp_path / "other")])
-    assert refused.exit_code == 2 and "--target-psnr and --max-bytes search at effort 1" in refused.output
-    assert not (tmp_path / "other").exists()
+    targeted = runner.invoke(app, ["encode", str(small_png), "-e", "2", "--target-psnr", "33", "--out-dir",
+                                   str(tmp_path / "other"), "--json"])
+    assert targeted.exit_code == 0, targeted.output
+    record = json.loads(targeted.output.strip().splitlines()[-1])
+    assert record["effort"] == 2 and record["target_met"] and record["psnr"] >= 33
     bad = runner.invoke(app, ["encode", str(small_png), "--effort", "4", "--out-dir", str(tmp_path / "third")])
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize("target", [{"target_psnr": 34.0}, {"max_bytes": 700}])
+def test_targets_refine_the_chosen_files_only_where_the_target_holds(small_rgb: np.ndarray,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     target: dict) -> None:
+    from invgray_cli.targets import encode_to_target
+
+    monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 8)
+    single, refined = encode_to_target(small_rgb, **target), encode_to_target(small_rgb, effort=2, **target)
+    assert single.met and refined.met and refined.step == single.step
+    assert refined.encoded.residual != single.encoded.residual  # refined, and kept
+    if "target_psnr" in target:
+        assert refined.psnr >= 34.0 and refined.residual_bytes <= single.residual_bytes
+    else:
+        assert refined.residual_bytes <= 700 and refined.psnr >= single.psnr
+    assert refined.psnr == pytest.approx(psnr(decode_array(refined.encoded.gray, refined.encoded.residual),
+                                              small_rgb))
