@@ -70,9 +70,17 @@ def refine_symbols(model: InvGrayNet, tables: EntropyTables, rgb: np.ndarray, de
     single = height <= REFINE_TILE and width <= REFINE_TILE
     regions = [((slice(0, height), slice(0, width)), (slice(0, height), slice(0, width)))] if single else \
         list(tiling.tiles(height, width, stride, REFINE_TILE, halo))
-    with torch.enable_grad():
-        for core, context in regions:
-            _refine_region(model, rate_model, scaled, rgb, decoded_gray, step, core, context, iterations, device)
+    # only the latent learns: no gradients for the (shared, cached) network's weights
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    try:
+        for parameter in trainable:
+            parameter.requires_grad_(False)
+        with torch.enable_grad():
+            for core, context in regions:
+                _refine_region(model, rate_model, scaled, rgb, decoded_gray, step, core, context, iterations, device)
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
     refined = tiling.quantise(scaled * steps, plane_steps(model, step), thresholds)
     if np.array_equal(refined, symbols):
         return symbols

@@ -50,6 +50,8 @@ def test_refined_symbols_cost_no_more_than_the_single_pass(small_rgb: np.ndarray
     assert not np.array_equal(refined, symbols), "8 steps of descent changed nothing"
     assert refine._cost(model, tables, small_rgb, gray, step, refined, "cpu") \
         < refine._cost(model, tables, small_rgb, gray, step, symbols, "cpu")
+    # only the latent learned: the shared network is left as it was, without gradients
+    assert all(p.requires_grad and p.grad is None for p in model.parameters())
 
 
 def test_a_refined_file_is_an_ordinary_file_of_the_same_model(small_rgb: np.ndarray,
