@@ -217,7 +217,7 @@ def transcode_luma(data: bytes, orientation: int = 1) -> bytes:
         target = _scratch_file(".gray.jpg")
         try:
             try:
-                original = _coefficient_reader(jpeglib, data, layout)
+                original = _coefficient_reader(data, layout)
                 blocks, tables, table_of = original.Y, original.qt, original.quant_tbl_no
             except OSError:  # libjpeg's own one-line message went to stderr
                 raise LosslessUnavailable("libjpeg could not read the coefficients") from None
@@ -247,12 +247,14 @@ def block_dims(layout: JpegLayout) -> np.ndarray:
                      for c in layout.components], np.int32)
 
 
-def _coefficient_reader(jpeglib, data: bytes, layout: JpegLayout):  # noqa: ANN001, ANN202 - a jpeglib.DCTJPEG
+def _coefficient_reader(data: bytes, layout: JpegLayout):  # noqa: ANN202 - a jpeglib.DCTJPEG
     """jpeglib's coefficient reader for ``data``, sized from the headers already parsed.
     ``jpeglib.read_dct`` would first run an info pass that, for a progressive file,
     entropy-decodes every scan only to count them (up to 4.4 ms of a 768 x 512 photo's
     transcode, then decoded again for the coefficients); the buffers it sizes are
     the same ``block_dims`` (a test holds the two readers equal on every JPEG kind)."""
+    import jpeglib
+
     return jpeglib.DCTJPEG(
         path="<memory>", content=data, height=layout.height, width=layout.width, block_dims=block_dims(layout),
         samp_factor=np.array([[c.v, c.h] for c in layout.components], np.int32), markers=[], huffmans=[],

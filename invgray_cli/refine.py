@@ -59,8 +59,7 @@ def refine_symbols(model: InvGrayNet, tables: EntropyTables, rgb: np.ndarray, de
 
     device = torch.device(device)
     thresholds = gate_thresholds(model)
-    steps = plane_steps(model, step)
-    steps = np.asarray(steps, np.float32).reshape(-1, 1, 1) if np.ndim(steps) else np.float32(steps)
+    steps = tiling.plane_broadcast(plane_steps(model, step))
     scaled = latent_image(model, rgb, decoded_gray, device) / steps
     rate_model = learned_tables_module(tables, model.cfg.symbol_planes, model.cfg.transform_block ** 2).to(device)
     for parameter in rate_model.parameters():

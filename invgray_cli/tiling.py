@@ -84,11 +84,16 @@ def run_decoder(decoder: Callable[[np.ndarray, np.ndarray], np.ndarray], gray: n
     return out
 
 
+def plane_broadcast(step: float | np.ndarray) -> np.float32 | np.ndarray:
+    """A step (one, or one per plane) as float32 that divides a (planes, h, w) latent."""
+    return np.asarray(step, np.float32).reshape(-1, 1, 1) if np.ndim(step) else np.float32(step)
+
+
 def quantise(latent: np.ndarray, step: float | np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Integer symbols from the transformed latent: divide by the step (one, or one per
     plane: :func:`invgray_cli.rate_gains.plane_steps`), zero what the SEP gate's dead zone
     holds (``|y| <= threshold``), round half to even. The same float32 operations as
     ``InvGrayNet.quantise``, so both give identical symbols for identical latents."""
-    scaled = latent / (np.asarray(step, np.float32).reshape(-1, 1, 1) if np.ndim(step) else np.float32(step))
+    scaled = latent / plane_broadcast(step)
     kept = np.abs(scaled) > thresholds.reshape(-1, 1, 1)
     return np.rint(np.where(kept, scaled, np.float32(0))).astype(np.int32)

@@ -84,7 +84,7 @@ def test_coefficient_reader_sized_from_our_headers_equals_jpeglibs(small_rgb: np
     path.write_bytes(data)
     reference = jpeglib.read_dct(str(path))
     layout = read_layout(data)
-    ours = _coefficient_reader(jpeglib, data, layout)
+    ours = _coefficient_reader(data, layout)
     assert np.array_equal(block_dims(layout), reference.block_dims[:len(layout.components)])
     for name in ("Y", "Cb", "Cr", "qt", "quant_tbl_no"):
         assert np.array_equal(getattr(ours, name), getattr(reference, name)), name
