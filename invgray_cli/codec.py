@@ -201,9 +201,10 @@ def _prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | 
 
             return Prepared(photo, b"", early, gray_format, keep_metadata, LOSSLESS, pending=lossless_gray)
         try:
-            gray_bytes = luma_jpeg(photo.jpeg, photo.orientation, exif, xmp, started=photo.luma_transcode)
-            return Prepared(photo, gray_bytes, _checked_lossless_gray(gray_bytes, rgb), gray_format, keep_metadata,
-                            LOSSLESS)
+            gray_bytes = luma_jpeg(photo.jpeg, photo.orientation, exif, xmp, started=started)
+            # the transcode's thread has decoded its gray already (a rotated photo waits for it)
+            decoded = started.pixels() if usable else decode_gray(gray_bytes)
+            return Prepared(photo, gray_bytes, _agreeing_gray(decoded, rgb), gray_format, keep_metadata, LOSSLESS)
         except LosslessUnavailable as exc:
             note = str(exc)
     else:
@@ -308,13 +309,10 @@ def _own_y_plane(photo: Photo) -> np.ndarray | None:
 LOSSLESS_AGREEMENT_DB = 30.0  # measured 50 to 66 dB on Kodak24 JPEGs; far below that, something is wrong
 
 
-def _checked_lossless_gray(gray_bytes: bytes, rgb: np.ndarray) -> np.ndarray:
-    """The transcoded gray's pixels, provided they show the same picture as the decoded
-    colour photo (same size, luma within rounding); else LosslessUnavailable."""
-    return _agreeing_gray(decode_gray(gray_bytes), rgb)
-
-
 def _agreeing_gray(decoded: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """A lossless gray's pixels (the transcoded file's, or the input's own Y plane),
+    provided they show the same picture as the decoded colour photo (same size, luma
+    within rounding); else LosslessUnavailable."""
     if decoded.shape != rgb.shape[:2]:
         raise LosslessUnavailable(f"luma is {decoded.shape[1]}x{decoded.shape[0]}, the decoded photo "
                                   f"{rgb.shape[1]}x{rgb.shape[0]}")
