@@ -21,7 +21,10 @@ run cut short still returns what it did:
    at ``--effort`` 2 and 3, the refinement on the device);
 6. ``train``: ``python -m invgray_cli.train`` for 283 s (``--train-seconds``), resumed from
    the carried checkpoint (else from ``--init``, by default from scratch), ``last.pt`` saved
-   into ``OUT/train`` at least every ``--save-every`` seconds, crops/s in its log.
+   into ``OUT/train`` at least every ``--save-every`` seconds, crops/s in its log. A run
+   longer than one session names its total, ``--run-seconds``, in every session: the
+   learning rate follows one cosine over it, each session going on where the carried
+   checkpoint stopped (``train --stop-after``).
 
 Each stage has its own time limit, so one that hangs cannot eat the next one's time.
 ``--device cpu`` with small budgets rehearses the whole script without a GPU
@@ -72,6 +75,8 @@ GPU_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_
 # same 283 s (--train-seconds 283), for the SEP ablation at GPU scale that issue 12 asks for.
 # From scratch is not yet a way to beat v1.2 in one session: fewer optimiser steps than v1's
 # 26,000 of 16 (a resumed second call, its cosine restarted without warm-up, ended worse).
+# After the ablation, the lever is a run longer than a session: give every session the same
+# --run-seconds (its total) and let each resume the last one's checkpoint along one cosine.
 DEFAULT_TRAIN_ARGS = ("--batch 64 --crop 128 --lr 6e-4 --warmup 500 --lmbda 2e-3 --step-range 0.5 4 "
                       "--rate tables --tables models/invgray-v1.2.entropy.npz "
                       "--steps 1000000 --val-every 1000000000 --seed 1")
@@ -384,9 +389,11 @@ def stage_train(session: Session) -> tuple[str, dict]:
     if carried.is_file() and not (out / "last.pt").exists():
         shutil.copy2(carried, out / "last.pt")
     workers = args.workers if args.workers >= 0 else max(1, min(12, (os.cpu_count() or 2) - 2))
-    # the limit covers the loop; loading the pack and starting workers come before it
+    # the limits cover the loop; loading the pack and starting workers come before it
+    this_call = max(5.0, seconds - 25)
     command = [sys.executable, "-m", "invgray_cli.train", "--data", str(pack), "--out", str(out),
-               "--device", args.device, "--workers", str(workers), "--time-limit", f"{max(5.0, seconds - 25):.0f}",
+               "--device", args.device, "--workers", str(workers),
+               "--time-limit", f"{args.run_seconds or this_call:.0f}", "--stop-after", f"{this_call:.0f}",
                "--save-every", str(args.save_every), *start, *args.train_args.split()]
     code, output = session.command(command, seconds + 30)
     rates = [float(r) for r in re.findall(r" (\d+) crops/s", output)]
@@ -501,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--train-args", default=DEFAULT_TRAIN_ARGS, help="further arguments of invgray_cli.train")
     r.add_argument("--train-seconds", type=float, default=DEFAULT_TRAIN_SECONDS,
                    help="cap on training time (0: the rest of the budget)")
+    r.add_argument("--run-seconds", type=float, default=0.0,
+                   help="training time of the whole run, over this and later sessions that resume it (the "
+                        "learning rate's cosine spans it; each session adds its --train-seconds); 0: this "
+                        "session's alone")
     r.add_argument("--min-train-seconds", type=float, default=60.0)
     r.add_argument("--save-every", type=float, default=110.0)
     r.add_argument("--workers", type=int, default=-1, help="batch-preparing processes (-1: CPUs - 2, at most 12)")

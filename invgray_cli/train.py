@@ -124,7 +124,8 @@ def rate_lambda(args: argparse.Namespace, step: float) -> float:
 
 
 def save_checkpoint(path: Path, model: InvGrayNet, optimiser: torch.optim.Optimizer, step: int,
-                    best: float, args: argparse.Namespace, tables: torch.nn.Module | None = None) -> None:
+                    best: float, args: argparse.Namespace, tables: torch.nn.Module | None = None,
+                    trained_seconds: float = 0.0) -> None:
     tmp = path.with_name(path.name + ".part")
     torch.save({
         "model": model.state_dict(),
@@ -132,6 +133,7 @@ def save_checkpoint(path: Path, model: InvGrayNet, optimiser: torch.optim.Optimi
         "config": model.cfg.to_dict(),
         "optimiser": optimiser.state_dict(),
         "step": step,
+        "trained_seconds": trained_seconds,  # over every call of the run: --time-limit's schedule goes on from it
         "torch_rng": torch.get_rng_state(),
         "best": best,
         "args": vars(args) | {"data": [str(p) for p in args.data], "val": str(args.val), "out": str(args.out),
@@ -203,9 +205,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=0,
                         help="processes preparing batches beside the training loop (0: in the loop)")
     parser.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
-                        help="stop after this much training time, checkpoint saved (0: no limit); "
-                             "the learning rate then decays to zero by this time or by --steps, "
-                             "whichever comes first")
+                        help="the run's training time, counted over every --resume'd call (0: no limit): "
+                             "the learning rate decays to zero by this time or by --steps, whichever "
+                             "comes first, and training stops there, checkpoint saved")
+    parser.add_argument("--stop-after", type=float, default=0.0, metavar="SECONDS",
+                        help="this call stops after this much training time, checkpoint saved, without "
+                             "ending the run: a later --resume goes on along the same schedule (a run "
+                             "longer than one session or device lease)")
     parser.add_argument("--save-every", type=float, default=0.0, metavar="SECONDS",
                         help="also save last.pt this often (0: at validations and at the end only)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -256,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         tables = learned_tables_module(initial, model.cfg.symbol_planes, model.cfg.transform_block ** 2).to(device)
     parameters = list(model.parameters()) + (list(tables.parameters()) if tables is not None else [])
     optimiser = torch.optim.Adam(parameters, lr=args.lr)
-    step, best = 0, math.inf
+    step, best, trained_before = 0, math.inf, 0.0
     last = args.out / "last.pt"
     if args.resume and last.exists():
         ckpt = torch.load(last, map_location=device, weights_only=False)
@@ -264,10 +270,10 @@ def main(argv: list[str] | None = None) -> None:
         if tables is not None and ckpt.get("tables") is not None:
             tables.load_state_dict(ckpt["tables"])
         optimiser.load_state_dict(ckpt["optimiser"])
-        step, best = ckpt["step"], ckpt["best"]
+        step, best, trained_before = ckpt["step"], ckpt["best"], float(ckpt.get("trained_seconds", 0.0))
         # map_location moved every tensor to the device; the CPU generator's state must stay a CPU ByteTensor
         torch.set_rng_state(ckpt["torch_rng"].cpu())
-        print(f"resumed from {last} at step {step}", flush=True)
+        print(f"resumed from {last} at step {step} after {trained_before:.0f}s of training", flush=True)
 
     t0 = time.time()
     folders = [p for p in args.data if not is_pack(p)]
@@ -289,9 +295,12 @@ def main(argv: list[str] | None = None) -> None:
     def elapsed() -> float:
         return time.time() - t_start
 
+    def trained() -> float:
+        return trained_before + elapsed()
+
     def save_last() -> None:
         nonlocal last_save
-        save_checkpoint(last, model, optimiser, step, best, args, tables)
+        save_checkpoint(last, model, optimiser, step, best, args, tables, trained())
         if tables is not None:
             frozen = args.out / "tables.entropy.npz"
             tables.freeze().save(frozen.with_name(frozen.name + ".part"))
@@ -308,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
             scores.append(rd_score(metrics, rate_lambda(args, q_step)))
             print(f"val step {step} q_step {q_step:g} psnr {metrics['val_psnr']:.3f} bpp {metrics['val_bpp']:.4f} "
                   f"proxy_bpp {metrics['val_proxy_bpp']:.4f}", flush=True)
-            log.write(json.dumps({"step": step, "q_step": q_step, **metrics, "time": elapsed()}) + "\n")
+            log.write(json.dumps({"step": step, "q_step": q_step, **metrics, "time": trained()}) + "\n")
         score = float(np.mean(scores))
         improved = score < best
         best = min(best, score)
@@ -317,13 +326,17 @@ def main(argv: list[str] | None = None) -> None:
         log.flush()
         save_last()
         if improved:
-            save_checkpoint(args.out / "best.pt", model, optimiser, step, best, args, tables)
+            save_checkpoint(args.out / "best.pt", model, optimiser, step, best, args, tables, trained())
 
+    if args.time_limit and trained_before >= args.time_limit:
+        print(f"{last} has trained {trained_before:.0f}s of --time-limit {args.time_limit:g}s: the run is complete",
+              flush=True)
+        return
     out_of_time = False
     for rgb, gray, q_step in batch_loader(sampler, step, args, device):
         progress = step / args.steps
         if args.time_limit:
-            progress = max(progress, elapsed() / args.time_limit)
+            progress = max(progress, trained() / args.time_limit)
         lr = args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         for group in optimiser.param_groups:
             group["lr"] = lr
@@ -361,15 +374,17 @@ def main(argv: list[str] | None = None) -> None:
             optimiser.step()
             window.append({"psnr": -10 * math.log10(max(mse.item(), 1e-12)), "bpp": bpp.item(),
                            "nonzero": out["gate"].mean().item()})
-        out_of_time = bool(args.time_limit) and elapsed() >= args.time_limit
+        run_over = bool(args.time_limit) and trained() >= args.time_limit
+        out_of_time = run_over or (bool(args.stop_after) and elapsed() >= args.stop_after)
         if window and (step % 100 == 0 or out_of_time or step == args.steps):
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             crops_per_second = (step - step_at_window) * args.batch / max(1e-9, time.time() - window_start)
             window.clear()
             window_start, step_at_window = time.time(), step
             print(f"step {step} lr {lr:.2e} train_psnr {mean['psnr']:.2f} {args.rate}_bpp {mean['bpp']:.4f} "
-                  f"nonzero {mean['nonzero']:.3f} {crops_per_second:.0f} crops/s ({elapsed():.0f}s)", flush=True)
-            log.write(json.dumps({"step": step, **mean, "crops_per_s": crops_per_second, "time": elapsed()}) + "\n")
+                  f"nonzero {mean['nonzero']:.3f} {crops_per_second:.0f} crops/s ({trained():.0f}s)", flush=True)
+            log.write(json.dumps({"step": step, "lr": lr, **mean, "crops_per_s": crops_per_second,
+                                  "time": trained()}) + "\n")
             log.flush()
         if step % args.val_every == 0 or step == args.steps or out_of_time:
             if val_images:
@@ -379,7 +394,8 @@ def main(argv: list[str] | None = None) -> None:
         elif args.save_every and time.time() - last_save >= args.save_every:
             save_last()
         if out_of_time:
-            print(f"time limit {args.time_limit:g}s reached at step {step}; saved {last}", flush=True)
+            reached = f"time limit {args.time_limit:g}s" if run_over else f"--stop-after {args.stop_after:g}s"
+            print(f"{reached} reached at step {step} ({trained():.0f}s trained); saved {last}", flush=True)
             break
 
 

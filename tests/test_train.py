@@ -51,6 +51,38 @@ def _tiny_run(tmp_path: Path) -> None:
     assert all(np.isfinite(r["val_psnr"]) and r["val_bpp"] > 0 for r in validations)
 
 
+def test_a_run_longer_than_one_call_keeps_one_schedule(tmp_path: Path) -> None:
+    """--stop-after ends a call, not the run: a resumed call goes on down the same cosine
+    over --time-limit (restarting it at the full rate once made a GPU run worse)."""
+    data = _photos(tmp_path / "train", 2, (80, 80))
+    out = tmp_path / "run"
+    call = ["--data", str(data), "--out", str(out), "--crop", "64", "--batch", "2", "--threads", "1",
+            "--device", "cpu", "--steps", "100000", "--time-limit", "4", "--stop-after", "1.5", "--lr", "1e-3"]
+    threads = torch.get_num_threads()
+    try:
+        main(call)
+        first = torch.load(out / "last.pt", weights_only=False)
+        main(call + ["--resume"])
+        second = torch.load(out / "last.pt", weights_only=False)
+        main(call + ["--resume"])
+        third = torch.load(out / "last.pt", weights_only=False)
+        main(call + ["--resume"])  # the run is complete: nothing more is trained
+        after = torch.load(out / "last.pt", weights_only=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert 1.5 <= first["trained_seconds"] < 3.0 <= second["trained_seconds"] < 4.0 <= third["trained_seconds"]
+    assert 0 < first["step"] < second["step"] < third["step"] == after["step"]
+    windows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    ends = {}
+    for record in windows:  # the last window of each call, by the steps each call ended at
+        for name, checkpoint in (("first", first), ("second", second)):
+            if record["step"] == checkpoint["step"]:
+                ends[name] = record
+    # the cosine at 1.5 s of 4 is about 0.69 of the rate, at 3 s about 0.15: well apart
+    assert ends["second"]["lr"] < 0.5 * ends["first"]["lr"] < 0.5e-3
+    assert ends["first"]["time"] < ends["second"]["time"]
+
+
 def test_grown_network_starts_as_the_checkpoint(tmp_path: Path) -> None:
     torch.manual_seed(0)
     small = InvGrayNet(NetworkConfig(decoder_blocks=2))
