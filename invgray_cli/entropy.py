@@ -107,6 +107,15 @@ class EntropyTables:
         digest.update(str(self.planes_per_channel).encode())
         return digest.digest()
 
+    def widened(self, planes: int) -> EntropyTables:
+        """These tables for a network with more latent channels: each extra channel's planes
+        start as copies of the last channel's (training starts from them, then learns)."""
+        per = self.planes_per_channel
+        if planes < self.planes or planes % per:
+            raise ValueError(f"cannot widen tables of {self.planes} planes to {planes}")
+        copies = [self.frequencies[:, -per:]] * ((planes - self.planes) // per)
+        return EntropyTables(np.concatenate([self.frequencies, *copies], axis=1), self.prefix, self.step_bounds, per)
+
     def save(self, path: Path) -> None:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, frequencies=self.frequencies, prefix=self.prefix, step_bounds=self.step_bounds,

@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=Path, help="start from these weights (a training checkpoint or a bundled "
                         "models/*.pt; fresh optimiser and schedule); layers it lacks start as identities "
                         "(see --decoder-blocks)")
+    parser.add_argument("--latent-channels", type=int, default=NetworkConfig.latent_channels,
+                        help="channels of the residual's latent (each is transform-block^2 symbol planes); "
+                             "--tables made for fewer start the extra planes from the last channel's")
     parser.add_argument("--decoder-blocks", type=int, default=NetworkConfig.decoder_blocks,
                         help="residual blocks at 1/4 resolution in the decoder (at most 8)")
     parser.add_argument("--no-sep", action="store_true",
@@ -249,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels once
 
-    model = InvGrayNet(NetworkConfig(decoder_blocks=args.decoder_blocks, rate_gains=args.rate_gains)).to(device)
+    model = InvGrayNet(NetworkConfig(latent_channels=args.latent_channels, decoder_blocks=args.decoder_blocks,
+                                     rate_gains=args.rate_gains)).to(device)
     if args.init and not (args.resume and (args.out / "last.pt").exists()):
         grow_from(model, args.init)
     if args.no_sep:
@@ -258,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.rate == "tables":
         from .entropy import EntropyTables, learned_tables_module
 
-        initial = EntropyTables.load(args.tables) if args.tables else None
+        initial = EntropyTables.load(args.tables).widened(model.cfg.symbol_planes) if args.tables else None
         tables = learned_tables_module(initial, model.cfg.symbol_planes, model.cfg.transform_block ** 2).to(device)
     parameters = list(model.parameters()) + (list(tables.parameters()) if tables is not None else [])
     optimiser = torch.optim.Adam(parameters, lr=args.lr)

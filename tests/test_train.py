@@ -174,3 +174,23 @@ def test_training_on_the_tables_code_length_writes_frozen_tables(tmp_path: Path)
     frozen = EntropyTables.load(tmp_path / "run" / "tables.entropy.npz")
     symbols = np.zeros((frozen.planes, 2, 3), np.int32)
     assert len(encode_symbols(symbols, 2.0, frozen)) > 0
+
+
+def test_a_wider_latent_trains_from_narrower_tables(tmp_path: Path) -> None:
+    """--latent-channels 6 from 4-channel tables: the extra planes start as the last channel's."""
+    from invgray_cli.entropy import EntropyTables
+
+    narrow = EntropyTables.load(Path("models/invgray-v1.2.entropy.npz"))
+    wide = narrow.widened(96)
+    assert wide.planes == 96 and np.array_equal(wide.frequencies[:, :64], narrow.frequencies)
+    assert np.array_equal(wide.frequencies[:, 64:80], narrow.frequencies[:, 48:64])
+    data = _photos(tmp_path / "train", 2, (96, 112))
+    threads = torch.get_num_threads()
+    try:
+        main(["--data", str(data), "--out", str(tmp_path / "run"), "--crop", "64", "--batch", "2", "--steps", "2",
+              "--threads", "1", "--device", "cpu", "--latent-channels", "6", "--rate", "tables",
+              "--tables", "models/invgray-v1.2.entropy.npz"])
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["config"]["latent_channels"] == 6
+    assert EntropyTables.load(tmp_path / "run" / "tables.entropy.npz").planes == 96
