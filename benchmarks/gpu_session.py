@@ -393,8 +393,9 @@ def stage_train(session: Session) -> tuple[str, dict]:
     this_call = max(5.0, seconds - 25)
     command = [sys.executable, "-m", "invgray_cli.train", "--data", str(pack), "--out", str(out),
                "--device", args.device, "--workers", str(workers),
-               "--time-limit", f"{args.run_seconds or this_call:.0f}", "--stop-after", f"{this_call:.0f}",
-               "--save-every", str(args.save_every), *start, *args.train_args.split()]
+               *([] if args.step_schedule else ["--time-limit", f"{args.run_seconds or this_call:.0f}"]),
+               "--stop-after", f"{this_call:.0f}", "--save-every", str(args.save_every), *start,
+               *args.train_args.split()]
     code, output = session.command(command, seconds + 30)
     rates = [float(r) for r in re.findall(r" (\d+) crops/s", output)]
     steps = re.findall(r"^step (\d+) ", output, re.M)
@@ -512,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="training time of the whole run, over this and later sessions that resume it (the "
                         "learning rate's cosine spans it; each session adds its --train-seconds); 0: this "
                         "session's alone")
+    r.add_argument("--step-schedule", action="store_true",
+                   help="no time limit: the cosine follows --steps in --train-args, so CPU sessions and GPU "
+                        "sessions can resume one run (a time-based schedule would count a CPU hour as a GPU one)")
     r.add_argument("--min-train-seconds", type=float, default=60.0)
     r.add_argument("--save-every", type=float, default=110.0)
     r.add_argument("--workers", type=int, default=-1, help="batch-preparing processes (-1: CPUs - 2, at most 12)")
