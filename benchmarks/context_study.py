@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invgray_cli.entropy import ESCAPE, HEAD, magnitude_class, plane_context, symbols_at_steps
+from invgray_cli.entropy import ESCAPE, HEAD, colour_so_far, magnitude_class, plane_context, symbols_at_steps
 from invgray_cli.gray import jpeg_round_trip, luma
 from invgray_cli.train import list_images, load_rgb
 from invgray_cli.zoo import default_model_id, levels, load_model
@@ -58,15 +58,8 @@ def _four_classes(total: np.ndarray) -> np.ndarray:
     return np.select([total == 0, total == 1, total <= 3], [0, 1, 2], 3)
 
 
-def _lower_planes(magnitudes: np.ndarray, plane: int, per: int) -> np.ndarray:
-    channel, frequency = divmod(plane, per)
-    if frequency:
-        return magnitudes[channel * per:plane].sum(axis=0)
-    return magnitudes[0:plane:per].sum(axis=0)
-
-
 def _neighbours_lower(magnitudes: np.ndarray, plane: int, per: int) -> np.ndarray:
-    total = _neighbour_sum(_lower_planes(magnitudes, plane, per), FOUR)
+    total = _neighbour_sum(colour_so_far(magnitudes, plane, per), FOUR)
     return np.select([total == 0, total <= 3], [0, 1], 2)
 
 

@@ -75,8 +75,8 @@ GPU_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_
 # by 21 % BD-rate (docs/RESULTS.md), so SEP stays. A session's 283 s of training is about one
 # CPU hour here, so the lever is one long run that every session, CPU or GPU, takes further
 # on one step-based cosine (LONG_RUN_STEPS); it lives in runs/gpu/ (what `prepare` carries and
-# `collect` brings back), and a CPU session resumes it with (6 latent channels: -7.02 % BD-rate
-# against 4 at the ablation budget, docs/RESULTS.md)
+# `collect` brings back); it has 6 latent channels (-7.02 % BD-rate against 4 at the ablation
+# budget, docs/RESULTS.md). A CPU session resumes it with
 #   python -m invgray_cli.train --data ../shared/data/train --out runs/gpu --resume --stop-after S <DEFAULT_TRAIN_ARGS>
 LONG_RUN_STEPS = 40_000  # 5x the ablation's budget: about 5 CPU sessions' background, or fewer with GPUs
 DEFAULT_TRAIN_ARGS = ("--batch 64 --crop 128 --lr 6e-4 --warmup 500 --lmbda 2e-3 --step-range 0.5 4 "

@@ -55,15 +55,19 @@ def magnitude_class(total: np.ndarray) -> np.ndarray:
     return np.select([total == 0, total == 1, total <= 3, total <= 7], [0, 1, 2, 3], 4)
 
 
+def colour_so_far(decoded_magnitudes: np.ndarray, plane: int, planes_per_channel: int) -> np.ndarray:
+    """How much colour each cell carries before ``plane``: the magnitudes of the same
+    channel's lower frequencies (for a DC plane, the DC planes of the channels before)."""
+    channel, frequency = divmod(plane, planes_per_channel)
+    if frequency:
+        return decoded_magnitudes[channel * planes_per_channel:plane].sum(axis=0)
+    return decoded_magnitudes[0:plane:planes_per_channel].sum(axis=0)
+
+
 def plane_context(decoded_magnitudes: np.ndarray, plane: int, planes_per_channel: int) -> np.ndarray:
     """Context index (0..CONTEXTS-1) of every cell of ``plane``, from the magnitudes of
     the planes before it (``decoded_magnitudes[:plane]``, int64)."""
-    channel, frequency = divmod(plane, planes_per_channel)
-    if frequency:
-        total = decoded_magnitudes[channel * planes_per_channel:plane].sum(axis=0)
-    else:
-        total = decoded_magnitudes[0:plane:planes_per_channel].sum(axis=0)
-    return magnitude_class(total)
+    return magnitude_class(colour_so_far(decoded_magnitudes, plane, planes_per_channel))
 
 
 @dataclass(frozen=True)
