@@ -158,11 +158,16 @@ def read_checkpoint(path: Path) -> tuple[InvGrayNet, dict]:
 def grow_from(model: InvGrayNet, path: Path) -> None:
     """Load a smaller checkpoint into ``model``: matching tensors are copied; residual
     blocks it lacks get a zero second convolution, so they start as identities, and rate
-    gains it lacks start at zero (every plane at the level's step), so the grown network
-    computes exactly what the checkpoint did."""
-    state = checkpoint_state(torch.load(path, map_location="cpu", weights_only=False))
+    gains it lacks start at zero (every plane at the level's step). Extra latent channels
+    (``--latent-channels`` above the checkpoint's) are widened in: the encoder's new
+    outputs start at zero (so are their symbols, and the pixels are the checkpoint's)
+    while the decoder reads them through its fresh weights, which pass a distortion
+    gradient back through SEP's straight-through path (zero on both sides would leave
+    the new channels dead for good); their SEP thresholds start as the last old channel's."""
+    state = dict(checkpoint_state(torch.load(path, map_location="cpu", weights_only=False)))
     own = model.state_dict()
     missing = [name for name in own if name not in state]
+    widened = _widen_latent(state, own, model.cfg.transform_block ** 2)
     for name, tensor in state.items():
         if name not in own or own[name].shape != tensor.shape:
             raise SystemExit(f"--init {path}: tensor {name} does not fit this network")
@@ -175,7 +180,35 @@ def grow_from(model: InvGrayNet, path: Path) -> None:
     unexplained = [m for m in missing if ".conv1." not in m and ".conv2." not in m and m != "rate_gains.log_gains"]
     if unexplained:
         raise SystemExit(f"--init {path}: no rule to initialise {', '.join(unexplained)}")
-    print(f"initialised from {path}; {len(missing)} new tensors start as identity blocks", flush=True)
+    extra = f"; latent widened from {widened} channels" if widened else ""
+    print(f"initialised from {path}; {len(missing)} new tensors start as identity blocks{extra}", flush=True)
+
+
+def _widen_latent(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], planes_per_channel: int) -> int:
+    """Rewrite, in ``state``, the tensors whose size is the latent's channel count to
+    ``own``'s wider shapes (see :func:`grow_from`); the checkpoint's channel count, or 0
+    when it is already as wide."""
+    old = state["encoder.out.bias"].shape[0]
+    new = own["encoder.out.bias"].shape[0]
+    if old == new:
+        return 0
+    if old > new:
+        raise SystemExit(f"--init: the checkpoint has {old} latent channels, more than --latent-channels {new}")
+    extra = new - old
+    weight = torch.zeros_like(own["encoder.out.weight"])
+    weight[:old] = state["encoder.out.weight"]
+    bias = torch.zeros(new)
+    bias[:old] = state["encoder.out.bias"]
+    stem = own["decoder.latent_stem.weight"].clone()
+    stem[:, :old] = state["decoder.latent_stem.weight"]
+    last = state["gate.raw_threshold"][-planes_per_channel:]
+    thresholds = torch.cat([state["gate.raw_threshold"], last.repeat(extra)])
+    state.update({"encoder.out.weight": weight, "encoder.out.bias": bias,
+                  "decoder.latent_stem.weight": stem, "gate.raw_threshold": thresholds})
+    if "rate_gains.log_gains" in state:
+        gains = state["rate_gains.log_gains"]
+        state["rate_gains.log_gains"] = torch.cat([gains, gains[:, -planes_per_channel:].repeat(1, extra)], dim=1)
+    return old
 
 
 def main(argv: list[str] | None = None) -> None:

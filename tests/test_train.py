@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -96,6 +97,35 @@ def test_grown_network_starts_as_the_checkpoint(tmp_path: Path) -> None:
     grown.eval()
     with torch.inference_mode():
         torch.testing.assert_close(grown(rgb, gray, 2.0)["rgb"], small(rgb, gray, 2.0)["rgb"], rtol=0, atol=1e-6)
+
+
+def test_a_network_widened_to_more_latent_channels_starts_as_the_checkpoint(tmp_path: Path) -> None:
+    """--init with a wider --latent-channels: same pixels and the same old symbols; the new
+    channels' thresholds are the last old channel's, and they learn: zero symbols, yet a distortion gradient."""
+    torch.manual_seed(0)
+    narrow = InvGrayNet(NetworkConfig())
+    with torch.no_grad():
+        narrow.decoder.head.weight.normal_(0, 0.02)
+        narrow.gate.raw_threshold.normal_(0, 0.3)
+    torch.save({"model": narrow.state_dict()}, tmp_path / "narrow.pt")
+    wide = InvGrayNet(NetworkConfig(latent_channels=6))
+    grow_from(wide, tmp_path / "narrow.pt")
+    assert torch.equal(wide.gate.raw_threshold[64:80], narrow.gate.raw_threshold[48:64])
+    rgb, gray = torch.rand(1, 3, 64, 96), torch.rand(1, 1, 64, 96)
+    narrow.eval()
+    wide.eval()
+    with torch.inference_mode():
+        before, after = narrow(rgb, gray, 2.0), wide(rgb, gray, 2.0)
+    torch.testing.assert_close(after["rgb"], before["rgb"], rtol=0, atol=1e-6)
+    assert torch.equal(after["symbols"][:, :64], before["symbols"])
+    wide.train()
+    out = wide(rgb, gray, 2.0)
+    assert not out["symbols"][:, 64:].any()
+    out["rgb"].sub(rgb).square().mean().backward()
+    assert wide.encoder.out.weight.grad[4:].abs().sum() > 0
+
+    with pytest.raises(SystemExit, match="more than --latent-channels"):
+        grow_from(InvGrayNet(NetworkConfig(latent_channels=2)), tmp_path / "narrow.pt")
 
 
 def test_multiply_adds_probe_follows_the_network_dtype() -> None:
