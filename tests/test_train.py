@@ -101,7 +101,7 @@ def test_grown_network_starts_as_the_checkpoint(tmp_path: Path) -> None:
 
 def test_a_network_widened_to_more_latent_channels_starts_as_the_checkpoint(tmp_path: Path) -> None:
     """--init with a wider --latent-channels: same pixels and the same old symbols; the new
-    channels' thresholds are the last old channel's, and they learn: zero symbols, yet a distortion gradient."""
+    channels' thresholds are a fresh network's, and they learn: zero symbols, yet a distortion gradient."""
     torch.manual_seed(0)
     narrow = InvGrayNet(NetworkConfig())
     with torch.no_grad():
@@ -110,7 +110,9 @@ def test_a_network_widened_to_more_latent_channels_starts_as_the_checkpoint(tmp_
     torch.save({"model": narrow.state_dict()}, tmp_path / "narrow.pt")
     wide = InvGrayNet(NetworkConfig(latent_channels=6))
     grow_from(wide, tmp_path / "narrow.pt")
-    assert torch.equal(wide.gate.raw_threshold[64:80], narrow.gate.raw_threshold[48:64])
+    fresh = InvGrayNet(NetworkConfig(latent_channels=6)).gate.raw_threshold
+    assert torch.equal(wide.gate.raw_threshold[:64], narrow.gate.raw_threshold)
+    assert torch.equal(wide.gate.raw_threshold[64:], fresh[64:])
     rgb, gray = torch.rand(1, 3, 64, 96), torch.rand(1, 1, 64, 96)
     narrow.eval()
     wide.eval()
