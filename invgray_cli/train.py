@@ -160,12 +160,12 @@ def grow_from(model: InvGrayNet, path: Path) -> None:
     blocks it lacks get a zero second convolution, so they start as identities, and rate
     gains it lacks start at zero (every plane at the level's step). Extra latent channels
     (``--latent-channels`` above the checkpoint's) are widened in: the encoder's new
-    outputs start at zero (so are their symbols, and the pixels are the checkpoint's)
-    while the decoder reads them through its fresh weights, which pass a distortion
-    gradient back through SEP's straight-through path (zero on both sides would leave
-    the new channels dead for good); their SEP thresholds start where a fresh network's
-    do (a trained channel's dead zone is about 15 times wider: measured on invgray-v1.2,
-    new channels started there had not opened after 2,500 steps)."""
+    outputs start as a fresh network's (small random weights, SEP's initial dead zone), so
+    their symbols are non-zero from the first step, and the decoder reads them through
+    zero weights, which learn from those symbols: the pixels start as the checkpoint's.
+    (Measured on invgray-v1.2 at lambda 2e-3, docs/RESULTS.md: this start and two others
+    all ended with the new channels shut by the rate term; a wider network trains from
+    scratch.)"""
     state = dict(checkpoint_state(torch.load(path, map_location="cpu", weights_only=False)))
     own = model.state_dict()
     missing = [name for name in own if name not in state]
@@ -197,11 +197,11 @@ def _widen_latent(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], 
     if old > new:
         raise SystemExit(f"--init: the checkpoint has {old} latent channels, more than --latent-channels {new}")
     extra = new - old
-    weight = torch.zeros_like(own["encoder.out.weight"])
+    weight = own["encoder.out.weight"].clone()
     weight[:old] = state["encoder.out.weight"]
     bias = torch.zeros(new)
     bias[:old] = state["encoder.out.bias"]
-    stem = own["decoder.latent_stem.weight"].clone()
+    stem = torch.zeros_like(own["decoder.latent_stem.weight"])
     stem[:, :old] = state["decoder.latent_stem.weight"]
     thresholds = own["gate.raw_threshold"].clone()
     thresholds[:old * planes_per_channel] = state["gate.raw_threshold"]

@@ -99,35 +99,34 @@ def test_grown_network_starts_as_the_checkpoint(tmp_path: Path) -> None:
         torch.testing.assert_close(grown(rgb, gray, 2.0)["rgb"], small(rgb, gray, 2.0)["rgb"], rtol=0, atol=1e-6)
 
 
-def test_a_network_widened_to_more_latent_channels_starts_as_the_checkpoint(tmp_path: Path) -> None:
-    """--init with a wider --latent-channels: same pixels and the same old symbols; the new
-    channels' thresholds are a fresh network's, and they learn: zero symbols, yet a distortion gradient."""
+def test_a_network_widened_to_more_latent_channels_starts_as_the_checkpoint(small_rgb: np.ndarray) -> None:
+    """--init invgray-v1.2 with a wider --latent-channels: the new channels' symbols open at
+    once (fresh encoder outputs, a fresh dead zone), yet the pixels and the old symbols are
+    the checkpoint's (the decoder reads the new ones through zero weights, which learn)."""
     torch.manual_seed(0)
+    shipped = Path("models/invgray-v1.2.pt")
     narrow = InvGrayNet(NetworkConfig())
-    with torch.no_grad():
-        narrow.decoder.head.weight.normal_(0, 0.02)
-        narrow.gate.raw_threshold.normal_(0, 0.3)
-    torch.save({"model": narrow.state_dict()}, tmp_path / "narrow.pt")
+    grow_from(narrow, shipped)
     wide = InvGrayNet(NetworkConfig(latent_channels=6))
-    grow_from(wide, tmp_path / "narrow.pt")
+    grow_from(wide, shipped)
     fresh = InvGrayNet(NetworkConfig(latent_channels=6)).gate.raw_threshold
     assert torch.equal(wide.gate.raw_threshold[:64], narrow.gate.raw_threshold)
     assert torch.equal(wide.gate.raw_threshold[64:], fresh[64:])
-    rgb, gray = torch.rand(1, 3, 64, 96), torch.rand(1, 1, 64, 96)
+    rgb = torch.from_numpy(small_rgb[:128, :192].copy()).permute(2, 0, 1)[None].float() / 255
+    gray = (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:])
     narrow.eval()
     wide.eval()
     with torch.inference_mode():
-        before, after = narrow(rgb, gray, 2.0), wide(rgb, gray, 2.0)
+        before, after = narrow(rgb, gray, 1.0), wide(rgb, gray, 1.0)
+    assert after["symbols"][:, 64:].any()
     torch.testing.assert_close(after["rgb"], before["rgb"], rtol=0, atol=1e-6)
     assert torch.equal(after["symbols"][:, :64], before["symbols"])
     wide.train()
-    out = wide(rgb, gray, 2.0)
-    assert not out["symbols"][:, 64:].any()
-    out["rgb"].sub(rgb).square().mean().backward()
-    assert wide.encoder.out.weight.grad[4:].abs().sum() > 0
+    wide(rgb, gray, 1.0)["rgb"].sub(rgb).square().mean().backward()
+    assert wide.decoder.latent_stem.weight.grad[:, 4:].abs().sum() > 0
 
     with pytest.raises(SystemExit, match="more than --latent-channels"):
-        grow_from(InvGrayNet(NetworkConfig(latent_channels=2)), tmp_path / "narrow.pt")
+        grow_from(InvGrayNet(NetworkConfig(latent_channels=2)), shipped)
 
 
 def test_multiply_adds_probe_follows_the_network_dtype() -> None:
