@@ -17,11 +17,16 @@ Design (see models/MODEL_CARD.md for the measured reasons):
 * The SEP gate is a learned per-channel dead-zone threshold trained with a
   straight-through estimator: entries below it become exactly zero, and the rate
   term (a proxy calibrated against real zstd bytes) pays only for the survivors.
+* Training may run the convolution stacks in bfloat16 (:meth:`InvGrayNet.mixed_precision`,
+  ``train --bf16``); the latent, the transform, the gate, the quantiser and the colour
+  reconstruction stay in float32, where bfloat16's 8-bit mantissa would move symbols
+  and pixels. Bundled models run in float32.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -58,6 +63,11 @@ class NetworkConfig:
     def symbol_stride(self) -> int:
         """Image pixels per symbol cell along each axis."""
         return LATENT_STRIDE * self.transform_block
+
+
+def conv_precision(x: torch.Tensor, dtype: torch.dtype | None) -> AbstractContextManager:
+    """Autocast to ``dtype`` for a convolution stack on ``x``'s device (None: float32 as is)."""
+    return torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None)
 
 
 class BlockDCT(nn.Module):
@@ -159,6 +169,7 @@ class Encoder(nn.Module):
         self.down = nn.Conv2d(w, w, 4, stride=2, padding=1)
         self.blocks_eighth = nn.Sequential(ResBlock(w), ResBlock(w, dilation=2))
         self.out = nn.Conv2d(w, cfg.latent_channels, 3, padding=1)
+        self.conv_dtype: torch.dtype | None = None
         # Small but non-zero: an all-zero start would leave the extra channels inside the
         # SEP dead zone, where they get (almost) no gradient and never open.
         with torch.no_grad():
@@ -168,10 +179,12 @@ class Encoder(nn.Module):
     def forward(self, rgb: torch.Tensor, gray: torch.Tensor, chroma_gain: torch.Tensor) -> torch.Tensor:
         ycc = rgb_to_ycbcr(rgb)
         x = torch.cat([gray - 0.5, ycc[:, :1] - gray, ycc[:, 1:]], dim=1)
-        f = F.leaky_relu(self.stem(F.pixel_unshuffle(x, FEATURE_STRIDE)), 0.1)
-        f = self.block_quarter(f)
-        f = self.blocks_eighth(F.leaky_relu(self.down(f), 0.1))
-        y = self.out(f)
+        with conv_precision(x, self.conv_dtype):
+            f = F.leaky_relu(self.stem(F.pixel_unshuffle(x, FEATURE_STRIDE)), 0.1)
+            f = self.block_quarter(f)
+            f = self.blocks_eighth(F.leaky_relu(self.down(f), 0.1))
+            y = self.out(f)
+        y = y.float()
         pooled_chroma = F.avg_pool2d(ycc[:, 1:], LATENT_STRIDE) * chroma_gain
         return y + F.pad(pooled_chroma, (0, 0, 0, 0, 0, y.shape[1] - 2))
 
@@ -193,15 +206,18 @@ class Decoder(nn.Module):
         self.head = nn.Conv2d(w, 4 + 3 * FEATURE_STRIDE**2, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        self.conv_dtype: torch.dtype | None = None
 
     def forward(self, gray: torch.Tensor, latent: torch.Tensor, chroma_gain: torch.Tensor) -> torch.Tensor:
-        lat = F.leaky_relu(self.latent_stem(latent), 0.1)
-        lat = self.latent_blocks(lat)
-        lat = F.pixel_shuffle(self.latent_up(lat), 2)
-        g = self.gray_stem(F.pixel_unshuffle(gray - 0.5, FEATURE_STRIDE))
-        f = F.leaky_relu(self.fuse(F.leaky_relu(torch.cat([lat, g], dim=1), 0.1)), 0.1)
-        f = self.body(f)
-        out = self.head(f)
+        with conv_precision(latent, self.conv_dtype):
+            lat = F.leaky_relu(self.latent_stem(latent), 0.1)
+            lat = self.latent_blocks(lat)
+            lat = F.pixel_shuffle(self.latent_up(lat), 2)
+            g = self.gray_stem(F.pixel_unshuffle(gray - 0.5, FEATURE_STRIDE))
+            f = F.leaky_relu(self.fuse(F.leaky_relu(torch.cat([lat, g], dim=1), 0.1)), 0.1)
+            f = self.body(f)
+            out = self.head(f)
+        out = out.float()
 
         coarse_chroma = F.interpolate(latent[:, :2] / chroma_gain, scale_factor=2, mode="bilinear", align_corners=False)
         coeffs = out[:, :4] + torch.cat([torch.zeros_like(coarse_chroma[:, :1]), coarse_chroma[:, :1],
@@ -228,6 +244,12 @@ class InvGrayNet(nn.Module):
         self.gate = SparsityGate(self.cfg.symbol_planes)
         self.decoder = Decoder(self.cfg)
         self.rate_gains = RateGains(self.cfg.symbol_planes) if self.cfg.rate_gains else None
+
+    def mixed_precision(self, dtype: torch.dtype | None) -> None:
+        """Run the encoder's and decoder's convolution stacks in ``dtype`` (autocast, for
+        training: bfloat16 measured 1.5x faster on this project's AVX-512 CPU); None
+        restores float32. Everything between the stacks stays float32."""
+        self.encoder.conv_dtype = self.decoder.conv_dtype = dtype
 
     @property
     def chroma_gain(self) -> torch.Tensor:
