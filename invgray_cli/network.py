@@ -247,7 +247,7 @@ class InvGrayNet(nn.Module):
 
     def mixed_precision(self, dtype: torch.dtype | None) -> None:
         """Run the encoder's and decoder's convolution stacks in ``dtype`` (autocast, for
-        training: bfloat16 measured 1.5x faster on this project's AVX-512 CPU); None
+        training: bfloat16 measured 1.5x faster on this project's AVX-512 BF16 CPU); None
         restores float32. Everything between the stacks stays float32."""
         self.encoder.conv_dtype = self.decoder.conv_dtype = dtype
 

@@ -131,9 +131,10 @@ def test_training_steps_and_validation_run_on_device(tiny_training: Callable[...
     checkpoint = tiny_training("--device", DEVICE, "--rate", "tables", "--init", "models/invgray-v1.pt",
                                "--tables", "models/invgray-v1.1.entropy.npz")
     assert checkpoint["step"] == 2 and (tmp_path / "run" / "tables.entropy.npz").is_file()
-    # a second lent session resumes: the checkpoint's CPU generator state comes back mapped to the device
+    # a second lent session resumes (the checkpoint's CPU generator state comes back mapped to the
+    # device), with the long run's bfloat16 convolutions and a float32 validation
     resumed = tiny_training("--device", DEVICE, "--rate", "tables", "--tables", "models/invgray-v1.1.entropy.npz",
-                            "--resume", steps=4)
+                            "--resume", "--bf16", steps=4)
     assert resumed["step"] == 4
 
 
