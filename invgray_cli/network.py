@@ -26,7 +26,7 @@ Design (see models/MODEL_CARD.md for the measured reasons):
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -65,9 +65,14 @@ class NetworkConfig:
         return LATENT_STRIDE * self.transform_block
 
 
-def conv_precision(x: torch.Tensor, dtype: torch.dtype | None) -> AbstractContextManager:
-    """Autocast to ``dtype`` for a convolution stack on ``x``'s device (None: float32 as is)."""
-    return torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None)
+def in_conv_precision(stack: Callable[..., torch.Tensor], dtype: torch.dtype | None,
+                      *inputs: torch.Tensor) -> torch.Tensor:
+    """``stack(*inputs)``, under ``dtype`` autocast when one is set, returned as float32.
+    Without one the call is plain, so the exported ONNX graphs stay byte for byte the same."""
+    if dtype is None:
+        return stack(*inputs)
+    with torch.autocast(inputs[0].device.type, dtype=dtype):
+        return stack(*inputs).float()
 
 
 class BlockDCT(nn.Module):
@@ -179,14 +184,15 @@ class Encoder(nn.Module):
     def forward(self, rgb: torch.Tensor, gray: torch.Tensor, chroma_gain: torch.Tensor) -> torch.Tensor:
         ycc = rgb_to_ycbcr(rgb)
         x = torch.cat([gray - 0.5, ycc[:, :1] - gray, ycc[:, 1:]], dim=1)
-        with conv_precision(x, self.conv_dtype):
-            f = F.leaky_relu(self.stem(F.pixel_unshuffle(x, FEATURE_STRIDE)), 0.1)
-            f = self.block_quarter(f)
-            f = self.blocks_eighth(F.leaky_relu(self.down(f), 0.1))
-            y = self.out(f)
-        y = y.float()
+        y = in_conv_precision(self._convolutions, self.conv_dtype, x)
         pooled_chroma = F.avg_pool2d(ycc[:, 1:], LATENT_STRIDE) * chroma_gain
         return y + F.pad(pooled_chroma, (0, 0, 0, 0, 0, y.shape[1] - 2))
+
+    def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
+        f = F.leaky_relu(self.stem(F.pixel_unshuffle(x, FEATURE_STRIDE)), 0.1)
+        f = self.block_quarter(f)
+        f = self.blocks_eighth(F.leaky_relu(self.down(f), 0.1))
+        return self.out(f)
 
 
 class Decoder(nn.Module):
@@ -209,15 +215,7 @@ class Decoder(nn.Module):
         self.conv_dtype: torch.dtype | None = None
 
     def forward(self, gray: torch.Tensor, latent: torch.Tensor, chroma_gain: torch.Tensor) -> torch.Tensor:
-        with conv_precision(latent, self.conv_dtype):
-            lat = F.leaky_relu(self.latent_stem(latent), 0.1)
-            lat = self.latent_blocks(lat)
-            lat = F.pixel_shuffle(self.latent_up(lat), 2)
-            g = self.gray_stem(F.pixel_unshuffle(gray - 0.5, FEATURE_STRIDE))
-            f = F.leaky_relu(self.fuse(F.leaky_relu(torch.cat([lat, g], dim=1), 0.1)), 0.1)
-            f = self.body(f)
-            out = self.head(f)
-        out = out.float()
+        out = in_conv_precision(self._convolutions, self.conv_dtype, gray, latent)
 
         coarse_chroma = F.interpolate(latent[:, :2] / chroma_gain, scale_factor=2, mode="bilinear", align_corners=False)
         coeffs = out[:, :4] + torch.cat([torch.zeros_like(coarse_chroma[:, :1]), coarse_chroma[:, :1],
@@ -229,6 +227,14 @@ class Decoder(nn.Module):
         cr = coeffs[:, 2:3] * centred + coeffs[:, 3:4] + detail[:, 1:2]
         luma = gray + detail[:, 2:3]
         return ycbcr_to_rgb(luma, cb, cr)
+
+    def _convolutions(self, gray: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        lat = F.leaky_relu(self.latent_stem(latent), 0.1)
+        lat = self.latent_blocks(lat)
+        lat = F.pixel_shuffle(self.latent_up(lat), 2)
+        g = self.gray_stem(F.pixel_unshuffle(gray - 0.5, FEATURE_STRIDE))
+        f = F.leaky_relu(self.fuse(F.leaky_relu(torch.cat([lat, g], dim=1), 0.1)), 0.1)
+        return self.head(self.body(f))
 
 
 class InvGrayNet(nn.Module):
