@@ -52,6 +52,20 @@ def _tiny_run(tmp_path: Path) -> None:
     assert all(np.isfinite(r["val_psnr"]) and r["val_bpp"] > 0 for r in validations)
 
 
+def _calls(out: Path, *argvs: list[str]) -> list[dict]:
+    """Train once per argv (threads restored after: --threads sets them process-wide); the
+    checkpoint each call left in ``out``."""
+    threads = torch.get_num_threads()
+    checkpoints = []
+    try:
+        for argv in argvs:
+            main(argv)
+            checkpoints.append(torch.load(out / "last.pt", weights_only=False))
+    finally:
+        torch.set_num_threads(threads)
+    return checkpoints
+
+
 def test_a_run_longer_than_one_call_keeps_one_schedule(tmp_path: Path) -> None:
     """--stop-after ends a call, not the run: a resumed call goes on down the same cosine
     over --time-limit (restarting it at the full rate once made a GPU run worse)."""
@@ -59,18 +73,8 @@ def test_a_run_longer_than_one_call_keeps_one_schedule(tmp_path: Path) -> None:
     out = tmp_path / "run"
     call = ["--data", str(data), "--out", str(out), "--crop", "64", "--batch", "2", "--threads", "1",
             "--device", "cpu", "--steps", "100000", "--time-limit", "4", "--stop-after", "1.5", "--lr", "1e-3"]
-    threads = torch.get_num_threads()
-    try:
-        main(call)
-        first = torch.load(out / "last.pt", weights_only=False)
-        main(call + ["--resume"])
-        second = torch.load(out / "last.pt", weights_only=False)
-        main(call + ["--resume"])
-        third = torch.load(out / "last.pt", weights_only=False)
-        main(call + ["--resume"])  # the run is complete: nothing more is trained
-        after = torch.load(out / "last.pt", weights_only=False)
-    finally:
-        torch.set_num_threads(threads)
+    # the fourth call finds the run complete: nothing more is trained
+    first, second, third, after = _calls(out, call, *[call + ["--resume"]] * 3)
     assert 1.5 <= first["trained_seconds"] < 3.0 <= second["trained_seconds"] < 4.0 <= third["trained_seconds"]
     assert 0 < first["step"] < second["step"] < third["step"] == after["step"]
     windows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -91,14 +95,7 @@ def test_stop_at_step_ends_a_call_where_asked_and_a_bf16_call_resumes_it(tmp_pat
     out = tmp_path / "run"
     call = ["--data", str(data), "--out", str(out), "--crop", "64", "--batch", "2", "--threads", "1",
             "--device", "cpu", "--steps", "8", "--lr", "1e-3", "--rate", "tables", "--val-every", "1000"]
-    threads = torch.get_num_threads()
-    try:
-        main(call + ["--stop-at-step", "3"])
-        first = torch.load(out / "last.pt", weights_only=False)
-        main(call + ["--resume", "--bf16"])
-        second = torch.load(out / "last.pt", weights_only=False)
-    finally:
-        torch.set_num_threads(threads)
+    first, second = _calls(out, call + ["--stop-at-step", "3"], call + ["--resume", "--bf16"])
     assert (first["step"], second["step"]) == (3, 8)
     assert all(t.dtype == torch.float32 for t in second["model"].values() if t.is_floating_point())
     model = InvGrayNet(NetworkConfig(**second["config"]))
