@@ -360,14 +360,12 @@ def main(argv: list[str] | None = None) -> None:
         scores = []
         # real bytes of the tables as they would be frozen now
         coder = tables.freeze().coded_size if tables is not None else None
-        model.mixed_precision(None)  # scored as it will ship: float32
         for q_step in args.val_steps:
             metrics = validate(model, val_images, args.val_quality, q_step, coder)
             scores.append(rd_score(metrics, rate_lambda(args, q_step)))
             print(f"val step {step} q_step {q_step:g} psnr {metrics['val_psnr']:.3f} bpp {metrics['val_bpp']:.4f} "
                   f"proxy_bpp {metrics['val_proxy_bpp']:.4f}", flush=True)
             log.write(json.dumps({"step": step, "q_step": q_step, **metrics, "time": trained()}) + "\n")
-        model.mixed_precision(torch.bfloat16 if args.bf16 else None)
         score = float(np.mean(scores))
         improved = score < best
         best = min(best, score)

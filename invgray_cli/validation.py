@@ -31,10 +31,12 @@ def validate(model: InvGrayNet, images: list[np.ndarray], quality: int, step: fl
              payload_bytes: Callable[[np.ndarray, float], int] | None = None) -> dict[str, float]:
     """Mean RGB PSNR, real bits per pixel of the coded symbols and the rate proxy's
     estimate. ``payload_bytes(symbols, step)``: the coder's size (default: format 1's
-    zstd packing; a model with entropy tables passes its range coder)."""
+    zstd packing; a model with entropy tables passes its range coder). Scored in float32,
+    as the network ships, whatever precision training runs it in."""
     payload_bytes = payload_bytes or (lambda symbols, _step: len(pack_symbols(symbols)))
     was_training = model.training
     model.eval()
+    training_precision = model.mixed_precision(None)
     device = next(model.parameters()).device
     psnrs, bits, proxy_bits, pixels = [], 0.0, 0.0, 0
     for rgb in images:
@@ -47,6 +49,7 @@ def validate(model: InvGrayNet, images: list[np.ndarray], quality: int, step: fl
         proxy_bits += float(estimated_bits(sym, (sym != 0).float())[0])
         pixels += rgb.shape[0] * rgb.shape[1]
     model.train(was_training)
+    model.mixed_precision(training_precision)
     return {"val_psnr": float(np.mean(psnrs)), "val_bpp": bits / pixels, "val_proxy_bpp": proxy_bits / pixels}
 
 
