@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -115,7 +117,47 @@ def batch_loader(sampler: CropSampler, first: int, args: argparse.Namespace,
     return torch.utils.data.DataLoader(
         TrainingBatches(sampler, first, args.steps, args), batch_size=None, shuffle=False,
         num_workers=args.workers, prefetch_factor=4 if args.workers else None,
-        pin_memory=device.type == "cuda", persistent_workers=False)
+        pin_memory=device.type == "cuda", persistent_workers=False,
+        worker_init_fn=_ignore_interrupts if args.workers else None)
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT) or SIGTERM (a scheduler's or a lease's end) asks the training loop to
+    stop after the step it is on, checkpoint saved, as ``--stop-after`` does, so ``--resume``
+    loses nothing; a second Ctrl-C stops at once, unsaved. Signals reach only the main thread,
+    so elsewhere (training called from a worker thread) this does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal is not None else ""
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"{self.name}: stopping after this step with the checkpoint saved "
+              "(Ctrl-C again stops at once, unsaved)", flush=True)
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the training loop, which saves before it stops (a
+    worker killed by the terminal's SIGINT would break the batch it owes first)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def rate_lambda(args: argparse.Namespace, step: float) -> float:
@@ -381,72 +423,79 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)
         return
     out_of_time = False
-    for rgb, gray, q_step in batch_loader(sampler, step, args, device):
-        progress = step / args.steps
-        if args.time_limit:
-            progress = max(progress, trained() / args.time_limit)
-        lr = args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        for group in optimiser.param_groups:
-            group["lr"] = lr
-        rgb, gray = rgb.to(device, non_blocking=True), gray.to(device, non_blocking=True)
-        out = model(rgb, gray, q_step)
-        mse = torch.mean((out["rgb"] - rgb) ** 2)
-        if tables is not None:
-            bits = tables.code_length(out["gated"], q_step, out["gate"], out["latent"])
-        else:
-            bits = estimated_bits(out["gated"], out["gate"])
-        bpp = bits.mean() / (rgb.shape[2] * rgb.shape[3])
-        rate_weight = rate_lambda(args, q_step) * min(1.0, step / max(1, args.warmup))
-        loss = mse + rate_weight * bpp
-        step += 1
-        loss_value = loss.item()
-        # A single exploding batch once wrecked a run (measured: train PSNR 31.9 -> -1.5 at
-        # step 10,000, never fully recovered); skip any batch far above the running loss.
-        spike = loss_ema is not None and loss_value > args.spike_factor * loss_ema
-        if spike and consecutive_spikes >= SPIKE_RUN:
-            # not a spike but the new level (the rate weight ramping up, a coarser step range):
-            # accept it, or every later batch would be skipped too (measured: all from step 680)
-            print(f"step {step}: {SPIKE_RUN} batches in a row above {args.spike_factor:g}x the running loss; "
-                  f"taking {loss_value:.3e} as the new running loss", flush=True)
-            loss_ema, spike = loss_value, False
-        if not math.isfinite(loss_value) or spike:
-            skipped += 1
-            consecutive_spikes += 1
-            print(f"step {step}: skipped a batch with loss {loss_value:.3e} (running {loss_ema:.3e})", flush=True)
-        else:
-            consecutive_spikes = 0
-            loss_ema = loss_value if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_value
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimiser.step()
-            window.append({"psnr": -10 * math.log10(max(mse.item(), 1e-12)), "bpp": bpp.item(),
-                           "nonzero": out["gate"].mean().item()})
-        run_over = bool(args.time_limit) and trained() >= args.time_limit
-        stop_step = bool(args.stop_at_step) and step >= args.stop_at_step
-        out_of_time = run_over or stop_step or (bool(args.stop_after) and elapsed() >= args.stop_after)
-        if window and (step % 100 == 0 or out_of_time or step == args.steps):
-            mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-            crops_per_second = (step - step_at_window) * args.batch / max(1e-9, time.time() - window_start)
-            window.clear()
-            window_start, step_at_window = time.time(), step
-            print(f"step {step} lr {lr:.2e} train_psnr {mean['psnr']:.2f} {args.rate}_bpp {mean['bpp']:.4f} "
-                  f"nonzero {mean['nonzero']:.3f} {crops_per_second:.0f} crops/s ({trained():.0f}s)", flush=True)
-            log.write(json.dumps({"step": step, "lr": lr, **mean, "crops_per_s": crops_per_second,
-                                  "time": trained()}) + "\n")
-            log.flush()
-        if step % args.val_every == 0 or step == args.steps or out_of_time:
-            if val_images:
-                run_validation()
+    with StopRequest() as stop_request:
+        for rgb, gray, q_step in batch_loader(sampler, step, args, device):
+            progress = step / args.steps
+            if args.time_limit:
+                progress = max(progress, trained() / args.time_limit)
+            lr = args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            for group in optimiser.param_groups:
+                group["lr"] = lr
+            rgb, gray = rgb.to(device, non_blocking=True), gray.to(device, non_blocking=True)
+            out = model(rgb, gray, q_step)
+            mse = torch.mean((out["rgb"] - rgb) ** 2)
+            if tables is not None:
+                bits = tables.code_length(out["gated"], q_step, out["gate"], out["latent"])
             else:
+                bits = estimated_bits(out["gated"], out["gate"])
+            bpp = bits.mean() / (rgb.shape[2] * rgb.shape[3])
+            rate_weight = rate_lambda(args, q_step) * min(1.0, step / max(1, args.warmup))
+            loss = mse + rate_weight * bpp
+            step += 1
+            loss_value = loss.item()
+            # A single exploding batch once wrecked a run (measured: train PSNR 31.9 -> -1.5 at
+            # step 10,000, never fully recovered); skip any batch far above the running loss.
+            spike = loss_ema is not None and loss_value > args.spike_factor * loss_ema
+            if spike and consecutive_spikes >= SPIKE_RUN:
+                # not a spike but the new level (the rate weight ramping up, a coarser step range):
+                # accept it, or every later batch would be skipped too (measured: all from step 680)
+                print(f"step {step}: {SPIKE_RUN} batches in a row above {args.spike_factor:g}x the running loss; "
+                      f"taking {loss_value:.3e} as the new running loss", flush=True)
+                loss_ema, spike = loss_value, False
+            if not math.isfinite(loss_value) or spike:
+                skipped += 1
+                consecutive_spikes += 1
+                print(f"step {step}: skipped a batch with loss {loss_value:.3e} (running {loss_ema:.3e})", flush=True)
+            else:
+                consecutive_spikes = 0
+                loss_ema = loss_value if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_value
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimiser.step()
+                window.append({"psnr": -10 * math.log10(max(mse.item(), 1e-12)), "bpp": bpp.item(),
+                               "nonzero": out["gate"].mean().item()})
+            run_over = bool(args.time_limit) and trained() >= args.time_limit
+            stop_step = bool(args.stop_at_step) and step >= args.stop_at_step
+            interrupted = stop_request.signal is not None
+            out_of_time = (run_over or stop_step or interrupted
+                           or (bool(args.stop_after) and elapsed() >= args.stop_after))
+            if window and (step % 100 == 0 or out_of_time or step == args.steps):
+                mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                crops_per_second = (step - step_at_window) * args.batch / max(1e-9, time.time() - window_start)
+                window.clear()
+                window_start, step_at_window = time.time(), step
+                print(f"step {step} lr {lr:.2e} train_psnr {mean['psnr']:.2f} {args.rate}_bpp {mean['bpp']:.4f} "
+                      f"nonzero {mean['nonzero']:.3f} {crops_per_second:.0f} crops/s ({trained():.0f}s)", flush=True)
+                log.write(json.dumps({"step": step, "lr": lr, **mean, "crops_per_s": crops_per_second,
+                                      "time": trained()}) + "\n")
+                log.flush()
+            if step % args.val_every == 0 or step == args.steps or out_of_time:
+                if val_images:
+                    run_validation()
+                else:
+                    save_last()
+            elif args.save_every and time.time() - last_save >= args.save_every:
                 save_last()
-        elif args.save_every and time.time() - last_save >= args.save_every:
-            save_last()
-        if out_of_time:
-            reached = (f"time limit {args.time_limit:g}s" if run_over else f"--stop-at-step {args.stop_at_step}"
-                       if stop_step else f"--stop-after {args.stop_after:g}s")
-            print(f"{reached} reached at step {step} ({trained():.0f}s trained); saved {last}", flush=True)
-            break
+            if out_of_time:
+                why = (f"time limit {args.time_limit:g}s reached" if run_over
+                       else f"--stop-at-step {args.stop_at_step} reached" if stop_step
+                       else f"{stop_request.name} received" if interrupted
+                       else f"--stop-after {args.stop_after:g}s reached")
+                print(f"{why} at step {step} ({trained():.0f}s trained); saved {last}", flush=True)
+                break
+    if stop_request.signal is not None:
+        raise SystemExit(128 + stop_request.signal)  # as a signal's default would: a shell loop stops too
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from invgray_cli import train
 from invgray_cli.network import InvGrayNet, NetworkConfig
 from invgray_cli.train import grow_from, main
 
@@ -101,6 +104,44 @@ def test_stop_at_step_ends_a_call_where_asked_and_a_bf16_call_resumes_it(tmp_pat
     model = InvGrayNet(NetworkConfig(**second["config"]))
     model.load_state_dict(second["model"])
     assert model.encoder.conv_dtype is None and model.decoder.conv_dtype is None
+
+
+def test_sigterm_stops_after_the_step_with_the_checkpoint_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A scheduler's SIGTERM (or Ctrl-C) mid-run: the step under way finishes, last.pt is
+    saved, the exit status is the signal's (128 + 15), and --resume goes on from there."""
+    original_loader = train.batch_loader
+
+    def loader_signalling_at_step_3(sampler, first, args, device):  # noqa: ANN001, ANN202
+        for index, batch in enumerate(original_loader(sampler, first, args, device)):
+            if first + index == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    data = _photos(tmp_path / "train", 2, (80, 80))
+    out = tmp_path / "run"
+    call = ["--data", str(data), "--out", str(out), "--crop", "64", "--batch", "2", "--threads", "1",
+            "--device", "cpu", "--steps", "6", "--lr", "1e-3", "--val-every", "1000"]
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(train, "batch_loader", loader_signalling_at_step_3)
+    with pytest.raises(SystemExit) as stopped:
+        _calls(out, call)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert "SIGTERM received at step 3" in capsys.readouterr().out
+    assert torch.load(out / "last.pt", weights_only=False)["step"] == 3
+    monkeypatch.setattr(train, "batch_loader", original_loader)
+    (resumed,) = _calls(out, call + ["--resume"])
+    assert resumed["step"] == 6
+
+
+def test_a_second_ctrl_c_stops_at_once() -> None:
+    with train.StopRequest() as request:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert request.signal == signal.SIGINT and request.name == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_bf16_convolutions_keep_the_quantiser_and_the_pixels_float32(small_rgb: np.ndarray) -> None:
