@@ -8,7 +8,6 @@ torch on CUDA or when a torch ``model`` is passed; torch is imported only then.
 
 from __future__ import annotations
 
-import io
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -25,7 +24,7 @@ from .container import (
 )
 from .gray import DEFAULT_QUALITY, MAX_JPEG_SIDE, GrayFormat, decode_gray, encode_gray, gray_metadata, luma
 from .images import Photo, photo_from_image, photo_to_pil, read_photo
-from .jpeg_transcode import LOSSLESS, LosslessUnavailable, lossless_obstacle, luma_jpeg, read_layout
+from .jpeg_transcode import LOSSLESS, LosslessUnavailable, luma_jpeg
 from .entropy import EntropyCodingError, decode_symbols, encode_symbols
 from .packing import PackingError, pack_symbols, raw_size_of, unpack_symbols
 from .refine import DEFAULT_EFFORT, EFFORTS
@@ -288,21 +287,17 @@ def refined_symbols(engine: Engine, prepared: Prepared, step: float, symbols: np
 
 
 def _own_y_plane(photo: Photo) -> np.ndarray | None:
-    """The Y plane of a JPEG input as libjpeg decodes it (Pillow's grayscale draft: no
-    chroma decoded), which is exactly the decoded lossless gray: the same coefficients
-    through the same IDCT. Only where no block moves (orientation 1: a transposed block
-    goes through the IDCT the other way round and may differ by a level) and the file
-    can take the lossless path; else None, and the gray is waited for."""
-    if photo.orientation != 1 or lossless_obstacle(read_layout(photo.jpeg)) is not None:
+    """The input's own Y plane, which is exactly the decoded lossless gray
+    (:func:`invgray_cli.jpeg_transcode.own_y_plane`, decoded in the transcode's thread while
+    this one decoded the colours), provided it shows the decoded colour photo. Only where no
+    block moves (orientation 1: a transposed block goes through the IDCT the other way round
+    and may differ by a level); else None, and the gray is waited for."""
+    if photo.orientation != 1 or photo.luma_transcode is None:
         return None
+    plane = photo.luma_transcode.early_plane()
     try:
-        with Image.open(io.BytesIO(photo.jpeg)) as image:
-            image.draft("L", image.size)
-            if image.mode != "L":
-                return None
-            plane = np.asarray(image)
-        return _agreeing_gray(plane, photo.rgb)
-    except (OSError, ValueError, LosslessUnavailable):
+        return _agreeing_gray(plane, photo.rgb) if plane is not None else None
+    except LosslessUnavailable:
         return None
 
 

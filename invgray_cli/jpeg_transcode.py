@@ -277,7 +277,12 @@ class LumaTranscode:
 
     def __init__(self, data: bytes, orientation: int) -> None:
         self.data, self.orientation = data, orientation
-        self._future = _transcoder().submit(_transcoded_and_decoded, data, orientation)
+        transcoder = _transcoder()
+        # The Y plane the network starts on comes first, so that it decodes while the caller's
+        # thread decodes the colours (in the caller's thread after them, it was a progressive
+        # file's extra cost); only an upright file has one (see invgray_cli.codec._own_y_plane).
+        self._plane = transcoder.submit(own_y_plane, data) if orientation == 1 else None
+        self._future = transcoder.submit(_transcoded_and_decoded, data, orientation)
 
     def serves(self, data: bytes, orientation: int) -> bool:
         """Whether this is the transcode of exactly these bytes at this orientation."""
@@ -289,6 +294,28 @@ class LumaTranscode:
     def pixels(self) -> np.ndarray:
         """The transcoded gray as a decoder shows it, decoded in the same thread."""
         return self._future.result()[1]
+
+    def early_plane(self) -> np.ndarray | None:
+        """:func:`own_y_plane` of the input, decoded in the transcode's thread (None for a
+        rotated file)."""
+        return self._plane.result() if self._plane is not None else None
+
+
+def own_y_plane(data: bytes) -> np.ndarray | None:
+    """The Y plane of JPEG bytes as libjpeg decodes it (Pillow's grayscale draft: no chroma
+    decoded), which is exactly the decoded lossless gray: the same coefficients through the
+    same IDCT. None where the lossless path does not apply or the file does not decode (the
+    colour decode reports that; this only gives up early)."""
+    from PIL import Image
+
+    try:
+        if lossless_obstacle(read_layout(data)) is not None:
+            return None
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("L", image.size)
+            return np.asarray(image) if image.mode == "L" else None
+    except Exception:  # noqa: BLE001 - a damaged file, a decompression bomb: the colour decode says which
+        return None
 
 
 def _transcoded_and_decoded(data: bytes, orientation: int) -> tuple[bytes, np.ndarray]:
