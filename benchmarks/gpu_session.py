@@ -20,7 +20,7 @@ run cut short still returns what it did:
    float16, bfloat16; batches 1, 8, 32; fresh-process folder decodes; 2 photos encoded
    at ``--effort`` 2 and 3, the refinement on the device);
 6. ``train``: ``python -m invgray_cli.train`` for 283 s (``--train-seconds``), resumed from
-   the carried checkpoint (else from ``--init``, by default from scratch), ``last.pt`` saved
+   the carried checkpoint (else from ``--init``, by default the bundled invgray-v1.3), ``last.pt`` saved
    into ``OUT/train`` at least every ``--save-every`` seconds, crops/s in its log. The run
    is longer than a session (``--steps`` in ``--train-args``): the learning rate follows one
    cosine over its steps, and each session, CPU or GPU, goes on where the carried checkpoint
@@ -73,16 +73,19 @@ GPU_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_
 # The second session (2026-11-27) trained a network from scratch without SEP for 283 s: 7,880
 # steps of 64 (runs/gpu-nosep-7880). The same run with SEP, made on the CPU in 63 minutes, won
 # by 21 % BD-rate (docs/RESULTS.md), so SEP stays. A session's 283 s of training is about one
-# CPU hour here, so the lever is one long run that every session, CPU or GPU, takes further
-# on one step-based cosine (LONG_RUN_STEPS); it lives in runs/gpu/ (what `prepare` carries and
-# `collect` brings back); it has 6 latent channels (-7.02 % BD-rate against 4 at the ablation
-# budget, docs/RESULTS.md) and bfloat16 convolutions (1.5x faster on the CPU, same curve after
-# 1,500 paired steps: BD-rate -1.39 %, docs/RESULTS.md). A CPU session resumes it with
+# CPU hour here, so the lever was one long run that every session, CPU or GPU, took further on
+# one step-based cosine: 6 latent channels from scratch with bfloat16 convolutions, 36,000
+# steps of 64 over three CPU sessions, shipped as invgray-v1.3 (models/MODEL_CARD.md). The next
+# long run starts from invgray-v1.3 on a second cosine (a warm restart at half the first peak
+# rate, the rate term at full weight from the first step, as v1.2's fine-tune did), in
+# runs/gpu/ (what `prepare` carries and `collect` brings back). A CPU session resumes it with
 #   python -m invgray_cli.train --data ../shared/data/train --out runs/gpu --resume --stop-after S <DEFAULT_TRAIN_ARGS>
-LONG_RUN_STEPS = 40_000  # 5x the ablation's budget: about 5 CPU sessions' background, or fewer with GPUs
-DEFAULT_TRAIN_ARGS = ("--batch 64 --crop 128 --lr 6e-4 --warmup 500 --lmbda 2e-3 --step-range 0.5 4 "
-                      "--rate tables --tables models/invgray-v1.2.entropy.npz "
-                      f"--steps {LONG_RUN_STEPS} --val-every 1000000000 --seed 1 --latent-channels 6 --bf16")
+# and starts it, the first time, with --init models/invgray-v1.3.pt instead of --resume.
+LONG_RUN_STEPS = 40_000
+LONG_RUN_INIT = "models/invgray-v1.3.pt"
+DEFAULT_TRAIN_ARGS = ("--batch 64 --crop 128 --lr 3e-4 --warmup 1 --lmbda 2e-3 --step-range 0.5 4 "
+                      "--rate tables --tables models/invgray-v1.3.entropy.npz "
+                      f"--steps {LONG_RUN_STEPS} --val-every 1000000000 --seed 2 --latent-channels 6 --bf16")
 DEFAULT_TRAIN_SECONDS = 283.0  # the train stage's share of a session's 900 s
 STAGES = ("environment", "install", "tests", "cross-device", "speed", "train")
 
@@ -507,8 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--speed-loop-images", type=int, default=4, help="photos in the one-call-per-file rows")
     r.add_argument("--speed-effort-images", type=int, default=2,
                    help="photos encoded at --effort 2 and 3 (refinement on the device)")
-    r.add_argument("--init", default="", help="weights to start from without a carried checkpoint (default: "
-                   "from scratch)")
+    r.add_argument("--init", default=LONG_RUN_INIT, help="weights to start from without a carried checkpoint "
+                   "('': from scratch)")
     r.add_argument("--train-args", default=DEFAULT_TRAIN_ARGS, help="further arguments of invgray_cli.train")
     r.add_argument("--train-seconds", type=float, default=DEFAULT_TRAIN_SECONDS,
                    help="cap on training time (0: the rest of the budget)")
@@ -530,8 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     c = commands.add_parser("collect", help="score what a session brought back")
     c.add_argument("results", type=Path, help="the session's OUT folder as it came back")
     c.add_argument("--val", type=Path, default=SHARED / "val" / "cbsd68")
-    c.add_argument("--against", type=Path, nargs="*", default=[REPO / "models" / "invgray-v1.2.pt"])
-    c.add_argument("--against-tables", type=Path, default=REPO / "models" / "invgray-v1.2.entropy.npz",
+    c.add_argument("--against", type=Path, nargs="*", default=[REPO / "models" / "invgray-v1.3.pt"])
+    c.add_argument("--against-tables", type=Path, default=REPO / "models" / "invgray-v1.3.entropy.npz",
                    help="tables that code --against (format 2 bytes), when the session trained tables")
 
     args = parser.parse_args(argv)
