@@ -289,12 +289,10 @@ def refined_symbols(engine: Engine, prepared: Prepared, step: float, symbols: np
 def _own_y_plane(photo: Photo) -> np.ndarray | None:
     """The input's own Y plane, which is exactly the decoded lossless gray
     (:func:`invgray_cli.jpeg_transcode.own_y_plane`, decoded in the transcode's thread while
-    this one decoded the colours), provided it shows the decoded colour photo. Only where no
-    block moves (orientation 1: a transposed block goes through the IDCT the other way round
-    and may differ by a level); else None, and the gray is waited for."""
-    if photo.orientation != 1 or photo.luma_transcode is None:
-        return None
-    plane = photo.luma_transcode.early_plane()
+    this one decoded the colours), provided it shows the decoded colour photo. A rotated
+    file has none (see :class:`invgray_cli.jpeg_transcode.LumaTranscode`); then None, and
+    the gray is waited for."""
+    plane = photo.luma_transcode.early_plane() if photo.luma_transcode is not None else None
     try:
         return _agreeing_gray(plane, photo.rgb) if plane is not None else None
     except LosslessUnavailable:

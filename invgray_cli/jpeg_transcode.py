@@ -280,7 +280,8 @@ class LumaTranscode:
         transcoder = _transcoder()
         # The Y plane the network starts on comes first, so that it decodes while the caller's
         # thread decodes the colours (in the caller's thread after them, it was a progressive
-        # file's extra cost); only an upright file has one (see invgray_cli.codec._own_y_plane).
+        # file's extra cost). Only an upright file has one: a transposed block goes through the
+        # IDCT the other way round and may differ from the moved pixels by a level.
         self._plane = transcoder.submit(own_y_plane, data) if orientation == 1 else None
         self._future = transcoder.submit(_transcoded_and_decoded, data, orientation)
 
