@@ -20,12 +20,17 @@ run cut short still returns what it did:
    float16, bfloat16; batches 1, 8, 32; fresh-process folder decodes; 2 photos encoded
    at ``--effort`` 2 and 3, the refinement on the device);
 6. ``train``: ``python -m invgray_cli.train`` for 283 s (``--train-seconds``), resumed from
-   the carried checkpoint (else from ``--init``, by default the bundled invgray-v1.3), ``last.pt`` saved
+   the carried checkpoint (else from ``--init``, by default the bundled invgray-v1.4), ``last.pt`` saved
    into ``OUT/train`` at least every ``--save-every`` seconds, crops/s in its log. The run
    is longer than a session (``--steps`` in ``--train-args``): the learning rate follows one
    cosine over its steps, and each session, CPU or GPU, goes on where the carried checkpoint
    stopped (``train --stop-after``); ``--no-step-schedule --run-seconds S`` makes it a cosine
    over S seconds of GPU sessions instead.
+
+A lent session has 15 minutes of device time; one call of the default 540 s budget leaves about
+four. The third session (2026-11-28) spent them on a second call that trains on:
+``prepare --train-only --checkpoint RESULTS/train/last.pt`` here (no speed set, so the pack gets
+its room), then ``gpu_session.sh --train-only --budget S`` there (install and train only).
 
 Each stage has its own time limit, so one that hangs cannot eat the next one's time.
 ``--device cpu`` with small budgets rehearses the whole script without a GPU
@@ -75,17 +80,19 @@ GPU_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_
 # by 21 % BD-rate (docs/RESULTS.md), so SEP stays. A session's 283 s of training is about one
 # CPU hour here, so the lever was one long run that every session, CPU or GPU, took further on
 # one step-based cosine: 6 latent channels from scratch with bfloat16 convolutions, 36,000
-# steps of 64 over three CPU sessions, shipped as invgray-v1.3 (models/MODEL_CARD.md). The next
-# long run starts from invgray-v1.3 on a second cosine (a warm restart at half the first peak
-# rate, the rate term at full weight from the first step, as v1.2's fine-tune did), in
-# runs/gpu/ (what `prepare` carries and `collect` brings back). A CPU session resumes it with
+# steps of 64 over three CPU sessions, shipped as invgray-v1.3 (models/MODEL_CARD.md). The
+# second run went on from invgray-v1.3 on a second cosine (a warm restart at half the first peak
+# rate, the rate term at full weight from the first step): 10,867 steps on the third GPU session's
+# H200, then 17,133 on the CPU, 28,000 in all, shipped as invgray-v1.4 (BD-rate -6.81 % against
+# v1.3 on CBSD68). The next run is a third warm restart, from invgray-v1.4, in runs/gpu/ (what
+# `prepare` carries and `collect` brings back). A CPU session resumes it with
 #   python -m invgray_cli.train --data ../shared/data/train --out runs/gpu --resume --stop-after S <DEFAULT_TRAIN_ARGS>
-# and starts it, the first time, with --init models/invgray-v1.3.pt instead of --resume.
-LONG_RUN_STEPS = 40_000
-LONG_RUN_INIT = "models/invgray-v1.3.pt"
+# and starts it, the first time, with --init models/invgray-v1.4.pt instead of --resume.
+LONG_RUN_STEPS = 28_000
+LONG_RUN_INIT = "models/invgray-v1.4.pt"
 DEFAULT_TRAIN_ARGS = ("--batch 64 --crop 128 --lr 3e-4 --warmup 1 --lmbda 2e-3 --step-range 0.5 4 "
-                      "--rate tables --tables models/invgray-v1.3.entropy.npz "
-                      f"--steps {LONG_RUN_STEPS} --val-every 1000000000 --seed 2 --latent-channels 6 --bf16")
+                      "--rate tables --tables models/invgray-v1.4.entropy.npz "
+                      f"--steps {LONG_RUN_STEPS} --val-every 1000000000 --seed 3 --latent-channels 6 --bf16")
 DEFAULT_TRAIN_SECONDS = 283.0  # the train stage's share of a session's 900 s
 STAGES = ("environment", "install", "tests", "cross-device", "speed", "train")
 
@@ -152,7 +159,8 @@ def prepare(args: argparse.Namespace) -> None:
                              "could not come back from the device")
         (carry / "checkpoint").mkdir()
         shutil.copy2(args.checkpoint, carry / "checkpoint" / "last.pt")
-    _speed_set(args.speed_images, carry / "speed", args.speed_limit)
+    if not args.train_only:
+        _speed_set(args.speed_images, carry / "speed", args.speed_limit)
     check_transfer(tree_bytes, folder_size(carry), args.limit_mib)  # before the pack, the largest part
     room = args.limit_mib * 2**20 - tree_bytes - folder_size(carry)
     sys.path.insert(0, str(REPO))
@@ -490,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-wheels", action="store_true", help="carry no wheels (a machine that has every requirement)")
     p.add_argument("--all-wheels", action="store_true", help="carry every requirement but torch and numpy")
     p.add_argument("--limit-mib", type=float, default=TRANSFER_LIMIT_MIB)
+    p.add_argument("--train-only", action="store_true", help="for a `run --train-only` call: no speed set, so "
+                   "the training pack gets its 4.7 MiB")
 
     r = commands.add_parser("run", help="the session itself (on the accelerator's machine)")
     r.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-session")))
@@ -524,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
                         "sessions can resume one run (a time-based schedule would count a CPU hour as a GPU "
                         "one); --no-step-schedule: a cosine over --run-seconds (or this session's time)")
     r.add_argument("--min-train-seconds", type=float, default=60.0)
+    r.add_argument("--train-only", action="store_true", help="a session's later call: install and train for "
+                   "the whole budget (skips tests, cross-device and speed; implies --train-seconds 0)")
     r.add_argument("--save-every", type=float, default=110.0)
     r.add_argument("--workers", type=int, default=-1, help="batch-preparing processes (-1: CPUs - 2, at most 12)")
 
@@ -533,11 +545,14 @@ def main(argv: list[str] | None = None) -> int:
     c = commands.add_parser("collect", help="score what a session brought back")
     c.add_argument("results", type=Path, help="the session's OUT folder as it came back")
     c.add_argument("--val", type=Path, default=SHARED / "val" / "cbsd68")
-    c.add_argument("--against", type=Path, nargs="*", default=[REPO / "models" / "invgray-v1.3.pt"])
-    c.add_argument("--against-tables", type=Path, default=REPO / "models" / "invgray-v1.3.entropy.npz",
+    c.add_argument("--against", type=Path, nargs="*", default=[REPO / "models" / "invgray-v1.4.pt"])
+    c.add_argument("--against-tables", type=Path, default=REPO / "models" / "invgray-v1.4.entropy.npz",
                    help="tables that code --against (format 2 bytes), when the session trained tables")
 
     args = parser.parse_args(argv)
+    if args.command == "run" and args.train_only:
+        args.skip = sorted(set(args.skip) | {"tests", "cross-device", "speed"})
+        args.train_seconds = 0.0
     if args.command == "prepare":
         if args.checkpoint is None and (REPO / "runs" / "gpu" / "last.pt").is_file():
             args.checkpoint = REPO / "runs" / "gpu" / "last.pt"

@@ -63,6 +63,24 @@ def test_rehearsal_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
     assert len(files) <= 8 and all(len(p.relative_to(out).parts) <= 3 for p in files)
     assert all(p.stat().st_size < gpu_session.OUT_FILE_LIMIT_MIB * 2**20 for p in files)
 
+    # the session's later call: the returned checkpoint carried back, no speed set, training only
+    gpu_session.main(["prepare", "--carry", str(carry), "--data", str(photos), "--crops", "6", "--crop-size", "128",
+                      "--checkpoint", str(out / "train" / "last.pt"), "--train-only", "--no-wheels"])
+    assert (carry / "checkpoint" / "last.pt").is_file() and not (carry / "speed").exists()
+    again = tmp_path / "again"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "run", "--train-only", "--device", "cpu", "--carry", str(carry),
+         "--out", str(again), "--budget", "45", "--margin", "15", "--min-train-seconds", "5", "--save-every", "3",
+         "--workers", "1", "--site", str(tmp_path / "site"),
+         "--train-args", gpu_session.DEFAULT_TRAIN_ARGS.replace("--batch 64 --crop 128", "--batch 2 --crop 64")],
+        cwd=REPO, capture_output=True, text=True, timeout=200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stages = json.loads((again / "summary.json").read_text())["stages"]
+    assert [name for name, stage in stages.items() if stage["status"] == "skipped"] == ["tests", "cross-device",
+                                                                                         "speed"]
+    assert stages["train"]["status"] == "ok" and "--resume" in (again / "session.log").read_text()
+    assert stages["train"]["last_step"] > checkpoint["step"]
+
 
 def test_missing_requirement_without_a_wheel_stops_the_session_early(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
