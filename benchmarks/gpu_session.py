@@ -89,9 +89,10 @@ GPU_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_
 #   python -m invgray_cli.train --data ../shared/data/train --out runs/gpu --resume --stop-after S <DEFAULT_TRAIN_ARGS>
 # and starts it, the first time, with --init models/invgray-v1.4.pt instead of --resume.
 LONG_RUN_STEPS = 28_000
-LONG_RUN_INIT = "models/invgray-v1.4.pt"
+LONG_RUN_INIT = "models/invgray-v1.4.pt"  # also what `collect` scores against
+LONG_RUN_TABLES = "models/invgray-v1.4.entropy.npz"
 DEFAULT_TRAIN_ARGS = ("--batch 64 --crop 128 --lr 3e-4 --warmup 1 --lmbda 2e-3 --step-range 0.5 4 "
-                      "--rate tables --tables models/invgray-v1.4.entropy.npz "
+                      f"--rate tables --tables {LONG_RUN_TABLES} "
                       f"--steps {LONG_RUN_STEPS} --val-every 1000000000 --seed 3 --latent-channels 6 --bf16")
 DEFAULT_TRAIN_SECONDS = 283.0  # the train stage's share of a session's 900 s
 STAGES = ("environment", "install", "tests", "cross-device", "speed", "train")
@@ -251,6 +252,9 @@ class Session:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.train_only:  # a session's later call: the device was checked by the first one
+        args.skip = sorted(set(args.skip) | {"tests", "cross-device", "speed"})
+        args.train_seconds = 0.0
     session = Session(args)
     session.say(f"invgray GPU session: device {args.device}, budget {args.budget:.0f}s, carry {args.carry}")
     stages = {"environment": stage_environment, "install": stage_install, "tests": stage_tests,
@@ -545,14 +549,11 @@ def main(argv: list[str] | None = None) -> int:
     c = commands.add_parser("collect", help="score what a session brought back")
     c.add_argument("results", type=Path, help="the session's OUT folder as it came back")
     c.add_argument("--val", type=Path, default=SHARED / "val" / "cbsd68")
-    c.add_argument("--against", type=Path, nargs="*", default=[REPO / "models" / "invgray-v1.4.pt"])
-    c.add_argument("--against-tables", type=Path, default=REPO / "models" / "invgray-v1.4.entropy.npz",
+    c.add_argument("--against", type=Path, nargs="*", default=[REPO / LONG_RUN_INIT])
+    c.add_argument("--against-tables", type=Path, default=REPO / LONG_RUN_TABLES,
                    help="tables that code --against (format 2 bytes), when the session trained tables")
 
     args = parser.parse_args(argv)
-    if args.command == "run" and args.train_only:
-        args.skip = sorted(set(args.skip) | {"tests", "cross-device", "speed"})
-        args.train_seconds = 0.0
     if args.command == "prepare":
         if args.checkpoint is None and (REPO / "runs" / "gpu" / "last.pt").is_file():
             args.checkpoint = REPO / "runs" / "gpu" / "last.pt"
