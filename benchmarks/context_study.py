@@ -1,7 +1,7 @@
 """How much would the residual coder earn from spatial context? A study, not a format.
 
 Format 2 codes each symbol with a frozen table chosen by its plane and by how much
-colour its own cell already carries (:func:`invgray_cli.entropy.plane_context`). This
+colour its own cell already carries (:func:`invgray_cli.format.entropy.plane_context`). This
 script fits tables for richer contexts on the bundled model's symbols of training
 photos and measures their ideal code length on CBSD68, so that a new format version is
 proposed only for a context that pays for itself:
@@ -29,10 +29,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invgray_cli.entropy import ESCAPE, HEAD, colour_so_far, magnitude_class, plane_context, symbols_at_steps
-from invgray_cli.gray import jpeg_round_trip, luma
-from invgray_cli.train import list_images, load_rgb
-from invgray_cli.zoo import default_model_id, levels, load_model
+from invgray_cli.engines.registry import default_model_id, levels, load_model
+from invgray_cli.format.entropy import (
+    ESCAPE,
+    HEAD,
+    colour_so_far,
+    magnitude_class,
+    plane_context,
+    symbols_at_steps,
+)
+from invgray_cli.imaging.gray import jpeg_round_trip, luma
+from invgray_cli.training.train import list_images, load_rgb
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 ALPHABET = ESCAPE + 1

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invgray_cli import refine
-from invgray_cli.gray import jpeg_round_trip, luma
-from invgray_cli.inference import analyse_image
-from invgray_cli.train import list_images, load_rgb
-from invgray_cli.zoo import default_model_id, entropy_tables, load_model
+from invgray_cli.codec import refine
+from invgray_cli.engines.registry import default_model_id, entropy_tables, load_model
+from invgray_cli.engines.torch_engine import analyse_image
+from invgray_cli.imaging.gray import jpeg_round_trip, luma
+from invgray_cli.training.train import list_images, load_rgb
 
 STEPS = (1.5, 3.0)
 

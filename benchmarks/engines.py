@@ -26,12 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from invgray_cli.gray import jpeg_round_trip, luma  # noqa: E402
-from invgray_cli.images import read_photo  # noqa: E402
-from invgray_cli.metrics import psnr  # noqa: E402
-from invgray_cli.runtime import OnnxEngine, TorchEngine, set_threads  # noqa: E402
-from invgray_cli.tiling import quantise  # noqa: E402
-from invgray_cli.zoo import default_model_id, levels, load_model  # noqa: E402
+from invgray_cli.engines.engine import OnnxEngine, TorchEngine, set_threads  # noqa: E402
+from invgray_cli.engines.registry import default_model_id, levels, load_model  # noqa: E402
+from invgray_cli.engines.tiling import quantise  # noqa: E402
+from invgray_cli.imaging.gray import jpeg_round_trip, luma  # noqa: E402
+from invgray_cli.imaging.images import read_photo  # noqa: E402
+from invgray_cli.imaging.metrics import psnr  # noqa: E402
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 

@@ -19,7 +19,7 @@ run cut short still returns what it did:
 5. ``speed``: ``benchmarks/speed.py`` on the carried speed set (float32, TF32,
    float16, bfloat16; batches 1, 8, 32; fresh-process folder decodes; 2 photos encoded
    at ``--effort`` 2 and 3, the refinement on the device);
-6. ``train``: ``python -m invgray_cli.train`` for 283 s (``--train-seconds``), resumed from
+6. ``train``: ``python -m invgray_cli.training.train`` for 283 s (``--train-seconds``), resumed from
    the carried checkpoint (else from ``--init``, by default the bundled invgray-v1.4), ``last.pt`` saved
    into ``OUT/train`` at least every ``--save-every`` seconds, crops/s in its log. The run
    is longer than a session (``--steps`` in ``--train-args``): the learning rate follows one
@@ -86,7 +86,7 @@ GPU_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_
 # H200, then 17,133 on the CPU, 28,000 in all, shipped as invgray-v1.4 (BD-rate -6.81 % against
 # v1.3 on CBSD68). The next run is a third warm restart, from invgray-v1.4, in runs/gpu/ (what
 # `prepare` carries and `collect` brings back). A CPU session resumes it with
-#   python -m invgray_cli.train --data ../shared/data/train --out runs/gpu --resume --stop-after S <DEFAULT_TRAIN_ARGS>
+#   python -m invgray_cli.training.train --data ../shared/data/train --out runs/gpu --resume --stop-after S <DEFAULT_TRAIN_ARGS>
 # and starts it, the first time, with --init models/invgray-v1.4.pt instead of --resume.
 LONG_RUN_STEPS = 28_000
 LONG_RUN_INIT = "models/invgray-v1.4.pt"  # also what `collect` scores against
@@ -165,7 +165,7 @@ def prepare(args: argparse.Namespace) -> None:
     check_transfer(tree_bytes, folder_size(carry), args.limit_mib)  # before the pack, the largest part
     room = args.limit_mib * 2**20 - tree_bytes - folder_size(carry)
     sys.path.insert(0, str(REPO))
-    from invgray_cli.trainpack import main as pack_main
+    from invgray_cli.training.trainpack import main as pack_main
 
     pack = carry / "train.npz"
     pack_main(["--data", *map(str, args.data), "--out", str(pack), "--crops", str(args.crops),
@@ -325,7 +325,7 @@ def stage_install(session: Session) -> tuple[str, dict]:
         if not link.exists():
             link.symlink_to(REPO / "models", target_is_directory=True)
     session.env["PYTHONPATH"] = os.pathsep.join(paths + [session.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    code, output = session.command([sys.executable, "-c", "import invgray_cli.codec, invgray_models, zstandard; "
+    code, output = session.command([sys.executable, "-c", "import invgray_cli.codec.core, invgray_models, zstandard; "
                                     "print('codec imports')"], 120)
     return ("ok" if code == 0 else "error"), {"installed": [w.name for w in needed]}
 
@@ -409,7 +409,7 @@ def stage_train(session: Session) -> tuple[str, dict]:
     workers = args.workers if args.workers >= 0 else max(1, min(12, (os.cpu_count() or 2) - 2))
     # the limits cover the loop; loading the pack and starting workers come before it
     this_call = max(5.0, seconds - 25)
-    command = [sys.executable, "-m", "invgray_cli.train", "--data", str(pack), "--out", str(out),
+    command = [sys.executable, "-m", "invgray_cli.training.train", "--data", str(pack), "--out", str(out),
                "--device", args.device, "--workers", str(workers),
                *([] if args.step_schedule else ["--time-limit", f"{args.run_seconds or this_call:.0f}"]),
                "--stop-after", f"{this_call:.0f}", "--save-every", str(args.save_every), *start,
@@ -429,9 +429,9 @@ def cross_device(args: argparse.Namespace) -> None:
     from PIL import Image
 
     sys.path.insert(0, str(REPO))
-    from invgray_cli.codec import decode_array, encode, read_symbols
-    from invgray_cli.container import read_residual
-    from invgray_cli.inference import psnr
+    from invgray_cli.codec.core import decode_array, encode, read_symbols
+    from invgray_cli.engines.torch_engine import psnr
+    from invgray_cli.format.container import read_residual
 
     rgb = np.asarray(Image.open(REPO / "samples" / "kodim23.png").convert("RGB"))
     files = {"device": encode(rgb, device=args.device), "cpu": encode(rgb, device="cpu")}
@@ -478,7 +478,7 @@ def collect(args: argparse.Namespace) -> None:
             shutil.copy2(results / "train" / name, keep.with_name(name))
     print(f"\ncheckpoint kept as {keep}; validation on {args.val}:\n")
     sys.path.insert(0, str(REPO))
-    from invgray_cli.validation import main as validation_main
+    from invgray_cli.training.validation import main as validation_main
 
     tables = keep.with_name("tables.entropy.npz")
     coded_by = ["--tables", str(tables), *[str(args.against_tables)] * len(args.against)] if tables.is_file() else []
@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="photos encoded at --effort 2 and 3 (refinement on the device)")
     r.add_argument("--init", default=LONG_RUN_INIT, help="weights to start from without a carried checkpoint "
                    "('': from scratch)")
-    r.add_argument("--train-args", default=DEFAULT_TRAIN_ARGS, help="further arguments of invgray_cli.train")
+    r.add_argument("--train-args", default=DEFAULT_TRAIN_ARGS, help="further arguments of invgray_cli.training.train")
     r.add_argument("--train-seconds", type=float, default=DEFAULT_TRAIN_SECONDS,
                    help="cap on training time (0: the rest of the budget)")
     r.add_argument("--run-seconds", type=float, default=0.0,

@@ -69,9 +69,9 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import time
 
-    from invgray_cli.codec import decode_array, decode_photo, encode
-    from invgray_cli.images import read_photo
-    from invgray_cli.metrics import psnr
+    from invgray_cli.codec.core import decode_array, decode_photo, encode
+    from invgray_cli.imaging.images import read_photo
+    from invgray_cli.imaging.metrics import psnr
 
     print("\nin-process (no start-up), seconds per megapixel:")
     print("| image | encode s/MP | decode s/MP |")
@@ -91,7 +91,7 @@ def main() -> None:
 
     crop = np.ascontiguousarray(np.asarray(Image.open(big_path).convert("RGB"))[:2304, :3072])
     encoded = encode(crop)
-    import invgray_cli.tiling as tiling
+    import invgray_cli.engines.tiling as tiling
 
     whole = decode_array(encoded.gray, encoded.residual)  # 7 MP > the whole-image limit: tiled
     saved = tiling.WHOLE_IMAGE_PIXELS

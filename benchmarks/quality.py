@@ -60,15 +60,19 @@ except ImportError:  # the benchmark extra, not a runtime dependency
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bjontegaard import bd_psnr, bd_rate  # noqa: E402
-from invgray_cli.codec import decode_array, encode, resolve_device  # noqa: E402
-from invgray_cli.gray import decode_gray  # noqa: E402
-from invgray_cli.container import read_residual  # noqa: E402
-from invgray_cli.inference import psnr, symbol_shape, synthesise_image  # noqa: E402
-from invgray_cli.network import InvGrayNet  # noqa: E402
-from invgray_cli.codec import read_symbols  # noqa: E402
-from invgray_cli.train import read_checkpoint  # noqa: E402
-from invgray_cli.zoo import levels as model_levels  # noqa: E402
-from invgray_cli.zoo import load_model, model_id_of, registry  # noqa: E402
+from invgray_cli.codec.core import (  # noqa: E402
+    decode_array,
+    encode,
+    read_symbols,  # noqa: E402
+    resolve_device,
+)
+from invgray_cli.engines.registry import levels as model_levels  # noqa: E402
+from invgray_cli.engines.registry import load_model, model_id_of, registry  # noqa: E402
+from invgray_cli.engines.torch_engine import psnr, symbol_shape, synthesise_image  # noqa: E402
+from invgray_cli.format.container import read_residual  # noqa: E402
+from invgray_cli.imaging.gray import decode_gray  # noqa: E402
+from invgray_cli.model.network import InvGrayNet  # noqa: E402
+from invgray_cli.training.train import read_checkpoint  # noqa: E402
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}

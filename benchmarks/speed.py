@@ -45,14 +45,19 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from invgray_cli.codec import decode_photo, encode, resolve_device  # noqa: E402
-from invgray_cli.container import read_residual  # noqa: E402
-from invgray_cli.gray import decode_gray, encode_gray, luma  # noqa: E402
-from invgray_cli.images import read_photo, save_colour  # noqa: E402
-from invgray_cli.inference import psnr, synthesis_inputs, synthesise_image  # noqa: E402
-from invgray_cli.codec import read_symbols, symbol_payload  # noqa: E402
-from invgray_cli.runtime import analyse, engine_for, set_threads  # noqa: E402
-from invgray_cli.zoo import level_step, load_model  # noqa: E402
+from invgray_cli.codec.core import (  # noqa: E402  # noqa: E402
+    decode_photo,
+    encode,
+    read_symbols,
+    resolve_device,
+    symbol_payload,
+)
+from invgray_cli.engines.engine import analyse, engine_for, set_threads  # noqa: E402
+from invgray_cli.engines.registry import level_step, load_model  # noqa: E402
+from invgray_cli.engines.torch_engine import psnr, synthesis_inputs, synthesise_image  # noqa: E402
+from invgray_cli.format.container import read_residual  # noqa: E402
+from invgray_cli.imaging.gray import decode_gray, encode_gray, luma  # noqa: E402
+from invgray_cli.imaging.images import read_photo, save_colour  # noqa: E402
 
 PRECISIONS = {"float32": torch.float32, "tf32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
@@ -183,7 +188,7 @@ def network_throughput(model, pairs, originals, batch_sizes: list[int], device: 
     import contextlib
     import copy
 
-    from invgray_cli.inference import exact_float32
+    from invgray_cli.engines.torch_engine import exact_float32
 
     dtype = PRECISIONS[precision]
     if device.type == "cpu" and precision in ("tf32", "float16"):

@@ -16,10 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from invgray_cli.entropy import ESCAPE, HEAD, plane_context, symbols_at_steps
-from invgray_cli.gray import jpeg_round_trip, luma
-from invgray_cli.train import list_images, load_rgb
-from invgray_cli.zoo import default_model_id, entropy_tables, level_step, load_model
+from invgray_cli.engines.registry import (
+    default_model_id,
+    entropy_tables,
+    level_step,
+    load_model,
+)
+from invgray_cli.format.entropy import ESCAPE, HEAD, plane_context, symbols_at_steps
+from invgray_cli.imaging.gray import jpeg_round_trip, luma
+from invgray_cli.training.train import list_images, load_rgb
 
 OFFSETS = np.arange(-3, 4)  # 7 choices: 3 bits
 SIDE_BITS = 3

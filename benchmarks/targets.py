@@ -28,11 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from invgray_cli.codec import encode, prepare  # noqa: E402
-from invgray_cli.images import read_photo  # noqa: E402
-from invgray_cli.runtime import engine_for, set_threads  # noqa: E402
-from invgray_cli.targets import StepTrials, encode_to_target  # noqa: E402
-from invgray_cli.zoo import levels  # noqa: E402
+from invgray_cli.codec.core import encode, prepare  # noqa: E402
+from invgray_cli.codec.rate_control import StepTrials, encode_to_target  # noqa: E402
+from invgray_cli.engines.engine import engine_for, set_threads  # noqa: E402
+from invgray_cli.engines.registry import levels  # noqa: E402
+from invgray_cli.imaging.images import read_photo  # noqa: E402
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 

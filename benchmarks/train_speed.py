@@ -1,4 +1,4 @@
-"""Seconds per training step of ``python -m invgray_cli.train`` in each numeric mode, as a
+"""Seconds per training step of ``python -m invgray_cli.training.train`` in each numeric mode, as a
 table: the same network, loss (RGB MSE + lambda x the tables' code length) and Adam step
 as the training loop, on random crops, so only the arithmetic differs.
 
@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from invgray_cli.entropy import EntropyTables, learned_tables_module  # noqa: E402
-from invgray_cli.network import InvGrayNet, NetworkConfig  # noqa: E402
+from invgray_cli.format.entropy import EntropyTables, learned_tables_module  # noqa: E402
+from invgray_cli.model.network import InvGrayNet, NetworkConfig  # noqa: E402
 
 MODES = ("float32", "bf16", "channels-last", "compile")
 TABLES = Path(__file__).resolve().parent.parent / "models" / "invgray-v1.2.entropy.npz"

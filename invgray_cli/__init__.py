@@ -11,21 +11,28 @@ from typing import TYPE_CHECKING, Any
 __version__ = "1.0.0"
 
 if TYPE_CHECKING:
-    from .cluster import Decoder, Encoder, decode_batch, encode_batch
-    from .codec import Encoded, Photo, decode, decode_array, decode_photo, encode
+    from invgray_cli.app.cluster import Decoder, Encoder, decode_batch, encode_batch
+    from invgray_cli.codec.core import (
+        Encoded,
+        Photo,
+        decode,
+        decode_array,
+        decode_photo,
+        encode,
+    )
 
 _LAZY = {"encode", "decode", "decode_array", "decode_photo", "Encoded", "Photo"}
-# For Ray Data pipelines (ds.map_batches): invgray_cli.cluster, which imports no Ray itself.
+# For Ray Data pipelines (ds.map_batches): invgray_cli.app.cluster, which imports no Ray itself.
 _BATCHES = {"encode_batch", "decode_batch", "Encoder", "Decoder"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from . import codec
+        from invgray_cli.codec import core as codec
 
         return getattr(codec, name)
     if name in _BATCHES:
-        from . import cluster
+        from invgray_cli.app import cluster
 
         return getattr(cluster, name)
     raise AttributeError(f"module 'invgray_cli' has no attribute {name!r}")

@@ -1,3 +1,3 @@
-from .cli import main
+from invgray_cli.app.cli import main
 
 main()

@@ -31,11 +31,11 @@ def small_png(tmp_path: Path, small_rgb: np.ndarray) -> Path:
 
 @pytest.fixture()
 def tiny_training(tmp_path: Path) -> Callable[..., dict]:
-    """Runs ``invgray_cli.train`` for a few steps of 2 random 64 px crops (validation on
+    """Runs ``invgray_cli.training.train`` for a few steps of 2 random 64 px crops (validation on
     the same 2 photos) with the given extra arguments; returns the last checkpoint."""
     import torch
 
-    from invgray_cli.train import main
+    from invgray_cli.training.train import main
 
     folder = tmp_path / "photos"
     folder.mkdir()

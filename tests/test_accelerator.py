@@ -9,9 +9,9 @@ against CPU) in the ordinary suite and cannot rot between GPU sessions.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,15 +21,15 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-import invgray_cli.inference as inference
-import invgray_cli.tiling as tiling
-from invgray_cli.batcher import NetworkBatcher
-from invgray_cli.cli import app
-from invgray_cli.codec import decode_array, encode, read_symbols
-from invgray_cli.container import read_residual
-from invgray_cli.gray import jpeg_round_trip, luma
-from invgray_cli.inference import psnr
-from invgray_cli.zoo import load_model
+import invgray_cli.engines.tiling as tiling
+import invgray_cli.engines.torch_engine as inference
+from invgray_cli.app.cli import app
+from invgray_cli.codec.core import decode_array, encode, read_symbols
+from invgray_cli.engines.batcher import NetworkBatcher
+from invgray_cli.engines.registry import load_model
+from invgray_cli.engines.torch_engine import psnr
+from invgray_cli.format.container import read_residual
+from invgray_cli.imaging.gray import jpeg_round_trip, luma
 
 DEVICE = os.environ.get("INVGRAY_TEST_DEVICE", "cuda")
 
@@ -145,7 +145,7 @@ def test_multiply_adds_probe_follows_the_network_device() -> None:
 
 def test_effort_refines_on_the_device_and_the_file_decodes_on_the_cpu(small_rgb: np.ndarray,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from invgray_cli import refine
+    from invgray_cli.codec import refine
 
     monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 8)
     plain, refined = encode(small_rgb, device=DEVICE), encode(small_rgb, device=DEVICE, effort=2)

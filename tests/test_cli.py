@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from invgray_cli import __version__
-from invgray_cli.cli import app
+from invgray_cli.app.cli import app
 
 runner = CliRunner()
 

@@ -1,4 +1,4 @@
-"""The cluster engine (invgray_cli/cluster.py) on a real local Ray cluster (ray.init with
+"""The cluster engine (invgray_cli/app/cluster.py) on a real local Ray cluster (ray.init with
 2 CPUs) against a real S3-compatible server on localhost (moto's server mode): bucket to
 bucket, byte for byte the local CLI's outputs; broken files among good ones; a worker
 killed in the middle of a job; and the map_batches functions of the Python API."""
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from storage_helpers import local_files, objects, put_files, write_files
 from typer.testing import CliRunner
 
-from invgray_cli.cli import app
-from storage_helpers import local_files, objects, put_files, write_files
+from invgray_cli.app.cli import app
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -180,7 +180,7 @@ def test_a_worker_killed_mid_job_leaves_no_partial_object_and_the_rerun_complete
 
 def test_map_batches_functions_in_a_ray_data_pipeline(cluster: None, tmp_path: Path,
                                                       photo_files: dict[str, bytes]) -> None:
-    from invgray_cli.cluster import Encoder, decode_batch
+    from invgray_cli.app.cluster import Encoder, decode_batch
 
     names = ["kodim23.png", "camera.jpg", "alpha.png"]
     gray, colour = _local_run(tmp_path, {name: photo_files[name] for name in names})
@@ -220,7 +220,7 @@ def test_cluster_usage_errors(cluster: None, small_png: Path) -> None:
 def test_workers_of_another_invgray_stop_the_run_with_one_line(cluster: None, monkeypatch: pytest.MonkeyPatch,
                                                                small_png: Path) -> None:
     """The driver here claims another version: the real workers refuse to start."""
-    from invgray_cli import cluster as engine
+    from invgray_cli.app import cluster as engine
 
     real = engine._expected_build()
     monkeypatch.setattr(engine, "_expected_build", lambda: dict(real, version="9.9.9"))
@@ -234,8 +234,13 @@ def test_workers_of_another_invgray_stop_the_run_with_one_line(cluster: None, mo
 
 
 def test_workers_of_another_invgray_refuse_to_start() -> None:
-    from invgray_cli.cluster import ClusterError, FileWorker, _error_message, _expected_build
-    from invgray_cli.filework import EncodeSettings
+    from invgray_cli.app.cluster import (
+        ClusterError,
+        FileWorker,
+        _error_message,
+        _expected_build,
+    )
+    from invgray_cli.app.filework import EncodeSettings
 
     other = dict(_expected_build(), version="0.0.1")
     with pytest.raises(ClusterError, match="install the same invgray on every node") as refused:
@@ -252,9 +257,9 @@ def test_decode_batch_runs_same_size_images_through_one_batcher(photo_files: dic
     import torch
 
     import invgray_cli
-    from invgray_cli.batcher import NetworkBatcher
-    from invgray_cli.cluster import decode_batch, encode_batch
-    from invgray_cli.zoo import load_model
+    from invgray_cli.app.cluster import decode_batch, encode_batch
+    from invgray_cli.engines.batcher import NetworkBatcher
+    from invgray_cli.engines.registry import load_model
 
     assert (invgray_cli.encode_batch, invgray_cli.decode_batch) == (encode_batch, decode_batch)  # the package's API
 

@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 
 from invgray_cli import decode, decode_array, encode
-from invgray_cli.codec import GrayMismatchError
-from invgray_cli.container import OVERHEAD, InvalidResidualError, read_residual
-from invgray_cli.gray import decode_gray
-from invgray_cli.inference import psnr
-from invgray_cli.zoo import default_model_id
+from invgray_cli.codec.core import GrayMismatchError
+from invgray_cli.engines.registry import default_model_id
+from invgray_cli.engines.torch_engine import psnr
+from invgray_cli.format.container import OVERHEAD, InvalidResidualError, read_residual
+from invgray_cli.imaging.gray import decode_gray
 
 
 def test_sample_round_trip_restores_colour(sample_rgb: np.ndarray) -> None:
@@ -91,9 +91,10 @@ def test_size_mismatch_is_refused(small_rgb: np.ndarray) -> None:
 
 
 def test_unknown_model_is_refused(small_rgb: np.ndarray) -> None:
-    from invgray_cli.container import write_residual
-    from invgray_cli.zoo import UnknownModelError
     import dataclasses
+
+    from invgray_cli.engines.registry import UnknownModelError
+    from invgray_cli.format.container import write_residual
 
     encoded = encode(small_rgb)
     foreign = dataclasses.replace(read_residual(encoded.residual), model_id="ffffffffffffffff")
@@ -108,7 +109,7 @@ def test_damaged_residual_is_refused(small_rgb: np.ndarray) -> None:
 
 
 def test_images_beyond_the_format_are_refused_before_encoding() -> None:
-    from invgray_cli.gray import MAX_JPEG_SIDE
+    from invgray_cli.imaging.gray import MAX_JPEG_SIDE
 
     wide = np.zeros((1, MAX_JPEG_SIDE + 8, 3), np.uint8)
     wide[0, 0] = (255, 0, 0)
@@ -117,7 +118,7 @@ def test_images_beyond_the_format_are_refused_before_encoding() -> None:
 
 
 def test_levels_order_size_and_fidelity_and_are_recorded(sample_rgb: np.ndarray) -> None:
-    from invgray_cli.zoo import levels
+    from invgray_cli.engines.registry import levels
 
     named = levels(default_model_id())
     assert list(named) == ["low", "default", "high", "max"]

@@ -3,11 +3,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from invgray_cli.container import (
-    MAGIC, OVERHEAD, InvalidResidualError, Residual, gray_fingerprint, gray_signature, read_residual,
-    signature_distance, write_residual,
+from invgray_cli.format.container import (
+    MAGIC,
+    OVERHEAD,
+    InvalidResidualError,
+    Residual,
+    gray_fingerprint,
+    gray_signature,
+    read_residual,
+    signature_distance,
+    write_residual,
 )
-from invgray_cli.packing import pack_symbols, raw_size_of
+from invgray_cli.format.packing import pack_symbols, raw_size_of
 
 
 def _residual() -> Residual:

@@ -11,10 +11,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from invgray_cli import decode_array, encode
-from invgray_cli.cli import app
-from invgray_cli.codec import NoResidualError
-from invgray_cli.embedding import MAX_JPEG_CHUNK, EmbeddingError, embed, extract, strip
-from invgray_cli.gray import decode_gray
+from invgray_cli.app.cli import app
+from invgray_cli.codec.core import NoResidualError
+from invgray_cli.format.embedding import (
+    MAX_JPEG_CHUNK,
+    EmbeddingError,
+    embed,
+    extract,
+    strip,
+)
+from invgray_cli.imaging.gray import decode_gray
 
 runner = CliRunner()
 

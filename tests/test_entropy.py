@@ -1,4 +1,4 @@
-"""Residual format 2: the frozen-table range coder (invgray_cli/entropy.py)."""
+"""Residual format 2: the frozen-table range coder (invgray_cli/format/entropy.py)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,32 @@ import numpy as np
 import pytest
 import torch
 
-from invgray_cli import entropy
-from invgray_cli.codec import decode_array, encode, read_symbols
-from invgray_cli.container import InvalidResidualError, read_residual, write_residual
-from invgray_cli.entropy import (
-    ALPHABET, CONTEXTS, HEAD, EntropyCodingError, EntropyTables, TableFitter, decode_symbols, encode_symbols,
-    plane_context, quantise_frequencies,
+from invgray_cli.codec.core import decode_array, encode, read_symbols
+from invgray_cli.engines.engine import engine_for
+from invgray_cli.engines.registry import (
+    default_model_id,
+    entropy_tables,
+    format_version,
+    load_model,
 )
-from invgray_cli.runtime import engine_for
-from invgray_cli.zoo import default_model_id, entropy_tables, format_version, load_model
+from invgray_cli.format import entropy
+from invgray_cli.format.container import (
+    InvalidResidualError,
+    read_residual,
+    write_residual,
+)
+from invgray_cli.format.entropy import (
+    ALPHABET,
+    CONTEXTS,
+    HEAD,
+    EntropyCodingError,
+    EntropyTables,
+    TableFitter,
+    decode_symbols,
+    encode_symbols,
+    plane_context,
+    quantise_frequencies,
+)
 
 V1 = "2fdd49ce27575cc9"
 V1_1 = "5799d2c424f99bd3"  # v1's network with format 2 tables
@@ -79,7 +96,7 @@ def test_probabilities_come_from_integers_only(tables: EntropyTables, sample_rgb
 
 
 def test_files_do_not_depend_on_the_engine_that_encoded_them(sample_rgb: np.ndarray) -> None:
-    from invgray_cli.runtime import engine_for
+    from invgray_cli.engines.engine import engine_for
 
     onnx = encode(sample_rgb, model=engine_for(device="cpu"))
     torch_made = encode(sample_rgb, model=load_model())
@@ -141,8 +158,8 @@ def test_fitted_tables_are_normalised_and_favour_what_they_saw() -> None:
 def test_training_rate_term_is_the_coded_size(tables: EntropyTables, sample_rgb: np.ndarray) -> None:
     """The learnable tables' code length on rounded symbols equals the range coder's
     bytes (up to the coder's final word), with the coder's own contexts."""
-    from invgray_cli.entropy import learned_tables_module, symbols_at_steps
-    from invgray_cli.gray import jpeg_round_trip, luma
+    from invgray_cli.format.entropy import learned_tables_module, symbols_at_steps
+    from invgray_cli.imaging.gray import jpeg_round_trip, luma
 
     module = learned_tables_module(tables, tables.planes, tables.planes_per_channel)
     gray = jpeg_round_trip(luma(sample_rgb), 90)
@@ -164,8 +181,8 @@ def test_training_rate_term_is_the_coded_size(tables: EntropyTables, sample_rgb:
 def test_the_dead_zone_hears_the_rate(tables: EntropyTables) -> None:
     """With the gate and the latent, the rate term pushes SEP thresholds up (closing
     entries saves bits); on the values alone it could not reach them."""
-    from invgray_cli.entropy import learned_tables_module
-    from invgray_cli.network import InvGrayNet
+    from invgray_cli.format.entropy import learned_tables_module
+    from invgray_cli.model.network import InvGrayNet
 
     torch.manual_seed(0)
     model = InvGrayNet().train()

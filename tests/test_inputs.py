@@ -11,9 +11,9 @@ from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
 from invgray_cli import decode, encode
-from invgray_cli.cli import app
-from invgray_cli.images import ImageReadError, read_photo
-from invgray_cli.inference import psnr
+from invgray_cli.app.cli import app
+from invgray_cli.engines.torch_engine import psnr
+from invgray_cli.imaging.images import ImageReadError, read_photo
 
 runner = CliRunner()
 

@@ -15,11 +15,16 @@ from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from invgray_cli import decode, encode
-from invgray_cli.cli import app
-from invgray_cli.gray import decode_gray, luma
-from invgray_cli.images import read_photo
-from invgray_cli.inference import psnr
-from invgray_cli.jpeg_transcode import LosslessUnavailable, lossless_obstacle, luma_jpeg, read_layout
+from invgray_cli.app.cli import app
+from invgray_cli.engines.torch_engine import psnr
+from invgray_cli.imaging.gray import decode_gray, luma
+from invgray_cli.imaging.images import read_photo
+from invgray_cli.imaging.jpeg_transcode import (
+    LosslessUnavailable,
+    lossless_obstacle,
+    luma_jpeg,
+    read_layout,
+)
 
 jpeglib = pytest.importorskip("jpeglib")
 runner = CliRunner()
@@ -71,7 +76,7 @@ def test_coefficient_reader_sized_from_our_headers_equals_jpeglibs(small_rgb: np
                                                                    kind: str) -> None:
     """The transcode sizes jpeglib's buffers from its own header walk (skipping jpeglib's
     info pass): a size off by a block would let libjpeg write past them."""
-    from invgray_cli.jpeg_transcode import _coefficient_reader, block_dims
+    from invgray_cli.imaging.jpeg_transcode import _coefficient_reader, block_dims
 
     image = Image.fromarray(small_rgb)
     if kind.startswith("gray"):
@@ -284,7 +289,7 @@ def test_info_reads_an_embedded_lossless_gray(small_rgb: np.ndarray, tmp_path: P
 @pytest.mark.parametrize("orientation", [1, 6])
 def test_transcode_begun_while_reading_gives_the_same_files(sample_rgb: np.ndarray, orientation: int,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import invgray_cli.jpeg_transcode as transcode
+    import invgray_cli.imaging.jpeg_transcode as transcode
 
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -302,7 +307,7 @@ def test_transcode_begun_while_reading_gives_the_same_files(sample_rgb: np.ndarr
 
 
 def test_transcode_begins_only_for_jpeg_bytes(small_rgb: np.ndarray) -> None:
-    from invgray_cli.jpeg_transcode import start_luma_transcode
+    from invgray_cli.imaging.jpeg_transcode import start_luma_transcode
 
     png = io.BytesIO()
     Image.fromarray(small_rgb).save(png, "PNG")
@@ -311,7 +316,7 @@ def test_transcode_begins_only_for_jpeg_bytes(small_rgb: np.ndarray) -> None:
 
 
 def _transcode_in_child(data: bytes) -> bytes:
-    from invgray_cli.jpeg_transcode import start_luma_transcode
+    from invgray_cli.imaging.jpeg_transcode import start_luma_transcode
 
     return start_luma_transcode(data).result()
 
@@ -319,7 +324,7 @@ def _transcode_in_child(data: bytes) -> bytes:
 def test_transcode_thread_works_in_a_forked_worker(small_rgb: np.ndarray) -> None:
     import multiprocessing
 
-    from invgray_cli.jpeg_transcode import start_luma_transcode
+    from invgray_cli.imaging.jpeg_transcode import start_luma_transcode
 
     data = _jpeg(Image.fromarray(small_rgb))
     in_parent = start_luma_transcode(data).result()  # the parent's thread exists before the fork
@@ -329,7 +334,7 @@ def test_transcode_thread_works_in_a_forked_worker(small_rgb: np.ndarray) -> Non
 
 def test_network_starts_on_the_inputs_y_plane_and_recovers_when_it_is_not_the_gray(
         sample_rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
-    import invgray_cli.codec as codec
+    import invgray_cli.codec.core as codec
 
     original = _jpeg(Image.fromarray(np.ascontiguousarray(sample_rgb[96:256, 304:512])), subsampling=2)
     reference = encode(read_photo(original))
@@ -350,7 +355,7 @@ def test_network_starts_on_the_inputs_y_plane_and_recovers_when_it_is_not_the_gr
 
 def test_transcode_failing_late_falls_back_to_the_re_encode(small_rgb: np.ndarray,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import invgray_cli.jpeg_transcode as transcode
+    import invgray_cli.imaging.jpeg_transcode as transcode
 
     def fails(*args: object) -> bytes:
         raise LosslessUnavailable("libjpeg could not write these coefficients")
@@ -365,7 +370,7 @@ def test_transcode_failing_late_falls_back_to_the_re_encode(small_rgb: np.ndarra
 
 
 def test_a_transcode_begun_for_another_orientation_is_not_used(small_rgb: np.ndarray) -> None:
-    from invgray_cli.jpeg_transcode import LumaTranscode
+    from invgray_cli.imaging.jpeg_transcode import LumaTranscode
 
     original = _jpeg(Image.fromarray(small_rgb[:128, :192]))
     reference = encode(read_photo(original))

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import zstandard
 
-from invgray_cli.packing import PackingError, max_raw_size, pack_symbols, raw_size_of, unpack_symbols
+from invgray_cli.format.packing import (
+    PackingError,
+    max_raw_size,
+    pack_symbols,
+    raw_size_of,
+    unpack_symbols,
+)
 
 
 @pytest.mark.parametrize("density", [0.0, 0.02, 0.3, 1.0])

@@ -1,4 +1,4 @@
-"""Rate gains: a learned step per symbol plane and rate level (invgray_cli/rate_gains.py)."""
+"""Rate gains: a learned step per symbol plane and rate level (invgray_cli/model/rate_gains.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from invgray_cli import inference, tiling
-from invgray_cli.network import InvGrayNet, NetworkConfig
-from invgray_cli.rate_gains import ANCHORS, plane_steps
-from invgray_cli.train import grow_from, read_checkpoint
+from invgray_cli.engines import tiling
+from invgray_cli.engines import torch_engine as inference
+from invgray_cli.model.network import InvGrayNet, NetworkConfig
+from invgray_cli.model.rate_gains import ANCHORS, plane_steps
+from invgray_cli.training.train import grow_from, read_checkpoint
 
 STEPS = [0.1, 0.25, 0.7428, 1.0, 1.5, 2.0, 3.904, 11.03, 64.0, 200.0]
 
@@ -69,7 +70,7 @@ def test_quantisers_agree_and_gains_change_the_symbols(small_rgb: np.ndarray) ->
 def test_onnx_graphs_carry_the_gains(small_rgb: np.ndarray) -> None:
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from invgray_cli.export_onnx import graph_bytes
+    from invgray_cli.training.export_onnx import graph_bytes
 
     model = _gained_model()
     stride = model.cfg.symbol_stride

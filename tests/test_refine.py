@@ -1,4 +1,4 @@
-"""Encoder effort (invgray_cli/refine.py): refined symbols are ordinary symbols of the same
+"""Encoder effort (invgray_cli/codec/refine.py): refined symbols are ordinary symbols of the same
 model, never cost more than the single pass, and tiles cover large photos."""
 
 from __future__ import annotations
@@ -10,13 +10,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from invgray_cli import refine
-from invgray_cli.cli import app
-from invgray_cli.codec import decode_array, encode, read_symbols
-from invgray_cli.container import read_residual
-from invgray_cli.gray import decode_gray
-from invgray_cli.inference import analyse_image, psnr
-from invgray_cli.zoo import default_model_id, entropy_tables, level_step, load_model
+from invgray_cli.app.cli import app
+from invgray_cli.codec import refine
+from invgray_cli.codec.core import decode_array, encode, read_symbols
+from invgray_cli.engines.registry import (
+    default_model_id,
+    entropy_tables,
+    level_step,
+    load_model,
+)
+from invgray_cli.engines.torch_engine import analyse_image, psnr
+from invgray_cli.format.container import read_residual
+from invgray_cli.imaging.gray import decode_gray
 
 V1 = "2fdd49ce27575cc9"  # residual format 1: no entropy tables
 runner = CliRunner()
@@ -95,7 +100,7 @@ def test_cli_effort(small_png: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_targets_refine_the_chosen_files_only_where_the_target_holds(small_rgb: np.ndarray,
                                                                      monkeypatch: pytest.MonkeyPatch,
                                                                      target: dict) -> None:
-    from invgray_cli.targets import encode_to_target
+    from invgray_cli.codec.rate_control import encode_to_target
 
     monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 8)
     single, refined = encode_to_target(small_rgb, **target), encode_to_target(small_rgb, effort=2, **target)

@@ -16,11 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import invgray_cli.tiling as tiling
-from invgray_cli.codec import decode_photo, encode
-from invgray_cli.gray import jpeg_round_trip, luma
-from invgray_cli.runtime import OnnxEngine, TorchEngine, analyse, engine_for
-from invgray_cli.zoo import UnknownModelError, known_model_ids, levels, load_model, model_entry, models_dir
+import invgray_cli.engines.tiling as tiling
+from invgray_cli.codec.core import decode_photo, encode
+from invgray_cli.engines.engine import OnnxEngine, TorchEngine, analyse, engine_for
+from invgray_cli.engines.registry import (
+    UnknownModelError,
+    known_model_ids,
+    levels,
+    load_model,
+    model_entry,
+    models_dir,
+)
+from invgray_cli.imaging.gray import jpeg_round_trip, luma
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,7 +111,7 @@ def test_bundled_onnx_files_are_the_registered_export_of_the_pt(model_id: str) -
         pytest.skip(f"exported with torch {block['exported_with']['torch']}: other versions may write other "
                     "bytes (numerical agreement is checked above)")
     pytest.importorskip("onnx")
-    from invgray_cli.export_onnx import check_reproduced
+    from invgray_cli.training.export_onnx import check_reproduced
 
     assert check_reproduced(load_model(model_id), block, models_dir()) == []
 
@@ -117,7 +124,7 @@ def test_damaged_onnx_file_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
     model_id = registry["default"]
     damaged = tmp_path / registry["models"][model_id]["onnx"]["decoder"]["file"]
     damaged.write_bytes(damaged.read_bytes()[:-1] + b"\0")
-    monkeypatch.setattr("invgray_cli.runtime.models_dir", lambda: tmp_path)
+    monkeypatch.setattr("invgray_cli.engines.engine.models_dir", lambda: tmp_path)
     with pytest.raises(UnknownModelError, match="damaged"):
         OnnxEngine(model_id).synthesise(np.zeros((32, 32), np.uint8), np.zeros((64, 1, 1), np.int32), 1.0)
 
@@ -129,7 +136,7 @@ def test_cpu_uses_onnxruntime_and_a_torch_model_uses_torch() -> None:
 
 def test_cpu_commands_never_import_torch(tmp_path: Path) -> None:
     """encode, decode and info on the CPU, each in a fresh interpreter: torch stays unloaded."""
-    script = ("import sys\nfrom invgray_cli.cli import main\nsys.argv = ['invgray'] + sys.argv[1:]\n"
+    script = ("import sys\nfrom invgray_cli.app.cli import main\nsys.argv = ['invgray'] + sys.argv[1:]\n"
               "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
               "print('torch loaded:', 'torch' in sys.modules, file=sys.stderr)\n")
     sample = ROOT / "samples" / "kodim23.png"

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from invgray_cli.cli import app
-from invgray_cli.reports import KEYS
+from invgray_cli.app.cli import app
+from invgray_cli.app.reports import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "kodim23.png"

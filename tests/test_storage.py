@@ -1,4 +1,4 @@
-"""Object storage paths (invgray_cli/storage.py) and the streamed plans that name their
+"""Object storage paths (invgray_cli/app/storage.py) and the streamed plans that name their
 outputs (batch.plan_encode / plan_decode), on fsspec's in-memory store and on a real
 S3-compatible server (moto's server mode) with the local engine. The Ray engine is in
 test_cluster.py."""
@@ -11,12 +11,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from storage_helpers import local_files, objects, put_files, write_files
 from typer.testing import CliRunner
 
-from invgray_cli.batch import ClashGuard, Job, _folder_files, plan_encode, stem_of
-from invgray_cli.cli import app
-from invgray_cli.storage import ObjectPath, location, temporary_of, walk_files, write_set
-from storage_helpers import local_files, objects, put_files, write_files
+from invgray_cli.app.cli import app
+from invgray_cli.app.jobs import ClashGuard, Job, _folder_files, plan_encode, stem_of
+from invgray_cli.app.storage import (
+    ObjectPath,
+    location,
+    temporary_of,
+    walk_files,
+    write_set,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -108,8 +114,8 @@ def test_an_existing_output_set_is_refused_unless_a_retried_task_finds_its_own()
     """On the cluster, a file whose worker died is run again by Ray: its first attempt may
     have committed everything, which must not turn into 'already exists'."""
     pytest.importorskip("fsspec")
-    from invgray_cli.batch import JobError
-    from invgray_cli.filework import check_writable
+    from invgray_cli.app.filework import check_writable
+    from invgray_cli.app.jobs import JobError
 
     root = _memory_tree("retried", ["a.gray.jpg", "a.residual.bin", "b.gray.jpg"])
     complete, partial = [root / "a.gray.jpg", root / "a.residual.bin"], [root / "b.gray.jpg", root / "b.residual.bin"]
@@ -201,7 +207,7 @@ def test_object_errors_are_one_line_and_the_rest_finish(s3, bucket: str, photo_f
 def test_listing_reads_one_page_at_a_time(s3, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     import s3fs
 
-    from invgray_cli import storage
+    from invgray_cli.app import storage
 
     put_files(s3, bucket, "many", {f"p{i:02d}.png": b"x" for i in range(25)})
     calls = []
@@ -233,9 +239,9 @@ def test_missing_packages_are_one_line_errors_naming_the_extra(monkeypatch: pyte
 
 
 def test_help_and_local_runs_import_neither_ray_nor_fsspec(tmp_path: Path) -> None:
-    script = ("import sys\nfrom invgray_cli.cli import main\nsys.argv = ['invgray'] + sys.argv[1:]\n"
+    script = ("import sys\nfrom invgray_cli.app.cli import main\nsys.argv = ['invgray'] + sys.argv[1:]\n"
               "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
-              "print('loaded:', sorted(m for m in ('ray', 'fsspec', 's3fs', 'invgray_cli.cluster') if m in sys.modules),"
+              "print('loaded:', sorted(m for m in ('ray', 'fsspec', 's3fs', 'invgray_cli.app.cluster') if m in sys.modules),"
               " file=sys.stderr)\n")
     sample = ROOT / "samples" / "kodim23.png"
     for arguments in (["--help"], ["encode", sample, "-o", tmp_path / "a.gray.jpg", "--device", "cpu"],

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import invgray_cli.inference as inference
-import invgray_cli.tiling as tiling
-from invgray_cli.gray import jpeg_round_trip, luma
-from invgray_cli.zoo import known_model_ids, load_model
+import invgray_cli.engines.tiling as tiling
+import invgray_cli.engines.torch_engine as inference
+from invgray_cli.engines.registry import known_model_ids, load_model
+from invgray_cli.imaging.gray import jpeg_round_trip, luma
 
 
 @pytest.fixture()

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from invgray_cli import train
-from invgray_cli.network import InvGrayNet, NetworkConfig
-from invgray_cli.train import grow_from, main
+from invgray_cli.model.network import InvGrayNet, NetworkConfig
+from invgray_cli.training import train
+from invgray_cli.training.train import grow_from, main
 
 
 def _photos(folder: Path, count: int, size: tuple[int, int]) -> Path:
@@ -148,7 +148,7 @@ def test_bf16_convolutions_keep_the_quantiser_and_the_pixels_float32(small_rgb: 
     """With bfloat16 convolution stacks the latent, symbols and colour stay float32, and
     the shipped network gives nearly the same symbols and pixels (bfloat16 inside the
     quantiser would move many more: latents of 100 steps have a resolution of 0.5)."""
-    from invgray_cli.train import read_checkpoint
+    from invgray_cli.training.train import read_checkpoint
 
     model, _ = read_checkpoint(Path("models/invgray-v1.2.pt"))
     rgb = torch.from_numpy(small_rgb[:128, :192].copy()).permute(2, 0, 1)[None].float() / 255
@@ -226,8 +226,8 @@ def test_without_sep_the_gate_is_plain_rounding() -> None:
 
 
 def test_training_pack_round_trip_and_training_from_it(tmp_path: Path) -> None:
-    from invgray_cli.trainpack import main as pack_main
-    from invgray_cli.trainpack import read_pack
+    from invgray_cli.training.trainpack import main as pack_main
+    from invgray_cli.training.trainpack import read_pack
 
     data = _photos(tmp_path / "train", 2, (150, 170))
     pack = tmp_path / "packs" / "train.npz"
@@ -249,7 +249,7 @@ def test_training_pack_round_trip_and_training_from_it(tmp_path: Path) -> None:
 def test_batches_do_not_depend_on_loader_workers_or_resume_point(tmp_path: Path) -> None:
     import argparse
 
-    from invgray_cli.train import CropSampler, batch_loader
+    from invgray_cli.training.train import CropSampler, batch_loader
 
     sampler = CropSampler(sorted(_photos(tmp_path / "train", 2, (96, 112)).iterdir()), 64)
     args = argparse.Namespace(batch=2, seed=3, quality=(50, 100), lossless_fraction=0.15, step_range=(0.5, 4.0),
@@ -267,7 +267,7 @@ def test_batches_do_not_depend_on_loader_workers_or_resume_point(tmp_path: Path)
 
 
 def test_training_on_the_tables_code_length_writes_frozen_tables(tmp_path: Path) -> None:
-    from invgray_cli.entropy import EntropyTables, encode_symbols
+    from invgray_cli.format.entropy import EntropyTables, encode_symbols
 
     data = _photos(tmp_path / "train", 2, (96, 112))
     val = _photos(tmp_path / "val", 1, (70, 90))
@@ -287,7 +287,7 @@ def test_training_on_the_tables_code_length_writes_frozen_tables(tmp_path: Path)
 
 def test_a_wider_latent_trains_from_narrower_tables(tmp_path: Path) -> None:
     """--latent-channels 6 from 4-channel tables: the extra planes start as the last channel's."""
-    from invgray_cli.entropy import EntropyTables
+    from invgray_cli.format.entropy import EntropyTables
 
     narrow = EntropyTables.load(Path("models/invgray-v1.2.entropy.npz"))
     wide = narrow.widened(96)

@@ -2,11 +2,18 @@ from __future__ import annotations
 
 import torch
 
-from invgray_cli.network import InvGrayNet
-from invgray_cli.zoo import (
-    combined_id, default_model_id, entropy_tables, format_version, known_model_ids, load_model, model_entry, registry,
+from invgray_cli.engines.registry import (
+    combined_id,
+    default_model_id,
+    entropy_tables,
+    format_version,
+    known_model_ids,
+    load_model,
+    model_entry,
+    registry,
     weights_id,
 )
+from invgray_cli.model.network import InvGrayNet
 
 
 def test_every_registered_model_loads_and_matches_its_id() -> None:

@@ -1,6 +1,6 @@
 """Whole-image and tiled network runs, independent of the engine that runs the network.
 
-Both engines (:mod:`invgray_cli.runtime`: onnxruntime on the CPU, torch for CUDA and
+Both engines (:mod:`invgray_cli.engines.engine`: onnxruntime on the CPU, torch for CUDA and
 training) cut large images the same way, so a photo gives the same symbols whichever
 engine encodes it, up to float noise. numpy only: no torch here.
 """
@@ -91,7 +91,7 @@ def plane_broadcast(step: float | np.ndarray) -> np.float32 | np.ndarray:
 
 def quantise(latent: np.ndarray, step: float | np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Integer symbols from the transformed latent: divide by the step (one, or one per
-    plane: :func:`invgray_cli.rate_gains.plane_steps`), zero what the SEP gate's dead zone
+    plane: :func:`invgray_cli.model.rate_gains.plane_steps`), zero what the SEP gate's dead zone
     holds (``|y| <= threshold``), round half to even. The same float32 operations as
     ``InvGrayNet.quantise``, so both give identical symbols for identical latents."""
     scaled = latent / plane_broadcast(step)

@@ -11,10 +11,10 @@ How a CLI run flows (:func:`run`):
 * Ray Data pulls the descriptors from the feed (a generator task) and runs
   ``map_batches`` with an actor pool of :class:`FileWorker`: each worker loads the
   model once, then for each file runs exactly what a local run does
-  (:mod:`invgray_cli.filework`: read, code, write the outputs as a set, describe), so
+  (:mod:`invgray_cli.app.filework`: read, code, write the outputs as a set, describe), so
   the outputs are the same bytes. CPU workers take one file per task (the unit Ray
   retries); GPU workers take a batch and decode same-size images in one network pass
-  (:class:`~invgray_cli.batcher.NetworkBatcher`, as local CUDA folder decodes do).
+  (:class:`~invgray_cli.engines.batcher.NetworkBatcher`, as local CUDA folder decodes do).
 * The driver reports each result as it arrives (lines, JSON records, progress bar with
   a total counted by a second, count-only listing). A failed file is a result like
   any other. A worker that dies is restarted by Ray and its task run again; the retried
@@ -38,10 +38,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
-from .batch import Job, Outcome, Reporter, Result, count_in_background, report_results, run_job
-from .filework import DecodeSettings, EncodeSettings, decode_file, encode_file
-from .storage import location
+from invgray_cli import __version__
+from invgray_cli.app.filework import (
+    DecodeSettings,
+    EncodeSettings,
+    decode_file,
+    encode_file,
+)
+from invgray_cli.app.jobs import (
+    Job,
+    Outcome,
+    Reporter,
+    Result,
+    count_in_background,
+    report_results,
+    run_job,
+)
+from invgray_cli.app.storage import location
 
 if TYPE_CHECKING:
     import pyarrow
@@ -85,7 +98,7 @@ def require_ray() -> Any:  # noqa: ANN401 - the ray module
 def _expected_build() -> dict[str, Any]:
     """What the driver runs: workers must run the same invgray and models to write the
     same bytes."""
-    from .zoo import default_model_id, known_model_ids
+    from invgray_cli.engines.registry import default_model_id, known_model_ids
 
     return {"version": __version__, "default_model": default_model_id(), "models": sorted(known_model_ids())}
 
@@ -103,8 +116,8 @@ class FileWorker:
                                "install the same invgray on every node")
         import warnings
 
-        from .codec import GrayRecompressedWarning
-        from .runtime import engine_for, set_threads
+        from invgray_cli.codec.core import GrayRecompressedWarning
+        from invgray_cli.engines.engine import engine_for, set_threads
 
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?")
         warnings.simplefilter("ignore", GrayRecompressedWarning)  # reported per file from photo.notes
@@ -123,7 +136,7 @@ class FileWorker:
 
             import torch
 
-            from .batcher import NetworkBatcher
+            from invgray_cli.engines.batcher import NetworkBatcher
 
             if verb == "decode":  # encoding is never batched (see batcher.py)
                 self.batcher = NetworkBatcher(engine.model, torch.device(self.device), max_batch=batch)
@@ -554,8 +567,8 @@ def encode_batch(batch: Any, *, quality: int | None = None, gray_format: str = "
     ``error`` ('' when the photo encoded; else the one-line reason, and empty outputs):
     one bad photo never fails the pipeline. The network loads once per worker process
     (engines are cached), so a task pool works; :class:`Encoder` loads it up front."""
-    from .codec import encode
-    from .images import ImageReadError, read_photo
+    from invgray_cli.codec.core import encode
+    from invgray_cli.imaging.images import ImageReadError, read_photo
 
     columns = _columns(batch)
     grays, residuals, errors = [], [], []
@@ -584,10 +597,10 @@ def decode_batch(batch: Any, *, device: str = "cpu", format: str = "png",  # noq
 
     Returns the batch's columns plus ``image`` (the restored photo as a ``format``
     file: png, jpg, webp, tif or bmp) and ``error`` ('' or the one-line reason)."""
-    from .codec import decode_photo
-    from .container import InvalidResidualError
-    from .images import COLOUR_FORMATS, save_colour
-    from .zoo import UnknownModelError
+    from invgray_cli.codec.core import decode_photo
+    from invgray_cli.engines.registry import UnknownModelError
+    from invgray_cli.format.container import InvalidResidualError
+    from invgray_cli.imaging.images import COLOUR_FORMATS, save_colour
 
     columns = _columns(batch)
     grays = columns["gray"] if "gray" in columns else columns["bytes"]
@@ -618,7 +631,7 @@ class Encoder:
     :func:`encode_batch` with the network loaded once, when the actor starts."""
 
     def __init__(self, *, device: str = "auto", **options: Any) -> None:  # noqa: ANN401
-        from .runtime import device_name, engine_for
+        from invgray_cli.engines.engine import device_name, engine_for
 
         self.options = dict(options, device=device_name(device))
         engine_for(device=self.options["device"]).thresholds()
@@ -633,7 +646,7 @@ class Decoder:
     batch run through the network together (up to ``max_batch`` at a time)."""
 
     def __init__(self, *, device: str = "auto", format: str = "png", max_batch: int = GPU_BATCH) -> None:  # noqa: A002
-        from .runtime import device_name, engine_for
+        from invgray_cli.engines.engine import device_name, engine_for
 
         self.device, self.format = device_name(device), format
         engine = engine_for(device=self.device)
@@ -641,7 +654,7 @@ class Decoder:
         if self.device.startswith("cuda") and max_batch > 1:
             import torch
 
-            from .batcher import NetworkBatcher
+            from invgray_cli.engines.batcher import NetworkBatcher
 
             self.batcher = NetworkBatcher(engine.model, torch.device(self.device), max_batch=max_batch)
 

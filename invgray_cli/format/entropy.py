@@ -19,7 +19,7 @@ Values from -15 to 15 are coded directly; others as an escape followed by an ord
 Exp-Golomb code of ``|v| - 16`` (its length from a table, its bits and sign uniform).
 The coder is ``constriction``'s range coder (MIT/Apache): one queue of 32-bit words.
 
-Tables are fitted on the training photos' own symbols (``python -m invgray_cli.entropy``)
+Tables are fitted on the training photos' own symbols (``python -m invgray_cli.format.entropy``)
 and stored beside the network (``models/*.entropy.npz``); they are part of the model's
 identity, so a file names the exact tables that coded it.
 """
@@ -280,8 +280,8 @@ class TableFitter:
 def symbols_at_steps(model, rgb: np.ndarray, gray: np.ndarray, steps: np.ndarray) -> list[np.ndarray]:  # noqa: ANN001
     """The symbols the product path gives at each step, from one encoder pass (the step
     only divides the transformed latent before the gate)."""
-    from .inference import gate_thresholds, latent_image
-    from .tiling import quantise
+    from invgray_cli.engines.tiling import quantise
+    from invgray_cli.engines.torch_engine import gate_thresholds, latent_image
 
     latent, thresholds = latent_image(model, rgb, gray), gate_thresholds(model)
     return [quantise(latent, float(step), thresholds) for step in steps]
@@ -291,10 +291,10 @@ def main(argv: list[str] | None = None) -> None:
     """Fit the tables of a bundled network on training photos."""
     import torch
 
-    from .gray import jpeg_round_trip, luma
-    from .train import list_images, load_rgb, read_checkpoint
+    from invgray_cli.imaging.gray import jpeg_round_trip, luma
+    from invgray_cli.training.train import list_images, load_rgb, read_checkpoint
 
-    parser = argparse.ArgumentParser(prog="python -m invgray_cli.entropy",
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.format.entropy",
                                      description="Fit a network's entropy tables on training photos.")
     parser.add_argument("weights", type=Path, help="bundled models/*.pt or a training checkpoint")
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="training photo folders")

@@ -26,17 +26,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from .codec import Encoded, Prepared, decode_photo, prepare
-from .gray import GrayFormat
-from .images import Photo
-from .metrics import psnr
-from .runtime import Engine, engine_for
-from .tiling import quantise
+from invgray_cli.codec.core import Encoded, Prepared, decode_photo, prepare
+from invgray_cli.engines.engine import Engine, engine_for
+from invgray_cli.engines.tiling import quantise
+from invgray_cli.imaging.gray import GrayFormat
+from invgray_cli.imaging.images import Photo
+from invgray_cli.imaging.metrics import psnr
 
 if TYPE_CHECKING:
     import torch
 
-    from .network import InvGrayNet
+    from invgray_cli.model.network import InvGrayNet
 
 # Steps searched: from the smallest step invgray-v1 trained with (finer steps still grow
 # the residual, but the network never learnt to use them, and the PSNR saturates), to
@@ -180,9 +180,9 @@ def encode_to_target(image: Photo | Image.Image | np.ndarray, *, target_psnr: fl
     """Encode a photo at the step that meets ``target_psnr`` (dB) or ``max_bytes``
     (residual file size); see the module's notes for unreachable targets. ``effort`` 2
     and 3: the step is searched at effort 1, then the chosen files are refined
-    (:mod:`invgray_cli.refine`) where that keeps the target and is no worse on the
+    (:mod:`invgray_cli.codec.refine`) where that keeps the target and is no worse on the
     other side (bytes for a PSNR target, PSNR for a byte budget)."""
-    from .codec import check_effort, check_refinable
+    from invgray_cli.codec.core import check_effort, check_refinable
 
     check_effort(effort)
     started = time.perf_counter()
@@ -210,7 +210,7 @@ def _refined_trial(trials: StepTrials, best: Trial, effort: int, device: str | t
                    target_psnr: float | None, max_bytes: int | None) -> Trial:
     """``best`` refined at its step, when the refined files still meet the target that
     ``best`` met and give no fewer dB (a byte budget) or no more bytes (a PSNR target)."""
-    from .codec import refined_symbols
+    from invgray_cli.codec.core import refined_symbols
 
     symbols = quantise(trials.latent, trials.engine.plane_steps(best.step), trials.thresholds)
     refined = refined_symbols(trials.engine, trials.prepared, best.step, symbols, effort, device)

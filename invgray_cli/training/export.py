@@ -1,9 +1,9 @@
 """Bundle a training checkpoint as a shipped model:
-``python -m invgray_cli.export runs/v4/best.pt --name invgray-v1 --default --levels-val ../shared/data/val/cbsd68``.
+``python -m invgray_cli.training.export runs/v4/best.pt --name invgray-v1 --default --levels-val ../shared/data/val/cbsd68``.
 
 Writes ``models/<name>.pt`` (config + state dict, loadable with
 ``torch.load(weights_only=True)``) and its ONNX graphs for the CPU engine
-(``models/<name>.encoder.onnx`` / ``.decoder.onnx``, see :mod:`invgray_cli.export_onnx`;
+(``models/<name>.encoder.onnx`` / ``.decoder.onnx``, see :mod:`invgray_cli.training.export_onnx`;
 needs ``pip install 'invgray[export]'``), and records them in ``models/registry.json`` under
 its id, with its rate levels: for each level, the quantisation step whose mean
 residual size on the validation folder (gray JPEG q90) is closest to, without
@@ -24,30 +24,35 @@ from pathlib import Path
 
 import numpy as np
 
-from .entropy import EntropyTables
-from .export_onnx import export_onnx
-from .network import InvGrayNet
-from .train import list_images, load_rgb, read_checkpoint
-from .validation import validate
-from .zoo import REGISTRY_FILE, combined_id, export_weights, weights_id
+from invgray_cli.engines.registry import (
+    REGISTRY_FILE,
+    combined_id,
+    export_weights,
+    weights_id,
+)
+from invgray_cli.format.entropy import EntropyTables
+from invgray_cli.model.network import InvGrayNet
+from invgray_cli.training.export_onnx import export_onnx
+from invgray_cli.training.train import list_images, load_rgb, read_checkpoint
+from invgray_cli.training.validation import validate
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m invgray_cli.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--name", required=True, help="file stem, e.g. invgray-v1")
     parser.add_argument("--default", action="store_true", help="make it the model new residuals use")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--levels-val", type=Path, help="validation folder that sets the rate levels")
-    parser.add_argument("--entropy", type=Path, help="entropy tables (python -m invgray_cli.entropy): the model "
+    parser.add_argument("--entropy", type=Path, help="entropy tables (python -m invgray_cli.format.entropy): the model "
                         "then writes format 2, and its id covers the network and the tables")
     parser.add_argument("--level-bpp", nargs="+", default=["low=0.01", "default=0.03", "high=0.08", "max=0.15"],
                         metavar="NAME=BPP", help="residual bits per pixel each level aims at on validation")
     args = parser.parse_args(argv)
     if importlib.util.find_spec("onnx") is None:  # torch's ONNX exporter needs it
-        sys.exit("python -m invgray_cli.export needs the onnx package: pip install 'invgray[export]'")
+        sys.exit("python -m invgray_cli.training.export needs the onnx package: pip install 'invgray[export]'")
 
     model, ckpt = read_checkpoint(args.checkpoint)
     registry_path = args.models_dir / REGISTRY_FILE

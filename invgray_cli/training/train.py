@@ -1,4 +1,4 @@
-"""Training: ``python -m invgray_cli.train --data ../shared/data/train --val ../shared/data/val/cbsd68``.
+"""Training: ``python -m invgray_cli.training.train --data ../shared/data/train --val ../shared/data/val/cbsd68``.
 
 Random crops, the gray passed through real Pillow JPEG (random quality, sometimes
 lossless) inside the loop, loss = RGB MSE + lambda x estimated bits per pixel, the
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .gray import jpeg_round_trip, luma
-from .network import InvGrayNet, NetworkConfig
-from .rate import estimated_bits
-from .validation import rd_score, validate
-from .trainpack import is_pack, read_pack
+from invgray_cli.imaging.gray import jpeg_round_trip, luma
+from invgray_cli.model.code_length import estimated_bits
+from invgray_cli.model.network import InvGrayNet, NetworkConfig
+from invgray_cli.training.trainpack import is_pack, read_pack
+from invgray_cli.training.validation import rd_score, validate
 
 SPIKE_RUN = 20  # consecutive "exploding" batches after which the loss level is taken as real
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -256,9 +256,9 @@ def _widen_latent(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m invgray_cli.train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True,
-                        help="training image folders and/or training packs (.npz, see invgray_cli.trainpack)")
+                        help="training image folders and/or training packs (.npz, see invgray_cli.training.trainpack)")
     parser.add_argument("--val", type=Path, help="validation image folder (without it no checkpoint is "
                         "selected: last.pt only, to be scored later with python -m invgray_cli.validate)")
     parser.add_argument("--out", type=Path, default=Path("runs/default"))
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tables", type=Path, help="with --rate tables: start the tables from this .entropy.npz")
     parser.add_argument("--rate-gains", action="store_true",
                         help="the encoder knows the rate level: a learned step per symbol plane and level "
-                             "(invgray_cli/rate_gains.py); use with --lmbda-power")
+                             "(invgray_cli/model/rate_gains.py); use with --lmbda-power")
     parser.add_argument("--lmbda-power", type=float, default=0.0,
                         help="rate weight of a batch at step s: lmbda * (s / --lmbda-pivot) ** power; 0 keeps "
                              "one weight for all steps (invgray-v1); 2 follows a quantiser's own slope "
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
         model.mixed_precision(torch.bfloat16)
     tables = None
     if args.rate == "tables":
-        from .entropy import EntropyTables, learned_tables_module
+        from invgray_cli.format.entropy import EntropyTables, learned_tables_module
 
         initial = EntropyTables.load(args.tables).widened(model.cfg.symbol_planes) if args.tables else None
         tables = learned_tables_module(initial, model.cfg.symbol_planes, model.cfg.transform_block ** 2).to(device)

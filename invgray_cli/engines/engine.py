@@ -2,7 +2,7 @@
 
 * :class:`OnnxEngine`, the CPU product path: the model's encoder and decoder as ONNX
   graphs (``models/<name>.encoder.onnx`` / ``.decoder.onnx``, made from the ``.pt`` by
-  :mod:`invgray_cli.export_onnx`) run by onnxruntime. A fresh process imports
+  :mod:`invgray_cli.training.export_onnx`) run by onnxruntime. A fresh process imports
   onnxruntime in about 0.1 s, where ``import torch`` alone takes over a second, so
   scripts that call invgray once per file do not pay for torch.
 * :class:`TorchEngine`: the same network in torch, for CUDA (and for any model that
@@ -25,13 +25,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from . import rate_gains, tiling
-from .zoo import UnknownModelError, default_model_id, model_entry, models_dir
+from invgray_cli.engines import tiling
+from invgray_cli.engines.registry import (
+    UnknownModelError,
+    default_model_id,
+    model_entry,
+    models_dir,
+)
+from invgray_cli.model import rate_gains
 
 if TYPE_CHECKING:
     import torch
 
-    from .network import InvGrayNet
+    from invgray_cli.model.network import InvGrayNet
 
 _threads = 0  # network CPU threads for engines made from now on; 0: the library's default
 
@@ -50,7 +56,7 @@ class Engine(Protocol):
 
     def plane_steps(self, step: float) -> float | np.ndarray:
         """The quantisation step of each symbol plane at rate level ``step``
-        (:mod:`invgray_cli.rate_gains`); the step itself for a model without rate gains."""
+        (:mod:`invgray_cli.model.rate_gains`); the step itself for a model without rate gains."""
 
     def synthesise(self, gray: np.ndarray, symbols: np.ndarray, step: float, tile: bool | None = None) -> np.ndarray:
         """(H, W, 3) uint8 colour from the decoded gray and the integer symbols."""
@@ -139,36 +145,36 @@ class OnnxEngine:
 
 
 class TorchEngine:
-    """An :class:`~invgray_cli.network.InvGrayNet` on a torch device."""
+    """An :class:`~invgray_cli.model.network.InvGrayNet` on a torch device."""
 
     name = "torch"
 
     def __init__(self, model: InvGrayNet, device: torch.device | str = "cpu") -> None:
         import torch
 
-        from .zoo import model_id_of
+        from invgray_cli.engines.registry import model_id_of
 
         self.model, self.device = model, torch.device(device)
         self.model_id = model_id_of(model)
         self.symbol_planes, self.symbol_stride = model.cfg.symbol_planes, model.cfg.symbol_stride
 
     def latent(self, rgb: np.ndarray, gray: np.ndarray, tile: bool | None = None) -> np.ndarray:
-        from .inference import latent_image
+        from invgray_cli.engines.torch_engine import latent_image
 
         return latent_image(self.model, rgb, gray, self.device, tile)
 
     def thresholds(self) -> np.ndarray:
-        from .inference import gate_thresholds
+        from invgray_cli.engines.torch_engine import gate_thresholds
 
         return gate_thresholds(self.model)
 
     def plane_steps(self, step: float) -> float | np.ndarray:
-        from .inference import plane_steps
+        from invgray_cli.engines.torch_engine import plane_steps
 
         return plane_steps(self.model, step)
 
     def synthesise(self, gray: np.ndarray, symbols: np.ndarray, step: float, tile: bool | None = None) -> np.ndarray:
-        from .inference import synthesise_image
+        from invgray_cli.engines.torch_engine import synthesise_image
 
         return synthesise_image(self.model, gray, symbols, step, self.device, tile)
 
@@ -232,7 +238,7 @@ def _onnx_engine(model_id: str, threads: int) -> OnnxEngine:
 
 @lru_cache(maxsize=8)
 def _torch_engine(model_id: str, device: str, threads: int) -> TorchEngine:
-    from .zoo import load_model
+    from invgray_cli.engines.registry import load_model
 
     engine = TorchEngine(load_model(model_id, device), device)
     set_threads(threads)  # torch is imported by now

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .colour import rgb_to_ycbcr, ycbcr_to_rgb
-from .rate_gains import ANCHORS
+from invgray_cli.model.colour import rgb_to_ycbcr, ycbcr_to_rgb
+from invgray_cli.model.rate_gains import ANCHORS
 
 LATENT_STRIDE = 8
 FEATURE_STRIDE = 4
@@ -50,7 +50,7 @@ class NetworkConfig:
     latent_width: int = 64
     decoder_blocks: int = 4
     chroma_gain: float = 32.0  # latent units per unit of chroma at initialisation
-    rate_gains: bool = False  # a learned step per symbol plane and rate level (invgray_cli/rate_gains.py)
+    rate_gains: bool = False  # a learned step per symbol plane and rate level (invgray_cli/model/rate_gains.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,7 +145,7 @@ class SparsityGate(nn.Module):
 
 
 class RateGains(nn.Module):
-    """Per-plane log gains at each anchor step (:mod:`invgray_cli.rate_gains`); zero at
+    """Per-plane log gains at each anchor step (:mod:`invgray_cli.model.rate_gains`); zero at
     the start, so a network grown from one without them computes what it did."""
 
     def __init__(self, planes: int) -> None:
@@ -154,7 +154,7 @@ class RateGains(nn.Module):
 
     def forward(self, step: torch.Tensor) -> torch.Tensor:
         """Per-plane steps (N, planes, 1, 1) for steps (N, 1, 1, 1), in float64 rounded
-        once to float32 as :func:`invgray_cli.rate_gains.plane_steps` computes them."""
+        once to float32 as :func:`invgray_cli.model.rate_gains.plane_steps` computes them."""
         log2_step = torch.log2(step.to(torch.float64)).flatten()
         position = log2_step.clamp(float(ANCHORS[0]), float(ANCHORS[-1])) - float(ANCHORS[0])
         index = position.floor().clamp(max=len(ANCHORS) - 2)

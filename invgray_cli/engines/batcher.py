@@ -24,9 +24,9 @@ from concurrent.futures import Future
 import numpy as np
 import torch
 
-from . import tiling
-from .inference import synthesise_batch, synthesise_image
-from .network import InvGrayNet
+from invgray_cli.engines import tiling
+from invgray_cli.engines.torch_engine import synthesise_batch, synthesise_image
+from invgray_cli.model.network import InvGrayNet
 
 
 class _Request:

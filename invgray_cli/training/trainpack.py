@@ -2,12 +2,12 @@
 where the photos are not (a lent GPU machine gets the working tree and a few tens
 of megabytes, not ../shared).
 
-    python -m invgray_cli.trainpack --data ../shared/data/train --out packs/train.npz --crops 1200
+    python -m invgray_cli.training.trainpack --data ../shared/data/train --out packs/train.npz --crops 1200
 
 Each crop is ``--size`` px square, cut at a random place from a random photo (at full
 scale, or area-downscaled by 2 where the photo allows, as training does), stored as
 a 4:4:4 JPEG at ``--quality`` (default 95: chroma error far below what the codec
-restores). ``python -m invgray_cli.train --data packs/train.npz ...`` trains from it.
+restores). ``python -m invgray_cli.training.train --data packs/train.npz ...`` trains from it.
 The file is a plain ``.npz`` (no pickles): ``jpeg`` (all JPEG bytes, uint8) and
 ``offsets`` (int64, crop i is ``jpeg[offsets[i]:offsets[i + 1]]``).
 """
@@ -75,9 +75,9 @@ def cut_crops(images: list[np.ndarray], count: int, size: int, rng: np.random.Ge
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .train import list_images, load_rgb
+    from invgray_cli.training.train import list_images, load_rgb
 
-    parser = argparse.ArgumentParser(prog="python -m invgray_cli.trainpack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.trainpack", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="photo folders")
     parser.add_argument("--out", type=Path, required=True, help=f"the pack file ({PACK_SUFFIX})")
     parser.add_argument("--crops", type=int, default=1200, help="1,200 crops of 256 px: about 46 MiB, which "

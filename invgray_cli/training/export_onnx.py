@@ -1,5 +1,5 @@
 """Export a bundled model's encoder and decoder to ONNX for the onnxruntime CPU engine:
-``python -m invgray_cli.export_onnx [--model ID] [--check]``.
+``python -m invgray_cli.training.export_onnx [--model ID] [--check]``.
 
 Writes ``models/<name>.encoder.onnx`` and ``models/<name>.decoder.onnx`` beside the
 model's ``.pt`` and records them, with their SHA-256, in the model's registry entry
@@ -15,7 +15,7 @@ The graphs (dynamic height and width, batch of one):
   latent before the step, and ``thresholds`` (planes,), the SEP dead zone, copied
   from torch's values so both engines quantise with the same numbers
   (:func:`tiling.quantise`); a model with rate gains adds ``log_gains``
-  (anchors, planes), from which :func:`invgray_cli.rate_gains.plane_steps` gives each
+  (anchors, planes), from which :func:`invgray_cli.model.rate_gains.plane_steps` gives each
   plane's step.
 * decoder: ``gray``, ``symbols`` (1, planes, H/cell, W/cell) float32 integers and
   ``step`` (scalar) -> ``rgb`` (1, 3, H, W) unclamped (a model with rate gains turns the
@@ -25,8 +25,8 @@ The graphs (dynamic height and width, batch of one):
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import hashlib
+import importlib.util
 import io
 import json
 import sys
@@ -35,10 +35,15 @@ from pathlib import Path
 
 import torch
 
-from .inference import decoder_halo, gate_thresholds
-from .network import InvGrayNet
-from .tiling import ENCODER_HALO
-from .zoo import REGISTRY_FILE, load_model, model_entry, models_dir
+from invgray_cli.engines.registry import (
+    REGISTRY_FILE,
+    load_model,
+    model_entry,
+    models_dir,
+)
+from invgray_cli.engines.tiling import ENCODER_HALO
+from invgray_cli.engines.torch_engine import decoder_halo, gate_thresholds
+from invgray_cli.model.network import InvGrayNet
 
 OPSET = 17
 PARTS = ("encoder", "decoder")
@@ -126,12 +131,12 @@ def check_reproduced(model: InvGrayNet, block: dict, folder: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m invgray_cli.export_onnx", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.export_onnx", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="model id (default: every bundled model)")
     parser.add_argument("--check", action="store_true", help="verify the bundled graphs instead of writing them")
     args = parser.parse_args(argv)
     if importlib.util.find_spec("onnx") is None:  # torch's ONNX exporter needs it
-        sys.exit("python -m invgray_cli.export_onnx needs the onnx package: pip install 'invgray[export]'")
+        sys.exit("python -m invgray_cli.training.export_onnx needs the onnx package: pip install 'invgray[export]'")
     folder = models_dir()
     registry_path = folder / REGISTRY_FILE
     registry = json.loads(registry_path.read_text())

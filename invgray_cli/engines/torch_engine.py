@@ -1,8 +1,8 @@
 """Running the torch network on whole images: numpy uint8 arrays in, arrays out.
 
 The torch engine (CUDA, training's validation, the benchmarks' reference); the CPU
-product path runs the same network through onnxruntime (:mod:`invgray_cli.runtime`).
-Both share the padding, tiling and quantisation of :mod:`invgray_cli.tiling`.
+product path runs the same network through onnxruntime (:mod:`invgray_cli.engines.engine`).
+Both share the padding, tiling and quantisation of :mod:`invgray_cli.engines.tiling`.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import contextlib
 import numpy as np
 import torch
 
-from . import rate_gains, tiling
-from .metrics import psnr
-from .network import DECODER_DILATIONS, InvGrayNet
-from .tiling import ENCODER_HALO, TILE_CORE, WHOLE_IMAGE_PIXELS  # noqa: F401 - names other modules import
+from invgray_cli.engines import tiling
+from invgray_cli.engines.tiling import ENCODER_HALO, TILE_CORE, WHOLE_IMAGE_PIXELS  # noqa: F401 - names other modules import
+from invgray_cli.imaging.metrics import psnr
+from invgray_cli.model import rate_gains
+from invgray_cli.model.network import DECODER_DILATIONS, InvGrayNet
 
 __all__ = ["ENCODER_HALO", "TILE_CORE", "WHOLE_IMAGE_PIXELS", "analyse_image", "decoder_halo", "exact_float32",
            "gate_thresholds",
@@ -60,7 +61,7 @@ def gate_thresholds(model: InvGrayNet) -> np.ndarray:
 
 
 def plane_steps(model: InvGrayNet, step: float) -> float | np.ndarray:
-    """The step of each symbol plane at rate level ``step`` (:mod:`invgray_cli.rate_gains`);
+    """The step of each symbol plane at rate level ``step`` (:mod:`invgray_cli.model.rate_gains`);
     the step itself for a model without rate gains."""
     if model.rate_gains is None:
         return step

@@ -329,7 +329,7 @@ def _transcoded_and_decoded(data: bytes, orientation: int) -> tuple[bytes, np.nd
 
 def start_luma_transcode(data: bytes) -> LumaTranscode | None:
     """Begin the lossless luma of JPEG bytes before their pixels are decoded, with the
-    orientation :func:`invgray_cli.images.read_photo` will apply; None for other files."""
+    orientation :func:`invgray_cli.imaging.images.read_photo` will apply; None for other files."""
     if not data.startswith(b"\xff\xd8"):
         return None
     try:

@@ -3,7 +3,7 @@ packed bytes) on a validation folder, and the rate-distortion score that selects
 checkpoints. Training calls it every ``--val-every`` steps; as a command it scores
 checkpoints trained elsewhere (a lent GPU carries no validation set):
 
-    python -m invgray_cli.validation runs/gpu/last.pt models/invgray-v1.pt --val ../shared/data/val/cbsd68
+    python -m invgray_cli.training.validation runs/gpu/last.pt models/invgray-v1.pt --val ../shared/data/val/cbsd68
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .gray import jpeg_round_trip, luma
-from .inference import analyse_image, psnr, synthesise_image
-from .network import InvGrayNet
-from .packing import pack_symbols
-from .rate import estimated_bits
+from invgray_cli.engines.torch_engine import analyse_image, psnr, synthesise_image
+from invgray_cli.format.packing import pack_symbols
+from invgray_cli.imaging.gray import jpeg_round_trip, luma
+from invgray_cli.model.code_length import estimated_bits
+from invgray_cli.model.network import InvGrayNet
 
 # The selection setting of invgray-v1 (models/MODEL_CARD.md): scores are comparable only at equal values.
 DEFAULT_VAL_STEPS = (1.5, 3.0)
@@ -69,9 +69,9 @@ def score_model(model: InvGrayNet, images: list[np.ndarray], steps: tuple[float,
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .train import list_images, load_rgb, read_checkpoint
+    from invgray_cli.training.train import list_images, load_rgb, read_checkpoint
 
-    parser = argparse.ArgumentParser(prog="python -m invgray_cli.validation", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.validation", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", type=Path, nargs="+", help="training checkpoints or bundled models/*.pt")
     parser.add_argument("--val", type=Path, required=True, help="validation image folder")
     parser.add_argument("--val-steps", type=float, nargs="+", default=DEFAULT_VAL_STEPS)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| checkpoint | training step | " + " | ".join(f"step {s:g}: PSNR dB / bpp" for s in args.val_steps)
           + " | score |")
     print("|---|---|" + "---|" * len(args.val_steps) + "---|")
-    from .entropy import EntropyTables
+    from invgray_cli.format.entropy import EntropyTables
 
     tables = list(args.tables or [])
     if tables and len(tables) not in (1, len(args.checkpoints)):

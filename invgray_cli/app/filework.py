@@ -2,9 +2,9 @@
 the outputs as a set, and describe the result (report line, pixels, JSON record).
 
 The local engine runs these functions in threads of the invgray process; the cluster
-engine (:mod:`invgray_cli.cluster`) runs the very same functions on Ray workers, which
+engine (:mod:`invgray_cli.app.cluster`) runs the very same functions on Ray workers, which
 is why they take their options as plain, picklable settings rather than closures.
-Inputs and outputs are local paths or object URLs (:mod:`invgray_cli.storage`);
+Inputs and outputs are local paths or object URLs (:mod:`invgray_cli.app.storage`);
 ``-`` is stdin or stdout (local runs only).
 """
 
@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .batch import RESIDUAL_SUFFIX, STDIO, Job, JobError, stem_of
-from .storage import ObjectPath, StorageError, is_url, location
+from invgray_cli.app.jobs import RESIDUAL_SUFFIX, STDIO, Job, JobError, stem_of
+from invgray_cli.app.storage import ObjectPath, StorageError, is_url, location
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .batcher import NetworkBatcher
+    from invgray_cli.engines.batcher import NetworkBatcher
 
 Name = Path | ObjectPath
 Retried = Callable[[], bool] | None  # the cluster's "is this task a retry?" (see check_writable)
@@ -44,7 +44,7 @@ class EncodeSettings:
     max_pixels: int = 200_000_000
     force: bool = False
     device: str = "cpu"
-    effort: int = 1  # invgray_cli.refine: 2 and 3 refine each photo's symbols
+    effort: int = 1  # invgray_cli.codec.refine: 2 and 3 refine each photo's symbols
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def read_input(path: str | Name) -> bytes:
     if not isinstance(path, ObjectPath) and is_url(path):
         path = location(path)  # an object, or a file:// URL's local path
     if isinstance(path, ObjectPath):
-        from . import storage
+        from invgray_cli.app import storage
 
         try:
             return storage.read(path)
@@ -109,7 +109,7 @@ def check_writable(outputs: list[Name], inputs: list[str], force: bool, retried:
             try:
                 existing = [out for out in remote if out.exists()]
             except Exception as exc:  # noqa: BLE001 - the store's own error types
-                from .storage import one_line
+                from invgray_cli.app.storage import one_line
 
                 raise JobError(f"cannot check outputs ({one_line(exc)})") from None
             if existing and len(existing) == len(outputs) and not (retried is not None and retried()):
@@ -129,7 +129,7 @@ def write_all(files: list[tuple[Name, bytes]], force: bool) -> None:
     """Write every output of one input as a set (see images.write_all_atomic and
     storage.write_set); an output named '-' goes to stdout, complete, after the files."""
     if any(isinstance(path, ObjectPath) for path, _ in files):
-        from .storage import write_set
+        from invgray_cli.app.storage import write_set
 
         try:
             write_set([(path, data) for path, data in files], overwrite=force)  # type: ignore[misc]
@@ -138,7 +138,7 @@ def write_all(files: list[tuple[Name, bytes]], force: bool) -> None:
         except (OSError, StorageError) as exc:
             raise JobError(str(exc)) from None
         return
-    from .images import write_all_atomic
+    from invgray_cli.imaging.images import write_all_atomic
 
     on_disk = [(path, data) for path, data in files if str(path) != STDIO]
     try:
@@ -157,7 +157,7 @@ def write_all(files: list[tuple[Name, bytes]], force: bool) -> None:
 
 def level_of(model_id: str, step: float) -> str | None:
     """The name of the model's rate level at this step, if it is one."""
-    from .zoo import known_model_ids, levels
+    from invgray_cli.engines.registry import known_model_ids, levels
 
     if model_id not in known_model_ids():
         return None
@@ -165,16 +165,16 @@ def level_of(model_id: str, step: float) -> str | None:
 
 
 def engine_name(model_id: str, device: str) -> str:
-    from .runtime import engine_for
+    from invgray_cli.engines.engine import engine_for
 
     return engine_for(model_id, device).name
 
 
 def encode_file(job: Job, settings: EncodeSettings, retried: Retried = None) -> tuple[str, int, dict]:
     """Encode one photo to its gray image and residual (or the one embedded file)."""
-    from .codec import encode as encode_photo
-    from .images import ImageReadError, read_photo
-    from .targets import encode_to_target
+    from invgray_cli.codec.core import encode as encode_photo
+    from invgray_cli.codec.rate_control import encode_to_target
+    from invgray_cli.imaging.images import ImageReadError, read_photo
 
     s = settings
     check_writable(job.outputs, list(s.inputs), s.force, retried)
@@ -221,10 +221,10 @@ def encode_file(job: Job, settings: EncodeSettings, retried: Retried = None) -> 
 def decode_file(job: Job, settings: DecodeSettings, batcher: NetworkBatcher | None = None,
                 retried: Retried = None) -> tuple[str, int, dict]:
     """Restore one colour photo from its gray image and residual."""
-    from .codec import decode_photo
-    from .container import InvalidResidualError, read_residual
-    from .images import colour_format_for, save_colour
-    from .zoo import UnknownModelError
+    from invgray_cli.codec.core import decode_photo
+    from invgray_cli.engines.registry import UnknownModelError
+    from invgray_cli.format.container import InvalidResidualError, read_residual
+    from invgray_cli.imaging.images import colour_format_for, save_colour
 
     s = settings
     gray = location(job.source)
@@ -265,7 +265,7 @@ def decode_file(job: Job, settings: DecodeSettings, batcher: NetworkBatcher | No
 def find_residual(gray: Name, gray_bytes: bytes, residual: Name | None) -> tuple[bytes, str]:
     """The residual's bytes and a label for messages: the named file, else the one
     embedded in the gray, else the sidecar beside the gray."""
-    from .embedding import EmbeddingError, extract
+    from invgray_cli.format.embedding import EmbeddingError, extract
 
     if residual is not None:
         return labelled_read(residual), "<stdin>" if str(residual) == STDIO else str(residual)
@@ -290,15 +290,15 @@ def _is_file(path: Name) -> bool:
     try:
         return path.is_file()
     except Exception as exc:  # noqa: BLE001 - an object store's own errors, as one line
-        from .storage import one_line
+        from invgray_cli.app.storage import one_line
 
         raise JobError(f"cannot look for {path} ({one_line(exc)})") from None
 
 
 def compare_with(original: Path, restored: np.ndarray) -> tuple[float | None, str]:
     """The RGB PSNR of the restored pixels against the original photo, and a phrase for the report."""
-    from .images import ImageReadError, read_photo
-    from .metrics import psnr
+    from invgray_cli.imaging.images import ImageReadError, read_photo
+    from invgray_cli.imaging.metrics import psnr
 
     try:
         reference = read_photo(read_input(str(original))).rgb

@@ -225,7 +225,7 @@ def _is_file(path: Any) -> bool:  # noqa: ANN401
 
 
 def _head(path: Any, size: int) -> bytes:  # noqa: ANN401
-    from .storage import ObjectPath, head
+    from invgray_cli.app.storage import ObjectPath, head
 
     if isinstance(path, ObjectPath):
         return head(path, size)
@@ -240,7 +240,7 @@ def _folder_stream(root: Any, index: int, recursive: bool, out_dir: Any, what: s
                    keep: Callable[[Any], bool], stem: Callable[[Any], str],
                    outputs_for: Callable[[Any, Any], list]) -> Iterator[_Item]:
     """The jobs of one folder argument, in output order (:func:`_folder_jobs`, streamed)."""
-    from .storage import ObjectPath, one_line, walk_files
+    from invgray_cli.app.storage import ObjectPath, one_line, walk_files
 
     found = False
     try:
@@ -271,7 +271,7 @@ def _merged(streams: list[Iterator[_Item]]) -> Iterator[Job]:
 def plan_encode(inputs: list[str], out_dir: Any, gray_suffix: str, embed: bool,  # noqa: ANN401 - Path/ObjectPath
                 recursive: bool) -> Iterator[Job]:
     """:func:`encode_jobs` as a stream, for object storage and the cluster engine."""
-    from .storage import location
+    from invgray_cli.app.storage import location
 
     def outputs(folder: Any, stem: str) -> list:  # noqa: ANN401
         gray = folder / f"{stem}{gray_suffix}"
@@ -295,7 +295,7 @@ def plan_encode(inputs: list[str], out_dir: Any, gray_suffix: str, embed: bool, 
 def plan_decode(inputs: list[str], out_dir: Any, recursive: bool) -> Iterator[Job]:  # noqa: ANN401
     """:func:`decode_jobs` as a stream, for object storage and the cluster engine (the
     same pairing of arguments; folders listed as they are read)."""
-    from .storage import location
+    from invgray_cli.app.storage import location
 
     paths = [location(name) for name in inputs]
     classic_pair = (len(inputs) == 2 and _is_file(paths[0]) and _is_file(paths[1])
@@ -342,8 +342,14 @@ class Reporter:
         self.progress = None
         if sys.stderr.isatty() and (total is None or total > 1) and not quiet and not os.environ.get("INVGRAY_PLAIN"):
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.console = Console(stderr=True)
             self.progress = Progress(TextColumn(f"{verb}"), BarColumn(), MofNCompleteColumn(),
@@ -368,7 +374,7 @@ class Reporter:
 
     def record(self, obj: dict[str, Any]) -> None:
         if self.json_lines:
-            from .reports import dumps
+            from invgray_cli.app.reports import dumps
 
             self._print(dumps(obj), self.stream)
 
@@ -420,7 +426,7 @@ def run_job(job: Job, work: Callable[[Job], tuple], skip_existing: bool) -> Resu
 
 def report_results(results: Iterable[Result], reporter: Reporter) -> Outcome:
     """Report each result as it arrives (line or JSON record, progress) and sum them up."""
-    from .reports import record
+    from invgray_cli.app.reports import record
 
     outcome = Outcome()
     started = time.perf_counter()

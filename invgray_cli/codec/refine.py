@@ -5,7 +5,7 @@ best ones for itself. At a higher ``effort`` the symbols are improved for this p
 by gradient descent on its latent, against the objective the network was trained on:
 RGB mean squared error of what the decoder network will restore from them, plus
 lambda x their code length under the model's own frozen entropy tables (the training
-rate term of :func:`invgray_cli.entropy.learned_tables_module`, rounding passed
+rate term of :func:`invgray_cli.format.entropy.learned_tables_module`, rounding passed
 straight through). The decoder and the file format are untouched: a refined residual
 is an ordinary residual of the same model, and decodes to the same pixels on every
 machine. What changes is the encoder's cost (torch and a decoder pass forwards and
@@ -14,7 +14,7 @@ depend on the thread count and device, so refined symbols may differ between
 machines (each file still decodes exactly everywhere). Effort 1 (the default) stays
 bit-reproducible.
 
-Large photos are refined in tiles (:func:`invgray_cli.tiling.tiles`): each tile's core
+Large photos are refined in tiles (:func:`invgray_cli.engines.tiling.tiles`): each tile's core
 cells move, its halo holds the neighbours' current symbols as context. The refined
 symbols are kept only where the whole photo's real cost is lower (pixels through the
 decoder network, bytes through the range coder); otherwise the single-pass symbols stay.
@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import tiling
-from .entropy import EntropyTables, encode_symbols
+from invgray_cli.engines import tiling
+from invgray_cli.format.entropy import EntropyTables, encode_symbols
 
 if TYPE_CHECKING:  # torch is imported only when a photo is refined: effort 1 never needs it
     import torch
 
-    from .network import InvGrayNet
+    from invgray_cli.model.network import InvGrayNet
 
 EFFORT_ITERATIONS = {1: 0, 2: 30, 3: 100}
 EFFORTS = tuple(EFFORT_ITERATIONS)
@@ -54,8 +54,13 @@ def refine_symbols(model: InvGrayNet, tables: EntropyTables, rgb: np.ndarray, de
         return symbols
     import torch
 
-    from .entropy import learned_tables_module
-    from .inference import decoder_halo, gate_thresholds, latent_image, plane_steps
+    from invgray_cli.engines.torch_engine import (
+        decoder_halo,
+        gate_thresholds,
+        latent_image,
+        plane_steps,
+    )
+    from invgray_cli.format.entropy import learned_tables_module
 
     device = torch.device(device)
     thresholds = gate_thresholds(model)
@@ -127,7 +132,7 @@ def _refine_region(model: InvGrayNet, rate_model: torch.nn.Module, scaled: np.nd
 def _cost(model: InvGrayNet, tables: EntropyTables, rgb: np.ndarray, gray: np.ndarray, step: float,
           symbols: np.ndarray, device: torch.device) -> float:
     """The photo's real cost: MSE of the restored 8-bit pixels + lambda x range-coded bits per pixel."""
-    from .inference import synthesise_image
+    from invgray_cli.engines.torch_engine import synthesise_image
 
     restored = synthesise_image(model, gray, symbols, step, device)
     error = np.mean((restored.astype(np.float64) - rgb.astype(np.float64)) ** 2) / 255.0 ** 2

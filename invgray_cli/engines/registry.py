@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch loads lazily: reading the registry (--version, info) must stay fast
     import torch
 
-    from .entropy import EntropyTables
-
-    from .network import InvGrayNet
+    from invgray_cli.format.entropy import EntropyTables
+    from invgray_cli.model.network import InvGrayNet
 
 REGISTRY_FILE = "registry.json"
 
@@ -93,7 +92,7 @@ def format_version(model_id: str) -> int:
 @lru_cache(maxsize=4)
 def entropy_tables(model_id: str) -> EntropyTables:
     """The frozen tables of a format-2 model, checked against its id."""
-    from .entropy import EntropyTables
+    from invgray_cli.format.entropy import EntropyTables
 
     entry = model_entry(model_id)
     if "entropy" not in entry:
@@ -112,7 +111,7 @@ def _load_cpu(model_id: str) -> InvGrayNet:
     entry = model_entry(model_id)
     import torch
 
-    from .network import InvGrayNet, NetworkConfig
+    from invgray_cli.model.network import InvGrayNet, NetworkConfig
 
     blob = torch.load(models_dir() / entry["file"], map_location="cpu", weights_only=True)
     model = InvGrayNet(NetworkConfig(**blob["config"]))

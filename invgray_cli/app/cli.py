@@ -1,8 +1,8 @@
 """The ``invgray`` command line: parses arguments, names files, reports. What one file's
-encode or decode does is in :mod:`invgray_cli.filework`, the codec in
-:mod:`invgray_cli.codec`; on the CPU the network runs in onnxruntime
-(:mod:`invgray_cli.runtime`), so torch loads only for CUDA. Object storage
-(:mod:`invgray_cli.storage`) and the Ray engine (:mod:`invgray_cli.cluster`) load only
+encode or decode does is in :mod:`invgray_cli.app.filework`, the codec in
+:mod:`invgray_cli.codec.core`; on the CPU the network runs in onnxruntime
+(:mod:`invgray_cli.engines.engine`), so torch loads only for CUDA. Object storage
+(:mod:`invgray_cli.app.storage`) and the Ray engine (:mod:`invgray_cli.app.cluster`) load only
 when a URL or ``--engine ray`` asks for them."""
 
 from __future__ import annotations
@@ -19,14 +19,25 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from . import __version__
-from .batch import (
-    RESIDUAL_SUFFIX, STDIO, Job, JobError, Outcome, Reporter, count_in_background, decode_jobs, encode_jobs,
-    plan_decode, plan_encode, run_jobs, stem_of,
+from invgray_cli import __version__
+from invgray_cli.app.jobs import (
+    RESIDUAL_SUFFIX,
+    STDIO,
+    Job,
+    JobError,
+    Outcome,
+    Reporter,
+    count_in_background,
+    decode_jobs,
+    encode_jobs,
+    plan_decode,
+    plan_encode,
+    run_jobs,
+    stem_of,
 )
 
 if TYPE_CHECKING:
-    from .storage import ObjectPath
+    from invgray_cli.app.storage import ObjectPath
 
 # Plain (not rich) help: flags read as flags there, without a <bool> placeholder.
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -71,7 +82,7 @@ def _usage(message: str) -> typer.Exit:
 
 def _version(value: bool) -> None:
     if value:
-        from .zoo import default_model_id, registry
+        from invgray_cli.engines.registry import default_model_id, registry
 
         model_id = default_model_id()
         typer.echo(f"invgray {__version__} (model {registry()['models'][model_id]['name']} {model_id})")
@@ -91,7 +102,7 @@ def main_options(
 
 def _device(name: DeviceChoice, threads: int) -> str:
     """'cpu' or 'cuda' (torch is imported only to look for CUDA where a driver exists)."""
-    from .runtime import device_name, set_threads
+    from invgray_cli.engines.engine import device_name, set_threads
 
     try:
         device = device_name(name.value)
@@ -109,43 +120,43 @@ def _refuse_terminal_stdout() -> None:
 # What one file's work needs lives in filework and storage, imported on first use: the
 # CLI's start-up (`invgray --help`, a one-file encode) stays what it was.
 def _read_input(path: str) -> bytes:
-    from .filework import read_input
+    from invgray_cli.app.filework import read_input
 
     return read_input(path)
 
 
 def _labelled_read(path: Path) -> bytes:
-    from .filework import labelled_read
+    from invgray_cli.app.filework import labelled_read
 
     return labelled_read(path)
 
 
 def _check_writable(outputs: list[Path], inputs: list[str], force: bool) -> None:
-    from .filework import check_writable
+    from invgray_cli.app.filework import check_writable
 
     check_writable(outputs, inputs, force)
 
 
 def _write_all(files: list[tuple[Path, bytes]], force: bool) -> None:
-    from .filework import write_all
+    from invgray_cli.app.filework import write_all
 
     write_all(files, force)
 
 
 def _level_of(model_id: str, step: float) -> str | None:
-    from .filework import level_of
+    from invgray_cli.app.filework import level_of
 
     return level_of(model_id, step)
 
 
 def location(name: str) -> Path | ObjectPath:
-    from .storage import location as storage_location
+    from invgray_cli.app.storage import location as storage_location
 
     return storage_location(name)
 
 
 def is_url(name: object) -> bool:
-    from .storage import is_url as storage_is_url
+    from invgray_cli.app.storage import is_url as storage_is_url
 
     return storage_is_url(name)
 
@@ -165,7 +176,7 @@ def _check_storage(names: Iterable[str | None]) -> bool:
     remote = False
     for name in names:
         if name is not None and is_url(name) and not name.lower().startswith("file://"):
-            from .storage import StorageError, check_usable
+            from invgray_cli.app.storage import StorageError, check_usable
 
             remote = True
             try:
@@ -182,7 +193,7 @@ def _check_engine(engine: EngineChoice, address: str | None, workers: int, stdio
         return
     if stdio:
         raise _usage("--engine ray reads and writes files or objects, not stdin or stdout")
-    from .cluster import ClusterError, require_ray
+    from invgray_cli.app.cluster import ClusterError, require_ray
 
     try:
         require_ray()
@@ -192,7 +203,12 @@ def _check_engine(engine: EngineChoice, address: str | None, workers: int, stdio
 
 def _run_on_cluster(verb: str, plan: Callable[[], Iterable[Job]], settings: Any, skip_existing: bool,  # noqa: ANN401
                     make_reporter: Callable[[], Reporter], options: Any) -> Outcome:  # noqa: ANN401
-    from .cluster import ClusterError, ClusterRunFailed, ClusterUsageError, run
+    from invgray_cli.app.cluster import (
+        ClusterError,
+        ClusterRunFailed,
+        ClusterUsageError,
+        run,
+    )
 
     try:
         return run(verb, plan, settings, skip_existing, make_reporter, options)
@@ -328,7 +344,7 @@ def encode(
         plan = partial(plan_encode, inputs, out_dir, f".gray.{fmt}", embed, recursive)
     else:
         batch = encode_jobs(inputs, out_dir, f".gray.{fmt}", embed, recursive)
-    from .filework import EncodeSettings, encode_file
+    from invgray_cli.app.filework import EncodeSettings, encode_file
 
     settings = EncodeSettings(
         inputs=tuple(inputs), gray_format=fmt, quality=quality, level=(level or LevelChoice.default).value, step=step,
@@ -358,7 +374,7 @@ def encode(
 
 def _cluster_options(address: str | None, workers: int, jobs: int, threads: int, device: DeviceChoice,
                      batch: int) -> Any:  # noqa: ANN401 - a cluster.ClusterOptions (cluster loads lazily)
-    from .cluster import ClusterOptions
+    from invgray_cli.app.cluster import ClusterOptions
 
     return ClusterOptions(address=address, workers=workers, jobs=jobs, threads=threads, device=device.value,
                           batch=batch)
@@ -413,7 +429,7 @@ def decode(
         raise _usage(f"--out-dir {out_dir}: not a folder")
     if force and skip_existing:
         raise _usage("use either --force or --skip-existing, not both")
-    from .images import COLOUR_FORMATS, colour_format_for
+    from invgray_cli.imaging.images import COLOUR_FORMATS, colour_format_for
 
     if STDIO in inputs:
         if len(inputs) > 2 or inputs.count(STDIO) > 1:
@@ -449,7 +465,7 @@ def decode(
                 raise _usage(f"{job.outputs[0]}: extension disagrees with --format {colour_format.value}")
     if to_stdout:
         _refuse_terminal_stdout()
-    from .filework import DecodeSettings, decode_file
+    from invgray_cli.app.filework import DecodeSettings, decode_file
 
     settings = DecodeSettings(stdout_format=stdout_format, compare=compare, force=force)
 
@@ -466,7 +482,7 @@ def decode(
             raise typer.Exit(1)
         return
     device_name = _device(device, threads)
-    from .codec import GrayRecompressedWarning
+    from invgray_cli.codec.core import GrayRecompressedWarning
 
     warnings.simplefilter("ignore", GrayRecompressedWarning)  # reported per file from photo.notes
     settings = replace(settings, device=device_name)
@@ -491,8 +507,8 @@ def _batcher(device: str, batch_size: int, files: int):  # noqa: ANN202 - torch-
         return None
     import torch
 
-    from .batcher import NetworkBatcher
-    from .zoo import load_model
+    from invgray_cli.engines.batcher import NetworkBatcher
+    from invgray_cli.engines.registry import load_model
 
     return NetworkBatcher(load_model(device=device), torch.device(device), max_batch=size)
 
@@ -506,10 +522,14 @@ def embed(
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output.")] = False,
 ) -> None:
     """Write the one-file form: the gray image with its residual inside (no re-encoding)."""
-    from .container import InvalidResidualError, gray_fingerprint, read_residual
-    from .gray import decode_gray
-    from .embedding import EmbeddingError
-    from .embedding import embed as embed_residual
+    from invgray_cli.format.container import (
+        InvalidResidualError,
+        gray_fingerprint,
+        read_residual,
+    )
+    from invgray_cli.format.embedding import EmbeddingError
+    from invgray_cli.format.embedding import embed as embed_residual
+    from invgray_cli.imaging.gray import decode_gray
 
     if STDIO in (str(gray), str(residual)):
         raise _usage("embed reads files, not stdin")
@@ -546,8 +566,8 @@ def extract(
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
 ) -> None:
     """Write the sidecar form: the embedded residual as its own file (no re-encoding)."""
-    from .embedding import EmbeddingError, strip
-    from .embedding import extract as extract_residual
+    from invgray_cli.format.embedding import EmbeddingError, strip
+    from invgray_cli.format.embedding import extract as extract_residual
 
     if str(gray) == STDIO:
         raise _usage("extract reads files, not stdin")
@@ -580,10 +600,10 @@ def info(
     json_lines: Annotated[bool, _JSON] = False,
 ) -> None:
     """Print what residual files and gray images hold."""
-    from .container import MAGIC, InvalidResidualError, read_residual
-    from .embedding import EmbeddingError, extract
-    from .reports import dumps, record
-    from .zoo import known_model_ids
+    from invgray_cli.app.reports import dumps, record
+    from invgray_cli.engines.registry import known_model_ids
+    from invgray_cli.format.container import MAGIC, InvalidResidualError, read_residual
+    from invgray_cli.format.embedding import EmbeddingError, extract
 
     failures = 0
     for file in files:
@@ -665,8 +685,8 @@ def _payload_description(header) -> str:  # noqa: ANN001 - a container.Residual
 
 def _gray_rows(data: bytes) -> list[tuple[str, str]] | None:
     """What a gray image file says about itself; None when the bytes are not one."""
-    from .gray import decode_gray
-    from .jpeg_transcode import gray_provenance
+    from invgray_cli.imaging.gray import decode_gray
+    from invgray_cli.imaging.jpeg_transcode import gray_provenance
 
     try:
         pixels = decode_gray(data)

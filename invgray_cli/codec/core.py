@@ -2,7 +2,7 @@
 
 ``encode`` runs the real gray encode *and decode* before the network sees the gray,
 so the residual is computed against exactly the pixels a decoder will have. The
-network runs on an engine (:mod:`invgray_cli.runtime`): onnxruntime on the CPU,
+network runs on an engine (:mod:`invgray_cli.engines.engine`): onnxruntime on the CPU,
 torch on CUDA or when a torch ``model`` is passed; torch is imported only then.
 """
 
@@ -16,26 +16,60 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from . import embedding
-from .container import (
-    FLAG_MONOCHROME, MAX_PIXELS, RANGE_CODED, MAX_SIDE, MAX_STEP, RECOMPRESSION_TOLERANCE, GrayMismatchError,
-    InvalidResidualError, Residual, gray_fingerprint, gray_signature, read_residual, signature_distance,
+from invgray_cli.codec.refine import DEFAULT_EFFORT, EFFORTS
+from invgray_cli.engines.engine import Engine, analyse, device_name, engine_for
+from invgray_cli.engines.registry import (
+    entropy_tables,
+    format_version,
+    known_model_ids,
+    level_step,
+    model_id_of,
+)
+from invgray_cli.format import embedding
+from invgray_cli.format.container import (
+    FLAG_MONOCHROME,
+    MAX_PIXELS,
+    MAX_SIDE,
+    MAX_STEP,
+    RANGE_CODED,
+    RECOMPRESSION_TOLERANCE,
+    GrayMismatchError,
+    InvalidResidualError,
+    Residual,
+    gray_fingerprint,
+    gray_signature,
+    read_residual,
+    signature_distance,
     write_residual,
 )
-from .gray import DEFAULT_QUALITY, MAX_JPEG_SIDE, GrayFormat, decode_gray, encode_gray, gray_metadata, luma
-from .images import Photo, photo_from_image, photo_to_pil, read_photo
-from .jpeg_transcode import LOSSLESS, LosslessUnavailable, luma_jpeg
-from .entropy import EntropyCodingError, decode_symbols, encode_symbols
-from .packing import PackingError, pack_symbols, raw_size_of, unpack_symbols
-from .refine import DEFAULT_EFFORT, EFFORTS
-from .runtime import Engine, analyse, device_name, engine_for
-from .zoo import entropy_tables, format_version, known_model_ids, level_step, model_id_of
+from invgray_cli.format.entropy import (
+    EntropyCodingError,
+    decode_symbols,
+    encode_symbols,
+)
+from invgray_cli.format.packing import (
+    PackingError,
+    pack_symbols,
+    raw_size_of,
+    unpack_symbols,
+)
+from invgray_cli.imaging.gray import (
+    DEFAULT_QUALITY,
+    MAX_JPEG_SIDE,
+    GrayFormat,
+    decode_gray,
+    encode_gray,
+    gray_metadata,
+    luma,
+)
+from invgray_cli.imaging.images import Photo, photo_from_image, photo_to_pil, read_photo
+from invgray_cli.imaging.jpeg_transcode import LOSSLESS, LosslessUnavailable, luma_jpeg
 
 if TYPE_CHECKING:
     import torch
 
-    from .batcher import NetworkBatcher
-    from .network import InvGrayNet
+    from invgray_cli.engines.batcher import NetworkBatcher
+    from invgray_cli.model.network import InvGrayNet
 
     Model = InvGrayNet | Engine
 
@@ -177,7 +211,7 @@ def prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | N
     """Make and decode the gray file of a photo (the first half of :func:`encode`).
 
     With ``quality=None`` a JPEG input (file bytes, or a Photo from ``read_photo``)
-    keeps its own luma losslessly where it can (see :mod:`invgray_cli.jpeg_transcode`);
+    keeps its own luma losslessly where it can (see :mod:`invgray_cli.imaging.jpeg_transcode`);
     everything else, and any explicit ``quality``, gets the luma re-encoded (default
     quality 90)."""
     return _prepare(image, quality=quality, gray_format=gray_format, keep_metadata=keep_metadata).settled()[0]
@@ -238,7 +272,7 @@ def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | No
     (losslessly, in the residual); EXIF and XMP go into the gray image and the ICC
     profile into the residual unless ``keep_metadata`` is False. ``model``: a torch
     network or an engine; default the bundled model on ``device`` (onnxruntime on the CPU).
-    ``effort`` 2 and 3 refine the symbols for this photo (:mod:`invgray_cli.refine`):
+    ``effort`` 2 and 3 refine the symbols for this photo (:mod:`invgray_cli.codec.refine`):
     smaller and truer files, seconds per photo, torch needed.
     """
     check_effort(effort)
@@ -274,9 +308,9 @@ def check_refinable(model_id: str) -> None:
 
 def refined_symbols(engine: Engine, prepared: Prepared, step: float, symbols: np.ndarray, effort: int,
              device: str | torch.device) -> np.ndarray:
-    from .network import InvGrayNet
-    from .refine import refine_symbols
-    from .zoo import load_model
+    from invgray_cli.codec.refine import refine_symbols
+    from invgray_cli.engines.registry import load_model
+    from invgray_cli.model.network import InvGrayNet
 
     network = getattr(engine, "model", None)
     if not isinstance(network, InvGrayNet):  # the onnxruntime engine: the same weights, in torch
@@ -288,9 +322,9 @@ def refined_symbols(engine: Engine, prepared: Prepared, step: float, symbols: np
 
 def _own_y_plane(photo: Photo) -> np.ndarray | None:
     """The input's own Y plane, which is exactly the decoded lossless gray
-    (:func:`invgray_cli.jpeg_transcode.own_y_plane`, decoded in the transcode's thread while
+    (:func:`invgray_cli.imaging.jpeg_transcode.own_y_plane`, decoded in the transcode's thread while
     this one decoded the colours), provided it shows the decoded colour photo. A rotated
-    file has none (see :class:`invgray_cli.jpeg_transcode.LumaTranscode`); then None, and
+    file has none (see :class:`invgray_cli.imaging.jpeg_transcode.LumaTranscode`); then None, and
     the gray is waited for."""
     plane = photo.luma_transcode.early_plane() if photo.luma_transcode is not None else None
     try:

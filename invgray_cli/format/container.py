@@ -17,7 +17,7 @@ import numpy as np
 MAGIC = b"IGRS"
 FORMAT_VERSION = 2  # the newest; writers state theirs per file (Residual.version)
 SUPPORTED_VERSIONS = (1, 2)
-RANGE_CODED = 2  # format 2: the payload is range-coded 32-bit words (invgray_cli.entropy), not zstd
+RANGE_CODED = 2  # format 2: the payload is range-coded 32-bit words (invgray_cli.format.entropy), not zstd
 MAX_SIDE = 1 << 18
 MAX_PIXELS = 1 << 28  # 268 megapixels, above Pillow's own decompression-bomb limit
 MAX_PLANES = 1024
@@ -205,7 +205,7 @@ def read_residual(data: bytes, image_size: tuple[int, int] | None = None) -> Res
         raise InvalidResidualError("monochrome residual must not carry a payload")
     if version == RANGE_CODED and (raw_size or payload_length % 4):
         raise InvalidResidualError("range-coded payload must be whole 32-bit words with raw size 0")
-    from .packing import max_raw_size
+    from invgray_cli.format.packing import max_raw_size
 
     if raw_size > max_raw_size((planes, -(-height // cell), -(-width // cell))):
         raise InvalidResidualError(f"residual declares {raw_size} payload bytes, more than a "
