@@ -12,11 +12,12 @@ from __future__ import annotations
 import struct
 import zlib
 
+from invgray_cli.format.signatures import JPEG_SOI, PNG_SIGNATURE, is_jpeg, is_png
+
 JPEG_SIGNATURE = b"INVGRAY\x00"
 APP11 = 0xEB
 _JPEG_SEGMENT_HEADER = struct.Struct(">8sHH")
 MAX_JPEG_CHUNK = 0xFFFF - 2 - _JPEG_SEGMENT_HEADER.size
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHUNK = b"igRs"
 _STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8)}
 
@@ -27,31 +28,31 @@ class EmbeddingError(ValueError):
 
 def embed(gray: bytes, residual: bytes) -> bytes:
     """The gray image file with ``residual`` embedded (replacing any earlier one)."""
-    if gray.startswith(PNG_SIGNATURE):
+    if is_png(gray):
         return _embed_png(gray, residual)
-    if gray.startswith(b"\xff\xd8"):
+    if is_jpeg(gray):
         return _embed_jpeg(gray, residual)
     raise EmbeddingError("gray image is neither JPEG nor PNG")
 
 
 def extract(gray: bytes) -> bytes | None:
     """The embedded residual file, or None when the image carries none."""
-    if gray.startswith(PNG_SIGNATURE):
+    if is_png(gray):
         chunks = [data for kind, data, _, _ in _png_chunks(gray) if kind == PNG_CHUNK]
         if len(chunks) > 1:
             raise EmbeddingError("gray image holds more than one embedded residual")
         return chunks[0] if chunks else None
-    if gray.startswith(b"\xff\xd8"):
+    if is_jpeg(gray):
         return _extract_jpeg(gray)
     return None
 
 
 def strip(gray: bytes) -> bytes:
     """The gray image file without its embedded residual."""
-    if gray.startswith(PNG_SIGNATURE):
+    if is_png(gray):
         return PNG_SIGNATURE + b"".join(gray[start:end] for kind, _, start, end in _png_chunks(gray)
                                         if kind != PNG_CHUNK)
-    if gray.startswith(b"\xff\xd8"):
+    if is_jpeg(gray):
         return _rebuild_jpeg(gray, [])
     raise EmbeddingError("gray image is neither JPEG nor PNG")
 
@@ -98,7 +99,7 @@ def _rebuild_jpeg(data: bytes, new_segments: list[bytes]) -> bytes:
         insert_at += 1
     parts = [data[s:e] for _, s, e in kept]
     parts[insert_at:insert_at] = new_segments
-    return b"\xff\xd8" + b"".join(parts) + data[sos:]
+    return JPEG_SOI + b"".join(parts) + data[sos:]
 
 
 def _embed_jpeg(gray: bytes, residual: bytes) -> bytes:

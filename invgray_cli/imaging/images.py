@@ -23,6 +23,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from invgray_cli.imaging.jpeg_transcode import LumaTranscode, start_luma_transcode
 
+PHOTO_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"})  # what folder runs read
 COLOUR_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
                   ".tiff": "TIFF", ".bmp": "BMP"}
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from invgray_cli.format.signatures import is_jpeg
+
 LOSSLESS = "lossless luma"
 PROVENANCE = b"invgray: lossless luma, the input JPEG's own Y coefficients"
 XMP_SIGNATURE = b"http://ns.adobe.com/xap/1.0/\x00"
@@ -76,7 +78,7 @@ class JpegLayout:
 def read_layout(data: bytes) -> JpegLayout:
     """Walk the marker segments from SOI to the first SOS; LosslessUnavailable when
     the headers are not those of a readable JPEG."""
-    if not data.startswith(b"\xff\xd8"):
+    if not is_jpeg(data):
         raise LosslessUnavailable("not a JPEG file")
     pos, adobe, frame = 2, None, None
     while pos + 4 <= len(data):
@@ -330,7 +332,7 @@ def _transcoded_and_decoded(data: bytes, orientation: int) -> tuple[bytes, np.nd
 def start_luma_transcode(data: bytes) -> LumaTranscode | None:
     """Begin the lossless luma of JPEG bytes before their pixels are decoded, with the
     orientation :func:`invgray_cli.imaging.images.read_photo` will apply; None for other files."""
-    if not data.startswith(b"\xff\xd8"):
+    if not is_jpeg(data):
         return None
     try:
         from PIL import Image
@@ -359,7 +361,7 @@ def gray_provenance(data: bytes) -> str | None:
     when it carries invgray's provenance comment, ``re-encoded qN (...)`` when its
     table is the standard one libjpeg scales for quality N (an inference: the comment
     may also have been stripped from a lossless gray), else None."""
-    if not data.startswith(b"\xff\xd8"):
+    if not is_jpeg(data):
         return None
     if _segment(0xFE, PROVENANCE) in data[:data.find(b"\xff\xda") if b"\xff\xda" in data else len(data)]:
         return LOSSLESS
