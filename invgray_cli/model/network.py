@@ -26,7 +26,7 @@ Design (see models/MODEL_CARD.md for the measured reasons):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -312,3 +312,11 @@ class InvGrayNet(nn.Module):
             for h in hooks:
                 h.remove()
         return total / (height * width)
+
+
+def network_from_weights(blob: Mapping[str, object]) -> InvGrayNet:
+    """The network stored in a weights file's contents, in eval mode: bundled weights
+    (``config`` + ``state_dict``) or a training checkpoint (``config`` + ``model``)."""
+    model = InvGrayNet(NetworkConfig(**blob["config"]))
+    model.load_state_dict(blob["model"] if "model" in blob else blob["state_dict"])
+    return model.eval()
