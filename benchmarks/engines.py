@@ -26,8 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from invgray_cli.engines.engine import OnnxEngine, TorchEngine, set_threads  # noqa: E402
-from invgray_cli.engines.registry import default_model_id, levels, load_model  # noqa: E402
+from invgray_cli.engines.engine import set_threads  # noqa: E402
+from invgray_cli.engines.onnx_engine import OnnxEngine
+from invgray_cli.engines.torch_engine import TorchEngine
+from invgray_cli.engines.registry import default_model_id, levels, load_model, model_spec  # noqa: E402
 from invgray_cli.engines.tiling import quantise  # noqa: E402
 from invgray_cli.imaging.gray import jpeg_round_trip, luma  # noqa: E402
 from invgray_cli.imaging.images import read_photo  # noqa: E402
@@ -58,7 +60,7 @@ def main() -> None:
     set_threads(args.threads)
     torch.set_num_threads(args.threads)
     model_id = default_model_id()
-    onnx, reference = OnnxEngine(model_id, args.threads), TorchEngine(load_model(model_id))
+    onnx, reference = OnnxEngine(model_spec(model_id), args.threads), TorchEngine(load_model(model_id))
     named = levels(model_id)
     files = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
 

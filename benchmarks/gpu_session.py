@@ -325,7 +325,7 @@ def stage_install(session: Session) -> tuple[str, dict]:
         if not link.exists():
             link.symlink_to(REPO / "models", target_is_directory=True)
     session.env["PYTHONPATH"] = os.pathsep.join(paths + [session.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    code, output = session.command([sys.executable, "-c", "import invgray_cli.codec.core, invgray_models, zstandard; "
+    code, output = session.command([sys.executable, "-c", "import invgray_cli.codec, invgray_models, zstandard; "
                                     "print('codec imports')"], 120)
     return ("ok" if code == 0 else "error"), {"installed": [w.name for w in needed]}
 
@@ -429,7 +429,7 @@ def cross_device(args: argparse.Namespace) -> None:
     from PIL import Image
 
     sys.path.insert(0, str(REPO))
-    from invgray_cli.codec.core import decode_array, encode, read_symbols
+    from invgray_cli.codec import decode_array, encode, read_symbols
     from invgray_cli.engines.torch_engine import psnr
     from invgray_cli.format.container import read_residual
 

@@ -29,7 +29,7 @@ from PIL import Image, ImageCms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from invgray_cli.codec.core import decode_photo, encode  # noqa: E402
+from invgray_cli.codec import decode_photo, encode  # noqa: E402
 from invgray_cli.engines.torch_engine import psnr  # noqa: E402
 from invgray_cli.imaging.images import ImageReadError, read_photo  # noqa: E402
 

@@ -40,7 +40,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from invgray_cli.codec.core import decode_array, encode  # noqa: E402
+from invgray_cli.codec import decode_array, encode  # noqa: E402
 from invgray_cli.engines.registry import load_model  # noqa: E402
 from invgray_cli.engines.torch_engine import psnr  # noqa: E402
 from invgray_cli.imaging.gray import decode_gray, encode_gray, luma  # noqa: E402

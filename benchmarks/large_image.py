@@ -69,7 +69,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import time
 
-    from invgray_cli.codec.core import decode_array, decode_photo, encode
+    from invgray_cli.codec import decode_array, decode_photo, encode
     from invgray_cli.imaging.images import read_photo
     from invgray_cli.imaging.metrics import psnr
 

@@ -60,7 +60,7 @@ except ImportError:  # the benchmark extra, not a runtime dependency
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bjontegaard import bd_psnr, bd_rate  # noqa: E402
-from invgray_cli.codec.core import (  # noqa: E402
+from invgray_cli.codec import (  # noqa: E402
     decode_array,
     encode,
     read_symbols,  # noqa: E402

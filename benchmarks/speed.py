@@ -45,7 +45,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from invgray_cli.codec.core import (  # noqa: E402  # noqa: E402
+from invgray_cli.codec import (  # noqa: E402  # noqa: E402
     decode_photo,
     encode,
     read_symbols,
@@ -53,8 +53,8 @@ from invgray_cli.codec.core import (  # noqa: E402  # noqa: E402
     symbol_payload,
 )
 from invgray_cli.engines.engine import analyse, engine_for, set_threads  # noqa: E402
-from invgray_cli.engines.registry import level_step, load_model  # noqa: E402
-from invgray_cli.engines.torch_engine import psnr, synthesis_inputs, synthesise_image  # noqa: E402
+from invgray_cli.engines.registry import bundled_spec, load_model, model_spec  # noqa: E402
+from invgray_cli.engines.torch_engine import psnr, synthesis_inputs  # noqa: E402
 from invgray_cli.format.container import read_residual  # noqa: E402
 from invgray_cli.imaging.gray import decode_gray, encode_gray, luma  # noqa: E402
 from invgray_cli.imaging.images import read_photo, save_colour  # noqa: E402
@@ -104,7 +104,7 @@ def main() -> None:
         return
     model = load_model(args.model, device=device)  # torch: multiply-adds, batched throughput, float16
     engine = engine_for(args.model, device=args.device)  # the product engine
-    step = level_step(model.model_id, "default")
+    step = model_spec(model.model_id).level_step("default")
 
     stages: dict[str, list[float]] = {}
 
@@ -128,7 +128,7 @@ def main() -> None:
             record("encode: gray JPEG encode + decode", t_gray_enc + t_gray_dec)
             symbols, t = timed(analyse, engine, photo.rgb, decoded_gray, step)
             record("encode: network", t)
-            _, t = timed(symbol_payload, engine.model_id, symbols, step)
+            _, t = timed(symbol_payload, bundled_spec(engine.model_id), symbols, step)
             record("encode: symbol coding", t)
 
             restored, t = timed(decode_photo, encoded.gray, encoded.residual, model=engine)

@@ -19,8 +19,8 @@ import numpy as np
 from invgray_cli.engines.registry import (
     default_model_id,
     entropy_tables,
-    level_step,
     load_model,
+    model_spec,
 )
 from invgray_cli.format.entropy import ESCAPE, HEAD, plane_context, symbols_at_steps
 from invgray_cli.imaging.gray import jpeg_round_trip, luma
@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     model_id = default_model_id()
     model, tables = load_model(model_id), entropy_tables(model_id)
-    steps = args.steps or [level_step(model_id, "default"), level_step(model_id, "high")]
+    steps = args.steps or [model_spec(model_id).level_step(level) for level in ("default", "high")]
     code_length = -np.log2(tables.frequencies / float(1 << 16))  # (classes, planes, contexts, alphabet)
     channel_planes = tables.planes_per_channel
     files = list_images([args.val])

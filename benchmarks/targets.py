@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from invgray_cli.codec.core import encode, prepare  # noqa: E402
+from invgray_cli.codec import encode, prepare  # noqa: E402
 from invgray_cli.codec.rate_control import StepTrials, encode_to_target  # noqa: E402
 from invgray_cli.engines.engine import engine_for, set_threads  # noqa: E402
 from invgray_cli.engines.registry import levels  # noqa: E402

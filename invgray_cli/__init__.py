@@ -12,7 +12,7 @@ __version__ = "1.0.0"
 
 if TYPE_CHECKING:
     from invgray_cli.app.cluster import Decoder, Encoder, decode_batch, encode_batch
-    from invgray_cli.codec.core import (
+    from invgray_cli.codec import (
         Encoded,
         Photo,
         decode,
@@ -28,7 +28,7 @@ _BATCHES = {"encode_batch", "decode_batch", "Encoder", "Decoder"}
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from invgray_cli.codec import core as codec
+        import invgray_cli.codec as codec
 
         return getattr(codec, name)
     if name in _BATCHES:

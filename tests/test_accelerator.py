@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 import invgray_cli.engines.tiling as tiling
 import invgray_cli.engines.torch_engine as inference
 from invgray_cli.app.cli import app
-from invgray_cli.codec.core import decode_array, encode, read_symbols
+from invgray_cli.codec import decode_array, encode, read_symbols
 from invgray_cli.engines.batcher import NetworkBatcher
 from invgray_cli.engines.registry import load_model
 from invgray_cli.engines.torch_engine import psnr

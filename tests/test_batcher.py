@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from invgray_cli.app.cli import app
-from invgray_cli.codec.core import encode
+from invgray_cli.codec import encode
 from invgray_cli.engines.batcher import NetworkBatcher
 from invgray_cli.engines.registry import load_model
 from invgray_cli.engines.torch_engine import analyse_image, synthesise_image

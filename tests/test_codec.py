@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from invgray_cli import decode, decode_array, encode
-from invgray_cli.codec.core import GrayMismatchError
+from invgray_cli.codec import GrayMismatchError
 from invgray_cli.engines.registry import default_model_id
 from invgray_cli.engines.torch_engine import psnr
 from invgray_cli.format.container import OVERHEAD, InvalidResidualError, read_residual

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from invgray_cli import decode_array, encode
 from invgray_cli.app.cli import app
-from invgray_cli.codec.core import NoResidualError
+from invgray_cli.codec import NoResidualError
 from invgray_cli.format.embedding import (
     MAX_JPEG_CHUNK,
     EmbeddingError,

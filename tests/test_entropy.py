@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from invgray_cli.codec.core import decode_array, encode, read_symbols
+from invgray_cli.codec import decode_array, encode, read_symbols
 from invgray_cli.engines.engine import engine_for
 from invgray_cli.engines.registry import (
     default_model_id,
     entropy_tables,
-    format_version,
     load_model,
+    model_spec,
 )
 from invgray_cli.format import entropy
 from invgray_cli.format.container import (
@@ -43,7 +43,7 @@ def tables() -> EntropyTables:
 
 
 def test_v1_1_writes_format_2_and_v1_still_writes_format_1(small_rgb: np.ndarray) -> None:
-    assert format_version(default_model_id()) == 2 and format_version(V1_1) == 2 and format_version(V1) == 1
+    assert [model_spec(m).format_version for m in (default_model_id(), V1_1, V1)] == [2, 2, 1]
     new = read_residual(encode(small_rgb, step=2.0, model=engine_for(V1_1, device="cpu")).residual)
     old = read_residual(encode(small_rgb, step=2.0, model=load_model(V1)).residual)
     assert (new.version, new.raw_size, len(new.payload) % 4) == (2, 0, 0)

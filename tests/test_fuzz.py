@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.fuzz import mutate_image, mutate_residual, seed_images, seed_inputs
-from invgray_cli.codec.core import GrayRecompressedWarning, decode_array, encode
+from invgray_cli.codec import GrayRecompressedWarning, decode_array, encode
 from invgray_cli.engines.registry import UnknownModelError
 from invgray_cli.format.container import InvalidResidualError
 from invgray_cli.imaging.images import ImageReadError, read_photo

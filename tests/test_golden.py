@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from invgray_cli.codec.core import decode_photo
+from invgray_cli.codec import decode_photo
 from invgray_cli.engines.registry import known_model_ids
 
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -334,13 +334,13 @@ def test_transcode_thread_works_in_a_forked_worker(small_rgb: np.ndarray) -> Non
 
 def test_network_starts_on_the_inputs_y_plane_and_recovers_when_it_is_not_the_gray(
         sample_rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
-    import invgray_cli.codec.core as codec
+    import invgray_cli.codec.encoding as codec
 
     original = _jpeg(Image.fromarray(np.ascontiguousarray(sample_rgb[96:256, 304:512])), subsampling=2)
     reference = encode(read_photo(original))
     early = []
-    real = codec._own_y_plane
-    monkeypatch.setattr(codec, "_own_y_plane", lambda photo: early.append(real(photo)) or early[-1])
+    real = codec.own_y_plane
+    monkeypatch.setattr(codec, "own_y_plane", lambda photo: early.append(real(photo)) or early[-1])
     assert encode(read_photo(original, lossless_luma=True)) == reference
     assert early and early[0] is not None  # the early path ran, and gave the same files
 
@@ -349,7 +349,7 @@ def test_network_starts_on_the_inputs_y_plane_and_recovers_when_it_is_not_the_gr
         plane[0, 0] ^= 1
         return plane
 
-    monkeypatch.setattr(codec, "_own_y_plane", off_by_one)
+    monkeypatch.setattr(codec, "own_y_plane", off_by_one)
     assert encode(read_photo(original, lossless_luma=True)) == reference  # symbols computed again
 
 

@@ -11,13 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from invgray_cli.app.cli import app
-from invgray_cli.codec import refine
-from invgray_cli.codec.core import decode_array, encode, read_symbols
+from invgray_cli.codec import decode_array, encode, read_symbols, refine
 from invgray_cli.engines.registry import (
     default_model_id,
     entropy_tables,
-    level_step,
     load_model,
+    model_spec,
 )
 from invgray_cli.engines.torch_engine import analyse_image, psnr
 from invgray_cli.format.container import read_residual
@@ -48,7 +47,7 @@ def test_refined_symbols_cost_no_more_than_the_single_pass(small_rgb: np.ndarray
         monkeypatch.setattr(refine, "REFINE_TILE", tile)
     monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 8)  # the test's budget; the product runs 30
     model, tables = load_model(), entropy_tables(default_model_id())
-    step = float(np.float32(level_step(default_model_id(), "high")))
+    step = float(np.float32(model_spec(default_model_id()).level_step("high")))
     gray, symbols = _single_pass(small_rgb, step)
     refined = refine.refine_symbols(model, tables, small_rgb, gray, step, symbols, 2)
     assert refined.shape == symbols.shape and refined.dtype == symbols.dtype

@@ -17,14 +17,16 @@ import numpy as np
 import pytest
 
 import invgray_cli.engines.tiling as tiling
-from invgray_cli.codec.core import decode_photo, encode
-from invgray_cli.engines.engine import OnnxEngine, TorchEngine, analyse, engine_for
+from invgray_cli.codec import decode_photo, encode
+from invgray_cli.engines.engine import analyse, engine_for
+from invgray_cli.engines.onnx_engine import OnnxEngine
+from invgray_cli.engines.torch_engine import TorchEngine
 from invgray_cli.engines.registry import (
     UnknownModelError,
     known_model_ids,
     levels,
     load_model,
-    model_entry,
+    model_spec,
     models_dir,
 )
 from invgray_cli.imaging.gray import jpeg_round_trip, luma
@@ -60,7 +62,7 @@ def _assert_close_pixels(a: np.ndarray, b: np.ndarray) -> None:
 
 @pytest.mark.parametrize("model_id", known_model_ids())
 def test_onnx_encoder_gives_torch_symbols_at_every_level(sample_rgb: np.ndarray, model_id: str) -> None:
-    onnx, torch_engine = OnnxEngine(model_id), TorchEngine(load_model(model_id))
+    onnx, torch_engine = OnnxEngine(model_spec(model_id)), TorchEngine(load_model(model_id))
     assert np.array_equal(onnx.thresholds(), torch_engine.thresholds())  # copied, not recomputed
     for name, rgb in _images(sample_rgb).items():
         gray = jpeg_round_trip(luma(rgb), 90)
@@ -72,7 +74,7 @@ def test_onnx_encoder_gives_torch_symbols_at_every_level(sample_rgb: np.ndarray,
 
 @pytest.mark.parametrize("model_id", known_model_ids())
 def test_onnx_decoder_gives_torch_pixels(sample_rgb: np.ndarray, model_id: str) -> None:
-    onnx, torch_engine = OnnxEngine(model_id), TorchEngine(load_model(model_id))
+    onnx, torch_engine = OnnxEngine(model_spec(model_id)), TorchEngine(load_model(model_id))
     for name, rgb in _images(sample_rgb).items():
         gray = jpeg_round_trip(luma(rgb), 90)
         step = levels(model_id)["default"]
@@ -91,7 +93,7 @@ def test_files_from_either_engine_decode_with_either(small_rgb: np.ndarray) -> N
 
 def test_onnx_tiles_equal_whole_image(monkeypatch: pytest.MonkeyPatch, sample_rgb: np.ndarray) -> None:
     monkeypatch.setattr(tiling, "TILE_CORE", 128)
-    engine = OnnxEngine(known_model_ids()[0])
+    engine = OnnxEngine(model_spec(known_model_ids()[0]))
     rgb = np.ascontiguousarray(sample_rgb[:300, :420])  # ragged: not a multiple of the tile or cell size
     gray = jpeg_round_trip(luma(rgb), 90)
     whole = tiling.quantise(engine.latent(rgb, gray, tile=False), 5.0, engine.thresholds())
@@ -101,7 +103,7 @@ def test_onnx_tiles_equal_whole_image(monkeypatch: pytest.MonkeyPatch, sample_rg
 
 @pytest.mark.parametrize("model_id", known_model_ids())
 def test_bundled_onnx_files_are_the_registered_export_of_the_pt(model_id: str) -> None:
-    block = model_entry(model_id)["onnx"]
+    block = model_spec(model_id).onnx
     for part in ("encoder", "decoder"):
         data = (models_dir() / block[part]["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == block[part]["sha256"]
@@ -124,9 +126,9 @@ def test_damaged_onnx_file_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
     model_id = registry["default"]
     damaged = tmp_path / registry["models"][model_id]["onnx"]["decoder"]["file"]
     damaged.write_bytes(damaged.read_bytes()[:-1] + b"\0")
-    monkeypatch.setattr("invgray_cli.engines.engine.models_dir", lambda: tmp_path)
+    monkeypatch.setattr("invgray_cli.engines.onnx_engine.models_dir", lambda: tmp_path)
     with pytest.raises(UnknownModelError, match="damaged"):
-        OnnxEngine(model_id).synthesise(np.zeros((32, 32), np.uint8), np.zeros((64, 1, 1), np.int32), 1.0)
+        OnnxEngine(model_spec(model_id)).synthesise(np.zeros((32, 32), np.uint8), np.zeros((64, 1, 1), np.int32), 1.0)
 
 
 def test_cpu_uses_onnxruntime_and_a_torch_model_uses_torch() -> None:
@@ -153,5 +155,5 @@ def test_onnx_latent_does_not_depend_on_the_thread_count(small_rgb: np.ndarray) 
     """Residual bytes must not depend on --threads or --jobs."""
     gray = jpeg_round_trip(luma(small_rgb), 90)
     model_id = known_model_ids()[0]
-    assert np.array_equal(OnnxEngine(model_id, threads=1).latent(small_rgb, gray),
-                          OnnxEngine(model_id, threads=2).latent(small_rgb, gray))
+    assert np.array_equal(OnnxEngine(model_spec(model_id), threads=1).latent(small_rgb, gray),
+                          OnnxEngine(model_spec(model_id), threads=2).latent(small_rgb, gray))

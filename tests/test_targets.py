@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from invgray_cli.app.cli import app
-from invgray_cli.codec.core import decode_photo, encode
+from invgray_cli.codec import decode_photo, encode
 from invgray_cli.codec.rate_control import STEP_RANGE, encode_to_target
 from invgray_cli.imaging.metrics import psnr
 

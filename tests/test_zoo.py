@@ -6,11 +6,9 @@ from invgray_cli.engines.registry import (
     combined_id,
     default_model_id,
     entropy_tables,
-    format_version,
     known_model_ids,
     load_model,
-    model_entry,
-    registry,
+    model_spec,
     weights_id,
 )
 from invgray_cli.model.network import InvGrayNet
@@ -20,15 +18,16 @@ def test_every_registered_model_loads_and_matches_its_id() -> None:
     for model_id in known_model_ids():
         model = load_model(model_id)
         assert isinstance(model, InvGrayNet)
-        entry = model_entry(model_id)
-        assert weights_id(model.state_dict()) == entry.get("network", model_id)
-        if format_version(model_id) == 2:  # the id covers the network and the entropy tables
-            assert combined_id(entry["network"], entropy_tables(model_id)) == model_id
+        spec = model_spec(model_id)
+        assert weights_id(model.state_dict()) == spec.network_id
+        if spec.format_version == 2:  # the id covers the network and the entropy tables
+            assert combined_id(spec.network_id, entropy_tables(model_id)) == model_id
         assert not model.training
 
 
 def test_default_is_registered() -> None:
-    assert default_model_id() in registry()["models"]
+    assert default_model_id() in known_model_ids()
+    assert model_spec() is model_spec(default_model_id())  # one cached spec per model
 
 
 def test_id_changes_with_any_weight() -> None:

@@ -1,6 +1,6 @@
 """The ``invgray`` command line: parses arguments, names files, reports. What one file's
 encode or decode does is in :mod:`invgray_cli.app.filework`, the codec in
-:mod:`invgray_cli.codec.core`; on the CPU the network runs in onnxruntime
+:mod:`invgray_cli.codec`; on the CPU the network runs in onnxruntime
 (:mod:`invgray_cli.engines.engine`), so torch loads only for CUDA. Object storage
 (:mod:`invgray_cli.app.storage`) and the Ray engine (:mod:`invgray_cli.app.cluster`) load only
 when a URL or ``--engine ray`` asks for them."""
@@ -482,7 +482,7 @@ def decode(
             raise typer.Exit(1)
         return
     device_name = _device(device, threads)
-    from invgray_cli.codec.core import GrayRecompressedWarning
+    from invgray_cli.codec import GrayRecompressedWarning
 
     warnings.simplefilter("ignore", GrayRecompressedWarning)  # reported per file from photo.notes
     settings = replace(settings, device=device_name)

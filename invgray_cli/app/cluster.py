@@ -116,7 +116,7 @@ class FileWorker:
                                "install the same invgray on every node")
         import warnings
 
-        from invgray_cli.codec.core import GrayRecompressedWarning
+        from invgray_cli.codec import GrayRecompressedWarning
         from invgray_cli.engines.engine import engine_for, set_threads
 
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?")
@@ -567,7 +567,7 @@ def encode_batch(batch: Any, *, quality: int | None = None, gray_format: str = "
     ``error`` ('' when the photo encoded; else the one-line reason, and empty outputs):
     one bad photo never fails the pipeline. The network loads once per worker process
     (engines are cached), so a task pool works; :class:`Encoder` loads it up front."""
-    from invgray_cli.codec.core import encode
+    from invgray_cli.codec import encode
     from invgray_cli.imaging.images import ImageReadError, read_photo
 
     columns = _columns(batch)
@@ -597,7 +597,7 @@ def decode_batch(batch: Any, *, device: str = "cpu", format: str = "png",  # noq
 
     Returns the batch's columns plus ``image`` (the restored photo as a ``format``
     file: png, jpg, webp, tif or bmp) and ``error`` ('' or the one-line reason)."""
-    from invgray_cli.codec.core import decode_photo
+    from invgray_cli.codec import decode_photo
     from invgray_cli.engines.registry import UnknownModelError
     from invgray_cli.format.container import InvalidResidualError
     from invgray_cli.imaging.images import COLOUR_FORMATS, save_colour

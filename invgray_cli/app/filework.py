@@ -172,7 +172,7 @@ def engine_name(model_id: str, device: str) -> str:
 
 def encode_file(job: Job, settings: EncodeSettings, retried: Retried = None) -> tuple[str, int, dict]:
     """Encode one photo to its gray image and residual (or the one embedded file)."""
-    from invgray_cli.codec.core import encode as encode_photo
+    from invgray_cli.codec import encode as encode_photo
     from invgray_cli.codec.rate_control import encode_to_target
     from invgray_cli.imaging.images import ImageReadError, read_photo
 
@@ -221,7 +221,7 @@ def encode_file(job: Job, settings: EncodeSettings, retried: Retried = None) -> 
 def decode_file(job: Job, settings: DecodeSettings, batcher: NetworkBatcher | None = None,
                 retried: Retried = None) -> tuple[str, int, dict]:
     """Restore one colour photo from its gray image and residual."""
-    from invgray_cli.codec.core import decode_photo
+    from invgray_cli.codec import decode_photo
     from invgray_cli.engines.registry import UnknownModelError
     from invgray_cli.format.container import InvalidResidualError, read_residual
     from invgray_cli.imaging.images import colour_format_for, save_colour

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from invgray_cli.codec.core import Encoded, Prepared, decode_photo, prepare
+from invgray_cli.codec import Encoded, Prepared, decode_photo, prepare
 from invgray_cli.engines.engine import Engine, engine_for
 from invgray_cli.engines.tiling import quantise
 from invgray_cli.imaging.gray import GrayFormat
@@ -182,7 +182,7 @@ def encode_to_target(image: Photo | Image.Image | np.ndarray, *, target_psnr: fl
     and 3: the step is searched at effort 1, then the chosen files are refined
     (:mod:`invgray_cli.codec.refine`) where that keeps the target and is no worse on the
     other side (bytes for a PSNR target, PSNR for a byte budget)."""
-    from invgray_cli.codec.core import check_effort, check_refinable
+    from invgray_cli.codec import check_effort, check_refinable
 
     check_effort(effort)
     started = time.perf_counter()
@@ -210,7 +210,7 @@ def _refined_trial(trials: StepTrials, best: Trial, effort: int, device: str | t
                    target_psnr: float | None, max_bytes: int | None) -> Trial:
     """``best`` refined at its step, when the refined files still meet the target that
     ``best`` met and give no fewer dB (a byte budget) or no more bytes (a PSNR target)."""
-    from invgray_cli.codec.core import refined_symbols
+    from invgray_cli.codec.encoding import refined_symbols
 
     symbols = quantise(trials.latent, trials.engine.plane_steps(best.step), trials.thresholds)
     refined = refined_symbols(trials.engine, trials.prepared, best.step, symbols, effort, device)

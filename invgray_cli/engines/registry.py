@@ -1,41 +1,40 @@
-"""The bundled models: their registry, ids, export and safe loading.
+"""The bundled models: the registry that lists them, one cached :class:`ModelSpec` per
+model, content-addressed ids, and safe loading of their weights.
 
 The weights ship as the ``invgray_models`` package (the repository's ``models/``
-folder). ``models/registry.json`` lists every model this release can decode, by
-id; a model's id is the first 16 hex digits of SHA-256 over its tensors (names,
-dtypes, shapes and bytes, in name order), so it changes whenever a weight does and
-is checked on every load.
+folder). ``models/registry.json`` lists every model this release can decode, by id; a
+network's id is the first 16 hex digits of SHA-256 over its tensors (names, dtypes,
+shapes and bytes, in name order), and a model that codes with entropy tables (format 2)
+hashes the tables in too, so an id changes whenever a weight or a table does and is
+checked on every load. The registry is read once per process and each model resolved
+once: a decode asks for its model's spec and finds everything there.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # torch loads lazily: reading the registry (--version, info) must stay fast
+from invgray_cli.format.container import PACKED, RANGE_CODED
+from invgray_cli.format.entropy import EntropyTables
+
+if TYPE_CHECKING:  # torch loads lazily: reading the registry (--version, info, CPU decodes) never needs it
     import torch
 
-    from invgray_cli.format.entropy import EntropyTables
     from invgray_cli.model.network import InvGrayNet
 
 REGISTRY_FILE = "registry.json"
 
 
 class UnknownModelError(LookupError):
-    """A residual names a model this installation does not have."""
-
-
-def weights_id(state_dict: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()[:16]
+    """A residual names a model this installation does not have, or its files are damaged."""
 
 
 def models_dir() -> Path:
@@ -43,39 +42,107 @@ def models_dir() -> Path:
     return Path(str(resources.files("invgray_models")))
 
 
+def read_registry(folder: Path | None = None) -> dict[str, Any]:
+    """A fresh copy of a registry file (default: the installed one); an empty registry
+    where a models folder has none yet."""
+    path = (folder or models_dir()) / REGISTRY_FILE
+    if not path.exists() and folder is not None:
+        return {"default": None, "models": {}}
+    return json.loads(path.read_text())
 
-def registry() -> dict:
-    return json.loads((models_dir() / REGISTRY_FILE).read_text())
+
+def write_registry(data: Mapping[str, Any], folder: Path | None = None) -> None:
+    """Write a registry file (the export tools); this process reads it afresh from now on."""
+    ((folder or models_dir()) / REGISTRY_FILE).write_text(json.dumps(data, indent=2) + "\n")
+    _installed.cache_clear()
+    _spec.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def _installed() -> dict[str, Any]:
+    return read_registry()
 
 
 def default_model_id() -> str:
-    return registry()["default"]
-
-
-def levels(model_id: str) -> dict[str, float]:
-    """The model's named rate levels: quantisation steps chosen on the validation set."""
-    return dict(registry()["models"][model_id].get("levels", {"default": 1.0}))
-
-
-def level_step(model_id: str, level: str) -> float:
-    named = levels(model_id)
-    if level not in named:
-        raise ValueError(f"unknown level {level!r} (model {model_id} has {', '.join(named)})")
-    return float(named[level])
+    return _installed()["default"]
 
 
 def known_model_ids() -> list[str]:
-    return sorted(registry()["models"])
+    return sorted(_installed()["models"])
 
 
-def model_entry(model_id: str) -> dict:
-    """The registry's record of a bundled model; UnknownModelError when there is none."""
-    entries = registry()["models"]
+@dataclass(frozen=True, eq=False)  # one instance per model (model_spec caches it): hashed by identity
+class ModelSpec:
+    """Everything the codec and the engines need to know about one bundled model."""
+
+    model_id: str
+    name: str
+    network_id: str  # the id of the network alone (equal to model_id for format 1)
+    format_version: int  # the residual format its files are written in
+    levels: Mapping[str, float]  # named rate levels -> quantisation steps
+    weights_file: str | None  # the torch weights (.pt), for the torch engine
+    onnx: Mapping[str, Any] | None  # the ONNX graphs and their geometry, for the onnxruntime engine
+    tables_file: str | None  # the frozen entropy tables of a format-2 model
+
+    def level_step(self, level: str) -> float:
+        if level not in self.levels:
+            raise ValueError(f"unknown level {level!r} (model {self.model_id} has {', '.join(self.levels)})")
+        return float(self.levels[level])
+
+    def level_of(self, step: float) -> str | None:
+        """The named level whose step this is, if any."""
+        return next((name for name, value in self.levels.items() if abs(float(value) - step) < 1e-6 * step), None)
+
+    def tables(self) -> EntropyTables:
+        """The frozen tables of a format-2 model, checked against its id."""
+        return _tables(self)
+
+    def network(self, device: torch.device | str = "cpu") -> InvGrayNet:
+        """The torch network, in eval mode (one copy per device, checked against its id)."""
+        import torch
+
+        device = torch.device(device)
+        return _network(self) if device.type == "cpu" else _network_on(self, str(device))
+
+
+def model_spec(model_id: str | None = None) -> ModelSpec:
+    """The bundled model ``model_id`` (default: the current default); UnknownModelError
+    when this installation has none."""
+    return _spec(model_id or default_model_id())
+
+
+@lru_cache(maxsize=16)
+def _spec(model_id: str) -> ModelSpec:
+    entries = _installed()["models"]
     if model_id not in entries:
         raise UnknownModelError(
             f"residual was made with model {model_id}, which this invgray does not have "
             f"(known: {', '.join(sorted(entries))}); install the invgray release that made it")
-    return entries[model_id]
+    entry = entries[model_id]
+    return ModelSpec(model_id, entry.get("name", model_id), entry.get("network", model_id),
+                     RANGE_CODED if "entropy" in entry else PACKED,
+                     dict(entry.get("levels", {"default": 1.0})), entry.get("file"), entry.get("onnx"),
+                     entry.get("entropy"))
+
+
+def bundled_spec(model_id: str) -> ModelSpec | None:
+    """The spec of a bundled model; None for a network this installation does not ship
+    (a model under training writes format 1)."""
+    return model_spec(model_id) if model_id in _installed()["models"] else None
+
+
+def levels(model_id: str) -> dict[str, float]:
+    """The model's named rate levels: quantisation steps chosen on the validation set."""
+    return dict(model_spec(model_id).levels)
+
+
+def entropy_tables(model_id: str) -> EntropyTables:
+    return model_spec(model_id).tables()
+
+
+def load_model(model_id: str | None = None, device: torch.device | str = "cpu") -> InvGrayNet:
+    """The bundled model ``model_id`` (default: the current default), in eval mode."""
+    return model_spec(model_id).network(device)
 
 
 def combined_id(network_id: str, tables: EntropyTables) -> str:
@@ -84,67 +151,54 @@ def combined_id(network_id: str, tables: EntropyTables) -> str:
     return hashlib.sha256(bytes.fromhex(network_id) + tables.digest()).hexdigest()[:16]
 
 
-def format_version(model_id: str) -> int:
-    """The residual format a bundled model writes: 2 with entropy tables, else 1."""
-    return 2 if "entropy" in model_entry(model_id) else 1
+def weights_id(state_dict: Mapping[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @lru_cache(maxsize=4)
-def entropy_tables(model_id: str) -> EntropyTables:
-    """The frozen tables of a format-2 model, checked against its id."""
-    from invgray_cli.format.entropy import EntropyTables
-
-    entry = model_entry(model_id)
-    if "entropy" not in entry:
-        raise UnknownModelError(f"model {model_id} has no entropy tables (it writes format 1)")
+def _tables(spec: ModelSpec) -> EntropyTables:
+    if spec.tables_file is None:
+        raise UnknownModelError(f"model {spec.model_id} has no entropy tables (it writes format 1)")
     try:
-        tables = EntropyTables.load(models_dir() / entry["entropy"])
+        tables = EntropyTables.load(models_dir() / spec.tables_file)
     except (OSError, ValueError, KeyError) as exc:
-        raise UnknownModelError(f"bundled entropy tables of model {model_id} are damaged ({exc})") from None
-    if combined_id(entry["network"], tables) != model_id:
-        raise UnknownModelError(f"bundled entropy tables of model {model_id} are damaged (hash mismatch)")
+        raise UnknownModelError(f"bundled entropy tables of model {spec.model_id} are damaged ({exc})") from None
+    if combined_id(spec.network_id, tables) != spec.model_id:
+        raise UnknownModelError(f"bundled entropy tables of model {spec.model_id} are damaged (hash mismatch)")
     return tables
 
 
 @lru_cache(maxsize=4)
-def _load_cpu(model_id: str) -> InvGrayNet:
-    entry = model_entry(model_id)
+def _network(spec: ModelSpec) -> InvGrayNet:
     import torch
 
-    from invgray_cli.model.network import InvGrayNet, NetworkConfig
+    from invgray_cli.model.network import network_from_weights
 
-    blob = torch.load(models_dir() / entry["file"], map_location="cpu", weights_only=True)
-    model = InvGrayNet(NetworkConfig(**blob["config"]))
-    model.load_state_dict(blob["state_dict"])
+    if spec.weights_file is None:
+        raise UnknownModelError(f"model {spec.model_id} ships without torch weights")
+    model = network_from_weights(torch.load(models_dir() / spec.weights_file, map_location="cpu",
+                                            weights_only=True))
     actual = weights_id(model.state_dict())
-    if actual != entry.get("network", model_id):
-        raise UnknownModelError(f"bundled weights for model {model_id} are damaged (hash {actual})")
-    if "entropy" in entry:
-        entropy_tables(model_id)
-    model.model_id = model_id
-    return model.eval()
-
-
-def load_model(model_id: str | None = None, device: torch.device | str = "cpu") -> InvGrayNet:
-    """The bundled model ``model_id`` (default: the current default), in eval mode."""
-    import torch
-
-    model = _load_cpu(model_id or default_model_id())
-    device = torch.device(device)
-    if device.type == "cpu":
-        return model
-    return _on_device(model_id or default_model_id(), str(device))
+    if actual != spec.network_id:
+        raise UnknownModelError(f"bundled weights for model {spec.model_id} are damaged (hash {actual})")
+    if spec.tables_file is not None:
+        spec.tables()
+    model.model_id = spec.model_id
+    return model
 
 
 @lru_cache(maxsize=4)
-def _on_device(model_id: str, device: str) -> InvGrayNet:
-    import copy
-
-    return copy.deepcopy(_load_cpu(model_id)).to(device).eval()
+def _network_on(spec: ModelSpec, device: str) -> InvGrayNet:
+    return copy.deepcopy(_network(spec)).to(device).eval()
 
 
 def export_weights(model: InvGrayNet, destination: Path) -> str:
-    """Write a checkpoint's network as bundle-ready weights; returns the model id."""
+    """Write a checkpoint's network as bundle-ready weights; returns the network's id."""
     import torch
 
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}

@@ -1,8 +1,9 @@
-"""Running the torch network on whole images: numpy uint8 arrays in, arrays out.
+"""The torch engine: the network on whole images or tiles, numpy uint8 arrays in and out.
 
-The torch engine (CUDA, training's validation, the benchmarks' reference); the CPU
-product path runs the same network through onnxruntime (:mod:`invgray_cli.engines.engine`).
-Both share the padding, tiling and quantisation of :mod:`invgray_cli.engines.tiling`.
+It runs on CUDA, for refinement and training's validation, and as the benchmarks'
+reference; the CPU product path runs the same network in onnxruntime
+(:mod:`invgray_cli.engines.onnx_engine`). Both share the padding, tiling and
+quantisation of :mod:`invgray_cli.engines.tiling`, so they agree up to float noise.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from invgray_cli.engines import tiling
+from invgray_cli.engines.registry import model_id_of
 from invgray_cli.engines.tiling import ENCODER_HALO, TILE_CORE, WHOLE_IMAGE_PIXELS  # noqa: F401 - names other modules import
 from invgray_cli.imaging.metrics import psnr
 from invgray_cli.model import rate_gains
@@ -137,3 +139,26 @@ def synthesise_batch(model: InvGrayNet, grays: list[np.ndarray], symbols: list[n
         rgb = model.synthesise(*(t.to(precision) for t in synthesis_inputs(model, grays, symbols, steps, device)))
     pixels = (rgb.float().clamp(0, 1) * 255.0).round().to("cpu", torch.uint8).permute(0, 2, 3, 1).numpy()
     return [np.ascontiguousarray(image[:g.shape[0], :g.shape[1]]) for image, g in zip(pixels, grays)]
+
+
+class TorchEngine:
+    """An :class:`~invgray_cli.model.network.InvGrayNet` on a torch device."""
+
+    name = "torch"
+
+    def __init__(self, model: InvGrayNet, device: torch.device | str = "cpu") -> None:
+        self.model, self.device = model, torch.device(device)
+        self.model_id = model_id_of(model)
+        self.symbol_planes, self.symbol_stride = model.cfg.symbol_planes, model.cfg.symbol_stride
+
+    def latent(self, rgb: np.ndarray, gray: np.ndarray, tile: bool | None = None) -> np.ndarray:
+        return latent_image(self.model, rgb, gray, self.device, tile)
+
+    def thresholds(self) -> np.ndarray:
+        return gate_thresholds(self.model)
+
+    def plane_steps(self, step: float) -> float | np.ndarray:
+        return plane_steps(self.model, step)
+
+    def synthesise(self, gray: np.ndarray, symbols: np.ndarray, step: float, tile: bool | None = None) -> np.ndarray:
+        return synthesise_image(self.model, gray, symbols, step, self.device, tile)

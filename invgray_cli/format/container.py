@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = b"IGRS"
-FORMAT_VERSION = 2  # the newest; writers state theirs per file (Residual.version)
-SUPPORTED_VERSIONS = (1, 2)
+PACKED = 1  # format 1: the payload is zstd-packed symbols (invgray_cli.format.packing)
 RANGE_CODED = 2  # format 2: the payload is range-coded 32-bit words (invgray_cli.format.entropy), not zstd
+SUPPORTED_VERSIONS = (PACKED, RANGE_CODED)
 MAX_SIDE = 1 << 18
 MAX_PIXELS = 1 << 28  # 268 megapixels, above Pillow's own decompression-bomb limit
 MAX_PLANES = 1024

@@ -204,7 +204,7 @@ def _cmyk_to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
 
 def read_photo(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS, lossless_luma: bool = False) -> Photo:
     """Decode image file bytes. ``lossless_luma``: the caller will keep a JPEG's own luma
-    (:func:`invgray_cli.codec.core.prepare` without a quality), so its transcode starts now, in
+    (:func:`invgray_cli.codec.encoding.prepare` without a quality), so its transcode starts now, in
     a background thread, while the pixels decode."""
     started = start_luma_transcode(data) if lossless_luma else None
     image = open_image(data, max_pixels)

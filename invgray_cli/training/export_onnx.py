@@ -28,19 +28,13 @@ import argparse
 import hashlib
 import importlib.util
 import io
-import json
 import sys
 import warnings
 from pathlib import Path
 
 import torch
 
-from invgray_cli.engines.registry import (
-    REGISTRY_FILE,
-    load_model,
-    model_entry,
-    models_dir,
-)
+from invgray_cli.engines.registry import load_model, models_dir, read_registry, write_registry
 from invgray_cli.engines.tiling import ENCODER_HALO
 from invgray_cli.engines.torch_engine import decoder_halo, gate_thresholds
 from invgray_cli.model.network import InvGrayNet
@@ -138,13 +132,12 @@ def main(argv: list[str] | None = None) -> None:
     if importlib.util.find_spec("onnx") is None:  # torch's ONNX exporter needs it
         sys.exit("python -m invgray_cli.training.export_onnx needs the onnx package: pip install 'invgray[export]'")
     folder = models_dir()
-    registry_path = folder / REGISTRY_FILE
-    registry = json.loads(registry_path.read_text())
+    registry = read_registry(folder)
     ids = [args.model] if args.model else sorted(registry["models"])
     failed = False
     for model_id in ids:
-        entry = model_entry(model_id)
-        model = load_model(model_id)
+        model = load_model(model_id)  # an unknown id fails here, with the known ones listed
+        entry = registry["models"][model_id]
         name = Path(entry["file"]).stem
         if args.check:
             problems = ["no ONNX graphs recorded"] if "onnx" not in entry else \
@@ -155,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         registry["models"][model_id]["onnx"] = export_onnx(model, name, folder)
         print(f"{name} ({model_id}): {name}.encoder.onnx, {name}.decoder.onnx -> {folder}")
     if not args.check:
-        registry_path.write_text(json.dumps(registry, indent=2) + "\n")
+        write_registry(registry, folder)
     if failed:
         sys.exit(1)
 

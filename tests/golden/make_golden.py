@@ -18,7 +18,7 @@ from PIL import Image, ImageCms
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from invgray_cli.codec.core import decode_photo, encode  # noqa: E402
+from invgray_cli.codec import decode_photo, encode  # noqa: E402
 from invgray_cli.engines.registry import default_model_id  # noqa: E402
 from invgray_cli.imaging.images import Photo  # noqa: E402
 

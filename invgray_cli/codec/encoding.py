@@ -1,14 +1,13 @@
-"""The codec: photos to (gray image bytes, residual bytes) and back. No files, no CLI.
+"""Encoding: a photo to its gray image file and residual file, as bytes. No files, no CLI.
 
-``encode`` runs the real gray encode *and decode* before the network sees the gray,
-so the residual is computed against exactly the pixels a decoder will have. The
-network runs on an engine (:mod:`invgray_cli.engines.engine`): onnxruntime on the CPU,
-torch on CUDA or when a torch ``model`` is passed; torch is imported only then.
+``encode`` runs the real gray encode *and decode* before the network sees the gray, so
+the residual is computed against exactly the pixels a decoder will have. The network
+runs on an engine (:mod:`invgray_cli.engines`): onnxruntime on the CPU, torch on CUDA
+or when a torch ``model`` is passed; torch is imported only then, or for refinement.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -17,14 +16,9 @@ import numpy as np
 from PIL import Image
 
 from invgray_cli.codec.refine import DEFAULT_EFFORT, EFFORTS
+from invgray_cli.codec.symbols import symbol_payload
 from invgray_cli.engines.engine import Engine, analyse, device_name, engine_for
-from invgray_cli.engines.registry import (
-    entropy_tables,
-    format_version,
-    known_model_ids,
-    level_step,
-    model_id_of,
-)
+from invgray_cli.engines.registry import bundled_spec, model_spec
 from invgray_cli.format import embedding
 from invgray_cli.format.container import (
     FLAG_MONOCHROME,
@@ -32,26 +26,10 @@ from invgray_cli.format.container import (
     MAX_SIDE,
     MAX_STEP,
     RANGE_CODED,
-    RECOMPRESSION_TOLERANCE,
-    GrayMismatchError,
-    InvalidResidualError,
     Residual,
     gray_fingerprint,
     gray_signature,
-    read_residual,
-    signature_distance,
     write_residual,
-)
-from invgray_cli.format.entropy import (
-    EntropyCodingError,
-    decode_symbols,
-    encode_symbols,
-)
-from invgray_cli.format.packing import (
-    PackingError,
-    pack_symbols,
-    raw_size_of,
-    unpack_symbols,
 )
 from invgray_cli.imaging.gray import (
     DEFAULT_QUALITY,
@@ -59,30 +37,20 @@ from invgray_cli.imaging.gray import (
     GrayFormat,
     decode_gray,
     encode_gray,
-    gray_metadata,
     luma,
 )
-from invgray_cli.imaging.images import Photo, photo_from_image, photo_to_pil, read_photo
+from invgray_cli.imaging.images import Photo, photo_from_image, read_photo
 from invgray_cli.imaging.jpeg_transcode import LOSSLESS, LosslessUnavailable, luma_jpeg
+from invgray_cli.model.availability import require_torch
 
 if TYPE_CHECKING:
     import torch
 
-    from invgray_cli.engines.batcher import NetworkBatcher
     from invgray_cli.model.network import InvGrayNet
 
     Model = InvGrayNet | Engine
 
 DEFAULT_LEVEL = "default"
-
-
-class GrayRecompressedWarning(UserWarning):
-    """The gray's pixels changed slightly since encoding (lossy re-compression): the
-    decode goes ahead, best effort."""
-
-
-class NoResidualError(InvalidResidualError):
-    """Decoding a gray image alone, but it carries no embedded residual."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +70,7 @@ class Encoded:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
-    import torch
+    torch = require_torch(f"device {name}")
 
     return torch.device(device_name(name))
 
@@ -165,7 +133,7 @@ class Prepared:
             raise RuntimeError("Prepared.encoded before settled(): the gray file is still being made")
         height, width = self.decoded_gray.shape
         stored_step = float(np.float32(step))
-        version, payload, raw_size = symbol_payload(engine.model_id, symbols, stored_step)
+        version, payload, raw_size = symbol_payload(bundled_spec(engine.model_id), symbols, stored_step)
         residual = Residual(
             engine.model_id, width, height, engine.symbol_planes, engine.symbol_stride, stored_step,
             gray_fingerprint(self.decoded_gray), gray_signature(self.decoded_gray),
@@ -175,35 +143,6 @@ class Prepared:
             icc_profile=(self.photo.icc_profile or b"") if self.keep_metadata else b"")
         return Encoded(self.gray_bytes, write_residual(residual), self.gray_format, self.gray_path, self.gray_note,
                        stored_step, engine.model_id)
-
-
-def symbol_payload(model_id: str, symbols: np.ndarray | None, step: float) -> tuple[int, bytes, int]:
-    """(format version, payload, raw size) of the symbols as the model writes them: a
-    model with entropy tables range-codes them (format 2), any other packs them with zstd
-    (format 1). ``symbols=None``: a gray photo, no payload."""
-    version = format_version(model_id) if model_id in known_model_ids() else 1
-    if symbols is None:
-        return version, b"", 0
-    if version == RANGE_CODED:
-        return version, encode_symbols(symbols, step, entropy_tables(model_id)), 0
-    payload = pack_symbols(symbols)
-    return version, payload, raw_size_of(payload)
-
-
-def read_symbols(header: Residual) -> np.ndarray:
-    """The integer symbols of a residual, whichever format coded them."""
-    known = header.model_id in known_model_ids()
-    if header.version == RANGE_CODED:
-        try:
-            return decode_symbols(header.payload, header.symbol_shape, header.step, entropy_tables(header.model_id))
-        except EntropyCodingError as exc:
-            raise InvalidResidualError(str(exc)) from None
-    if known and format_version(header.model_id) == RANGE_CODED:
-        raise InvalidResidualError(f"model {header.model_id} writes format 2, but this file says format 1")
-    try:
-        return unpack_symbols(header.payload, header.symbol_shape, header.raw_size)
-    except PackingError as exc:
-        raise InvalidResidualError(str(exc)) from None
 
 
 def prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | None = None,
@@ -227,7 +166,7 @@ def _prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | 
     if gray_format == "jpg" and quality is None and photo.jpeg is not None:
         started = photo.luma_transcode
         usable = started is not None and started.serves(photo.jpeg, photo.orientation)
-        early = _own_y_plane(photo) if usable else None
+        early = own_y_plane(photo) if usable else None
         if early is not None:
             def lossless_gray() -> tuple[bytes, np.ndarray]:
                 return luma_jpeg(photo.jpeg, photo.orientation, exif, xmp, started=started), started.pixels()
@@ -279,7 +218,7 @@ def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | No
     prepared = _prepare(image, quality=quality, gray_format=gray_format, keep_metadata=keep_metadata)
     engine = engine_for(device=device, model=model)
     if step is None:
-        step = level_step(engine.model_id, level)
+        step = model_spec(engine.model_id).level_step(level)
     check_step(step)
     if effort != DEFAULT_EFFORT:
         check_refinable(engine.model_id)
@@ -301,26 +240,27 @@ def check_effort(effort: int) -> None:
 
 def check_refinable(model_id: str) -> None:
     """Refinement measures the rate with the model's entropy tables: a format-1 model has none."""
-    if model_id not in known_model_ids() or format_version(model_id) != RANGE_CODED:
+    spec = bundled_spec(model_id)
+    if spec is None or spec.format_version != RANGE_CODED:
         raise ValueError(f"effort above {DEFAULT_EFFORT} needs a bundled model with entropy tables "
                          f"(residual format {RANGE_CODED}); model {model_id} has none")
 
 
 def refined_symbols(engine: Engine, prepared: Prepared, step: float, symbols: np.ndarray, effort: int,
              device: str | torch.device) -> np.ndarray:
+    require_torch(f"--effort {effort}")
     from invgray_cli.codec.refine import refine_symbols
-    from invgray_cli.engines.registry import load_model
-    from invgray_cli.model.network import InvGrayNet
 
-    network = getattr(engine, "model", None)
-    if not isinstance(network, InvGrayNet):  # the onnxruntime engine: the same weights, in torch
-        network = load_model(engine.model_id, resolve_device(str(device)))
+    spec = model_spec(engine.model_id)
+    network = getattr(engine, "model", None)  # the onnxruntime engine has none: the same weights, in torch
+    if network is None:
+        network = spec.network(resolve_device(str(device)))
     on = next(network.parameters()).device
-    return refine_symbols(network, entropy_tables(engine.model_id), prepared.photo.rgb, prepared.decoded_gray,
+    return refine_symbols(network, spec.tables(), prepared.photo.rgb, prepared.decoded_gray,
                           float(np.float32(step)), symbols, effort, on)
 
 
-def _own_y_plane(photo: Photo) -> np.ndarray | None:
+def own_y_plane(photo: Photo) -> np.ndarray | None:
     """The input's own Y plane, which is exactly the decoded lossless gray
     (:func:`invgray_cli.imaging.jpeg_transcode.own_y_plane`, decoded in the transcode's thread while
     this one decoded the colours), provided it shows the decoded colour photo. A rotated
@@ -360,87 +300,5 @@ def _check_encodable(width: int, height: int, gray_format: GrayFormat) -> None:
                          f"(use --gray-format png)")
 
 
-def _as_gray(gray: bytes | Image.Image | np.ndarray) -> np.ndarray:
-    if isinstance(gray, (bytes, bytearray, memoryview)):
-        return decode_gray(bytes(gray))
-    if isinstance(gray, Image.Image):
-        if gray.mode != "L":
-            raise ValueError(f"gray image has mode {gray.mode}, expected L (8-bit grayscale)")
-        return np.asarray(gray)
-    array = np.asarray(gray)
-    if array.dtype != np.uint8 or array.ndim != 2:
-        raise ValueError(f"expected an (H, W) uint8 gray array, got {array.dtype} {array.shape}")
-    return array
-
-
-def decode_photo(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
-                 device: str | torch.device = "cpu", model: Model | None = None,
-                 batcher: NetworkBatcher | None = None) -> Photo:
-    """The restored :class:`Photo` (colour, alpha, EXIF/XMP from the gray file, ICC from
-    the residual). With ``residual=None`` the residual embedded in the gray file is used.
-    A ``batcher`` (folder runs) runs the network for residuals made with its model."""
-    if residual is None:
-        residual = embedded_residual(gray)
-    pixels = _as_gray(gray)
-    height, width = pixels.shape
-    header = read_residual(residual, image_size=(width, height))
-    notes: list[str] = []
-    if header.gray_fingerprint != gray_fingerprint(pixels):
-        distance = signature_distance(header.gray_signature, gray_signature(pixels))
-        if distance > RECOMPRESSION_TOLERANCE:
-            raise GrayMismatchError("residual does not belong to this gray image (gray pixels differ "
-                                    "from the ones it was encoded with)")
-        notes.append("gray pixels differ slightly from the encoded ones (re-compressed?): "
-                     "best-effort decode, colour may be less accurate")
-        warnings.warn(notes[-1], GrayRecompressedWarning, stacklevel=2)
-    exif, xmp = gray_metadata(bytes(gray)) if isinstance(gray, (bytes, bytearray, memoryview)) else (None, None)
-    alpha = np.frombuffer(header.alpha, np.uint8).reshape(height, width) if header.alpha else None
-    colour = _restore_colour(header, pixels, device, model, batcher)
-    return Photo(colour, alpha, exif, header.icc_profile or None, xmp, notes)
-
-
-def _restore_colour(header: Residual, pixels: np.ndarray, device: str | torch.device,
-                    model: Model | None, batcher: NetworkBatcher | None = None) -> np.ndarray:
-    if header.monochrome:
-        return np.repeat(pixels[:, :, None], 3, axis=2)
-    if batcher is not None and model is None and model_id_of(batcher.model) == header.model_id:
-        model = batcher.model
-    else:
-        batcher = None
-    engine = engine_for(header.model_id, device, model)
-    if engine.model_id != header.model_id:
-        raise InvalidResidualError(f"residual needs model {header.model_id}, not {engine.model_id}")
-    if (header.planes, header.cell) != (engine.symbol_planes, engine.symbol_stride):
-        raise InvalidResidualError(f"residual declares {header.planes} symbol planes of {header.cell} px cells, "
-                                   f"model {header.model_id} uses {engine.symbol_planes} of "
-                                   f"{engine.symbol_stride} px")
-    symbols = read_symbols(header)
-    if batcher is not None:
-        return batcher.synthesise(pixels, symbols, header.step)
-    return engine.synthesise(pixels, symbols, header.step)
-
-
-def decode_array(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
-                 device: str | torch.device = "cpu", model: Model | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 colour restored from a gray image and its residual file."""
-    return decode_photo(gray, residual, device=device, model=model).rgb
-
-
-def embedded_residual(gray: bytes | Image.Image | np.ndarray) -> bytes:
-    """The residual embedded in a gray image file; NoResidualError when there is none."""
-    found = embedding.extract(bytes(gray)) if isinstance(gray, (bytes, bytearray, memoryview)) else None
-    if found is None:
-        raise NoResidualError("no residual embedded in this gray image (a tool may have stripped it)")
-    return found
-
-
-def decode(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,
-           device: str | torch.device = "cpu", model: Model | None = None) -> Image.Image:
-    """The restored photo as a PIL image: RGB, or RGBA when the original had alpha;
-    EXIF, XMP and ICC profile in ``info``."""
-    return photo_to_pil(decode_photo(gray, residual, device=device, model=model))
-
-
-__all__ = ["Encoded", "GrayMismatchError", "GrayRecompressedWarning", "NoResidualError", "Photo", "Prepared",
-           "check_step", "decode", "decode_array", "decode_photo", "embedded_residual", "encode", "prepare",
-           "resolve_device"]
+__all__ = ["DEFAULT_LEVEL", "Encoded", "Prepared", "check_effort", "check_refinable", "check_step", "encode",
+           "own_y_plane", "prepare", "resolve_device"]
