@@ -66,8 +66,8 @@ def main() -> None:
         for step in STEPS:
             single = analyse_image(model, rgb, gray, step)
             refined = refine.refine_symbols(model, tables, rgb, gray, step, single, 2)
-            changes[step].append(refine._cost(model, tables, rgb, gray, step, refined, "cpu")
-                                 / refine._cost(model, tables, rgb, gray, step, single, "cpu") - 1)
+            changes[step].append(refine.refinement_cost(model, tables, rgb, gray, step, refined, "cpu")
+                                 / refine.refinement_cost(model, tables, rgb, gray, step, single, "cpu") - 1)
     cells = " | ".join(f"{100 * np.mean(changes[step]):+.2f} %" for step in STEPS)
     print(f"| {args.iterations} | {args.lr:g} | {args.schedule} | {cells} | {time.perf_counter() - started:.0f} s |")
 

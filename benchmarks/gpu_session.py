@@ -430,8 +430,8 @@ def cross_device(args: argparse.Namespace) -> None:
 
     sys.path.insert(0, str(REPO))
     from invgray_cli.codec import decode_array, encode, read_symbols
-    from invgray_cli.engines.torch_engine import psnr
     from invgray_cli.format.container import read_residual
+    from invgray_cli.imaging.metrics import psnr
 
     rgb = np.asarray(Image.open(REPO / "samples" / "kodim23.png").convert("RGB"))
     files = {"device": encode(rgb, device=args.device), "cpu": encode(rgb, device="cpu")}

@@ -30,8 +30,8 @@ from PIL import Image, ImageCms
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from invgray_cli.codec import decode_photo, encode  # noqa: E402
-from invgray_cli.engines.torch_engine import psnr  # noqa: E402
 from invgray_cli.imaging.images import ImageReadError, read_photo  # noqa: E402
+from invgray_cli.imaging.metrics import psnr  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "kodim23.png"
 

@@ -68,9 +68,10 @@ from invgray_cli.codec import (  # noqa: E402
 )
 from invgray_cli.engines.registry import levels as model_levels  # noqa: E402
 from invgray_cli.engines.registry import load_model, model_id_of, registry  # noqa: E402
-from invgray_cli.engines.torch_engine import psnr, symbol_shape, synthesise_image  # noqa: E402
+from invgray_cli.engines.torch_engine import symbol_shape, synthesise_image  # noqa: E402
 from invgray_cli.format.container import read_residual  # noqa: E402
 from invgray_cli.imaging.gray import decode_gray  # noqa: E402
+from invgray_cli.imaging.metrics import psnr  # noqa: E402
 from invgray_cli.model.network import InvGrayNet  # noqa: E402
 from invgray_cli.training.train import read_checkpoint  # noqa: E402
 
@@ -480,8 +481,8 @@ def main() -> None:
 
     if reference is not None:
         print(f"\n### Residual: {model.model_id} against reference {reference.model_id} (same steps)\n")
-        print(f"| gray | step | point | PSNR dB | reference PSNR dB | residual bpp | reference residual bpp | "
-              f"residual bytes vs reference |")
+        print("| gray | step | point | PSNR dB | reference PSNR dB | residual bpp | reference residual bpp | "
+              "residual bytes vs reference |")
         print("|---|---|---|---|---|---|---|---|")
         bd = {setting: reference_report(setting, results[setting], references[setting], steps)
               for setting in args.grays}

@@ -54,10 +54,11 @@ from invgray_cli.codec import (  # noqa: E402  # noqa: E402
 )
 from invgray_cli.engines.engine import analyse, engine_for, set_threads  # noqa: E402
 from invgray_cli.engines.registry import bundled_spec, load_model, model_spec  # noqa: E402
-from invgray_cli.engines.torch_engine import psnr, synthesis_inputs  # noqa: E402
+from invgray_cli.engines.torch_engine import synthesis_inputs  # noqa: E402
 from invgray_cli.format.container import read_residual  # noqa: E402
 from invgray_cli.imaging.gray import decode_gray, encode_gray, luma  # noqa: E402
 from invgray_cli.imaging.images import read_photo, save_colour  # noqa: E402
+from invgray_cli.imaging.metrics import psnr  # noqa: E402
 
 PRECISIONS = {"float32": torch.float32, "tf32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"

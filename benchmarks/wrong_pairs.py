@@ -23,7 +23,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from invgray_cli.codec import GrayMismatchError, decode_photo, encode  # noqa: E402
-from invgray_cli.engines.torch_engine import psnr  # noqa: E402
+from invgray_cli.imaging.metrics import psnr  # noqa: E402
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 

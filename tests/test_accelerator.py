@@ -27,9 +27,9 @@ from invgray_cli.app.cli import app
 from invgray_cli.codec import decode_array, encode, read_symbols
 from invgray_cli.engines.batcher import NetworkBatcher
 from invgray_cli.engines.registry import load_model
-from invgray_cli.engines.torch_engine import psnr
 from invgray_cli.format.container import read_residual
 from invgray_cli.imaging.gray import jpeg_round_trip, luma
+from invgray_cli.imaging.metrics import psnr
 
 DEVICE = os.environ.get("INVGRAY_TEST_DEVICE", "cuda")
 

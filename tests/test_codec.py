@@ -9,9 +9,9 @@ from PIL import Image
 from invgray_cli import decode, decode_array, encode
 from invgray_cli.codec import GrayMismatchError
 from invgray_cli.engines.registry import default_model_id
-from invgray_cli.engines.torch_engine import psnr
 from invgray_cli.format.container import OVERHEAD, InvalidResidualError, read_residual
 from invgray_cli.imaging.gray import decode_gray
+from invgray_cli.imaging.metrics import psnr
 
 
 def test_sample_round_trip_restores_colour(sample_rgb: np.ndarray) -> None:

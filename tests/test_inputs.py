@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from invgray_cli import decode, encode
 from invgray_cli.app.cli import app
-from invgray_cli.engines.torch_engine import psnr
 from invgray_cli.imaging.images import ImageReadError, read_photo
+from invgray_cli.imaging.metrics import psnr
 
 runner = CliRunner()
 

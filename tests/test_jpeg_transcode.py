@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from invgray_cli import decode, encode
 from invgray_cli.app.cli import app
-from invgray_cli.engines.torch_engine import psnr
 from invgray_cli.imaging.gray import decode_gray, luma
 from invgray_cli.imaging.images import read_photo
 from invgray_cli.imaging.jpeg_transcode import (
@@ -25,6 +24,7 @@ from invgray_cli.imaging.jpeg_transcode import (
     luma_jpeg,
     read_layout,
 )
+from invgray_cli.imaging.metrics import psnr
 
 jpeglib = pytest.importorskip("jpeglib")
 runner = CliRunner()

@@ -18,9 +18,10 @@ from invgray_cli.engines.registry import (
     load_model,
     model_spec,
 )
-from invgray_cli.engines.torch_engine import analyse_image, psnr
+from invgray_cli.engines.torch_engine import analyse_image
 from invgray_cli.format.container import read_residual
 from invgray_cli.imaging.gray import decode_gray
+from invgray_cli.imaging.metrics import psnr
 
 V1 = "2fdd49ce27575cc9"  # residual format 1: no entropy tables
 runner = CliRunner()
@@ -52,8 +53,8 @@ def test_refined_symbols_cost_no_more_than_the_single_pass(small_rgb: np.ndarray
     refined = refine.refine_symbols(model, tables, small_rgb, gray, step, symbols, 2)
     assert refined.shape == symbols.shape and refined.dtype == symbols.dtype
     assert not np.array_equal(refined, symbols), "8 steps of descent changed nothing"
-    assert refine._cost(model, tables, small_rgb, gray, step, refined, "cpu") \
-        < refine._cost(model, tables, small_rgb, gray, step, symbols, "cpu")
+    assert refine.refinement_cost(model, tables, small_rgb, gray, step, refined, "cpu") \
+        < refine.refinement_cost(model, tables, small_rgb, gray, step, symbols, "cpu")
     # only the latent learned: the shared network is left as it was, without gradients
     assert all(p.requires_grad and p.grad is None for p in model.parameters())
 

@@ -20,7 +20,6 @@ import invgray_cli.engines.tiling as tiling
 from invgray_cli.codec import decode_photo, encode
 from invgray_cli.engines.engine import analyse, engine_for
 from invgray_cli.engines.onnx_engine import OnnxEngine
-from invgray_cli.engines.torch_engine import TorchEngine
 from invgray_cli.engines.registry import (
     UnknownModelError,
     known_model_ids,
@@ -29,6 +28,7 @@ from invgray_cli.engines.registry import (
     model_spec,
     models_dir,
 )
+from invgray_cli.engines.torch_engine import TorchEngine
 from invgray_cli.imaging.gray import jpeg_round_trip, luma
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -88,8 +88,8 @@ def refine_symbols(model: InvGrayNet, tables: EntropyTables, rgb: np.ndarray, de
     refined = tiling.quantise(scaled * steps, plane_steps(model, step), thresholds)
     if np.array_equal(refined, symbols):
         return symbols
-    return refined if _cost(model, tables, rgb, decoded_gray, step, refined, device) < \
-        _cost(model, tables, rgb, decoded_gray, step, symbols, device) else symbols
+    return refined if refinement_cost(model, tables, rgb, decoded_gray, step, refined, device) < \
+        refinement_cost(model, tables, rgb, decoded_gray, step, symbols, device) else symbols
 
 
 def _refine_region(model: InvGrayNet, rate_model: torch.nn.Module, scaled: np.ndarray, rgb: np.ndarray,
@@ -129,7 +129,7 @@ def _refine_region(model: InvGrayNet, rate_model: torch.nn.Module, scaled: np.nd
     scaled[:, cell_rows, cell_cols] = latent.detach()[0].to("cpu").numpy()
 
 
-def _cost(model: InvGrayNet, tables: EntropyTables, rgb: np.ndarray, gray: np.ndarray, step: float,
+def refinement_cost(model: InvGrayNet, tables: EntropyTables, rgb: np.ndarray, gray: np.ndarray, step: float,
           symbols: np.ndarray, device: torch.device) -> float:
     """The photo's real cost: MSE of the restored 8-bit pixels + lambda x range-coded bits per pixel."""
     from invgray_cli.engines.torch_engine import synthesise_image

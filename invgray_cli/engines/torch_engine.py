@@ -15,14 +15,8 @@ import torch
 
 from invgray_cli.engines import tiling
 from invgray_cli.engines.registry import model_id_of
-from invgray_cli.engines.tiling import ENCODER_HALO, TILE_CORE, WHOLE_IMAGE_PIXELS  # noqa: F401 - names other modules import
-from invgray_cli.imaging.metrics import psnr
 from invgray_cli.model import rate_gains
 from invgray_cli.model.network import DECODER_DILATIONS, InvGrayNet
-
-__all__ = ["ENCODER_HALO", "TILE_CORE", "WHOLE_IMAGE_PIXELS", "analyse_image", "decoder_halo", "exact_float32",
-           "gate_thresholds",
-           "latent_image", "psnr", "symbol_shape", "synthesis_inputs", "synthesise_batch", "synthesise_image"]
 
 
 def _to_tensor(array: np.ndarray, device: torch.device, multiple: int = 1) -> torch.Tensor:

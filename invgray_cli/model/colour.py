@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import torch
 
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-
 
 def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
     """(N, 3, H, W) RGB in [0, 1] -> (N, 3, H, W) Y in [0, 1], Cb/Cr centred on 0."""

@@ -34,7 +34,12 @@ from pathlib import Path
 
 import torch
 
-from invgray_cli.engines.registry import load_model, models_dir, read_registry, write_registry
+from invgray_cli.engines.registry import (
+    load_model,
+    models_dir,
+    read_registry,
+    write_registry,
+)
 from invgray_cli.engines.tiling import ENCODER_HALO
 from invgray_cli.engines.torch_engine import decoder_halo, gate_thresholds
 from invgray_cli.model.network import InvGrayNet

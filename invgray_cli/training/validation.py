@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invgray_cli.engines.torch_engine import analyse_image, psnr, synthesise_image
+from invgray_cli.engines.torch_engine import analyse_image, synthesise_image
 from invgray_cli.format.packing import pack_symbols
 from invgray_cli.imaging.gray import jpeg_round_trip, luma
+from invgray_cli.imaging.metrics import psnr
 from invgray_cli.model.code_length import estimated_bits
 from invgray_cli.model.network import InvGrayNet
 
