@@ -67,7 +67,7 @@ from invgray_cli.codec import (  # noqa: E402
     resolve_device,
 )
 from invgray_cli.engines.registry import levels as model_levels  # noqa: E402
-from invgray_cli.engines.registry import load_model, model_id_of, registry  # noqa: E402
+from invgray_cli.engines.registry import bundled_spec, load_model, model_id_of  # noqa: E402
 from invgray_cli.engines.torch_engine import symbol_shape, synthesise_image  # noqa: E402
 from invgray_cli.format.container import read_residual  # noqa: E402
 from invgray_cli.imaging.gray import decode_gray  # noqa: E402
@@ -292,7 +292,8 @@ def reference_report(setting: str, rows: dict[str, Row], reference_rows: dict[st
 
 def model_name(model_id: str) -> str:
     """``invgray-v1.1 (5799d2c424f99bd3)``: the registry's name and the id."""
-    return f"{registry()['models'].get(model_id, {}).get('name', 'invgray')} ({model_id})"
+    spec = bundled_spec(model_id)
+    return f"{spec.name if spec else 'invgray'} ({model_id})"
 
 
 def load_checkpoint(path: Path) -> InvGrayNet:

@@ -1,14 +1,31 @@
 """invgray: grayscale images that restore to colour from a tiny neural residual.
 
-``from invgray_cli import encode, decode`` gives the codec API; torch is imported
-only when one of them is first used, so the CLI starts fast.
+This package is the library as well as the ``invgray`` command line. Its layers, each
+importing only those listed before it (``pyproject.toml`` states the contract that
+``lint-imports`` checks):
+
+1. :mod:`~invgray_cli.format`: the residual container, its payloads, embedding, the entropy coder;
+2. :mod:`~invgray_cli.imaging`: the gray image, image files, the JPEG luma transcode, metrics;
+3. :mod:`~invgray_cli.model`: the network and its code-length model (torch);
+4. :mod:`~invgray_cli.engines`: the model registry, onnxruntime and torch engines, tiling;
+5. :mod:`~invgray_cli.codec`: encode and decode, arrays and bytes in and out;
+6. :mod:`~invgray_cli.app`: the CLI, batches, reports, object storage, the Ray cluster;
+
+and :mod:`~invgray_cli.training`, which nothing here imports.
+
+``from invgray_cli import encode, decode`` gives the codec API; it is imported on first
+use, so the CLI starts fast, and the CPU path never imports torch.
 """
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-__version__ = "1.0.0"
+try:
+    __version__ = metadata.version("invgray")
+except metadata.PackageNotFoundError:  # a source tree used without installing it
+    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from invgray_cli.app.cluster import Decoder, Encoder, decode_batch, encode_batch

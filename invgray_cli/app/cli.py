@@ -82,10 +82,10 @@ def _usage(message: str) -> typer.Exit:
 
 def _version(value: bool) -> None:
     if value:
-        from invgray_cli.engines.registry import default_model_id, registry
+        from invgray_cli.engines.registry import model_spec
 
-        model_id = default_model_id()
-        typer.echo(f"invgray {__version__} (model {registry()['models'][model_id]['name']} {model_id})")
+        spec = model_spec()
+        typer.echo(f"invgray {__version__} (model {spec.name} {spec.model_id})")
         raise typer.Exit()
 
 
