@@ -26,7 +26,9 @@ Beside them:
 
 SSIM is scikit-image's ``structural_similarity`` with the standard Gaussian window
 (sigma 1.5, population covariance, as in Wang et al. 2004), per RGB channel, averaged.
-``--reference`` (default ``2fdd49ce27575cc9``, invgray-v1) encodes and decodes the
+``--reference`` (a bundled model that still encodes, or a weights file: a retired
+model's full weights come back from git, e.g. invgray-v1's with
+``git show 487458c:models/invgray-v1.pt > /tmp/invgray-v1.pt``) encodes and decodes the
 same images at the same steps (the default model's levels and the curve steps) with
 that model and prints, per gray setting, both models' residual sizes step by step and
 the Bjontegaard delta rate of the default model's residual against the reference's
@@ -72,14 +74,13 @@ from invgray_cli.engines.torch_engine import symbol_shape, synthesise_image  # n
 from invgray_cli.format.container import read_residual  # noqa: E402
 from invgray_cli.imaging.gray import decode_gray  # noqa: E402
 from invgray_cli.imaging.metrics import psnr  # noqa: E402
-from invgray_cli.model.network import InvGrayNet  # noqa: E402
+from invgray_cli.model.network import InvGrayNet, network_from_weights  # noqa: E402
 from invgray_cli.training.train import read_checkpoint  # noqa: E402
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 COLOUR_JPEG_QUALITIES = sorted(set(range(5, 101, 5)) | set(range(86, 101)))
 CLASSICAL_FACTORS = (8, 4)
-REFERENCE_MODEL = "2fdd49ce27575cc9"  # invgray-v1: the same network, residual format 1 (zstd)
 
 
 def load_folder(folder: Path) -> list[tuple[str, np.ndarray]]:
@@ -272,6 +273,14 @@ def print_table(setting: str, rows: dict[str, Row], level_names: list[str], curv
               f"{f'{residual:.4f}' if has_side else '-'} | {row.mean('total_bpp'):.3f} |{versus}")
 
 
+def load_reference(name: str, device: torch.device) -> InvGrayNet:
+    """A bundled model by id, or the network in a weights file (its id is its weights':
+    a retired model's file then codes as that model did, format 1 without tables)."""
+    if not Path(name).is_file():
+        return load_model(name, device=device)
+    return network_from_weights(torch.load(name, map_location="cpu", weights_only=True)).to(device)
+
+
 def reference_report(setting: str, rows: dict[str, Row], reference_rows: dict[str, Row],
                      steps: dict[str, float]) -> tuple[float, float, int, int]:
     """Print both models' residual sizes step by step for one gray setting; return
@@ -436,9 +445,9 @@ def main() -> None:
     parser.add_argument("--ablation", type=Path, nargs=2, metavar=("SEP_CKPT", "NOSEP_CKPT"),
                         help="training checkpoints with and without the SEP layer")
     parser.add_argument("--ablation-steps", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0])
-    parser.add_argument("--reference", default=REFERENCE_MODEL, metavar="MODEL_ID",
-                        help="bundled model to compare the residual against at the same steps "
-                             f"(BD-rate; default {REFERENCE_MODEL}, invgray-v1); 'none' skips it")
+    parser.add_argument("--reference", default="none", metavar="MODEL_ID|WEIGHTS",
+                        help="a bundled model that encodes, or a weights file (.pt), to compare the residual "
+                             "against at the same steps (BD-rate); default none")
     parser.add_argument("--effort", type=int, default=1, choices=(1, 2, 3),
                         help="encoder effort of the measured model (the reference always encodes at 1)")
     parser.add_argument("--device", default="cpu")
@@ -454,7 +463,7 @@ def main() -> None:
         if args.reference == model.model_id:
             print(f"--reference {args.reference} is the default model itself: skipped", file=sys.stderr)
         else:
-            reference = load_model(args.reference, device=device)
+            reference = load_reference(args.reference, device)
     named = model_levels(model.model_id)
     args.levels = args.levels or list(named)
     steps = {name: named[name] for name in args.levels} | {f"curve {s:g}": s for s in args.curve_steps}

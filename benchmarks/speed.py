@@ -81,8 +81,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per image; the median counts")
     parser.add_argument("--quality", type=int, default=90)
-    parser.add_argument("--model", help="bundled model id (default: the default model), e.g. 2fdd49ce27575cc9 "
-                        "for invgray-v1's format-1 files")
+    parser.add_argument("--model", help="bundled model id that still encodes (default: the default model); "
+                        "retired models decode only")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="batch sizes for network throughput")
     parser.add_argument("--precision", nargs="+", default=["float32"], choices=sorted(PRECISIONS),
                         help="decoder precisions for the network throughput table")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -42,12 +44,14 @@ def tables() -> EntropyTables:
     return entropy_tables(default_model_id())
 
 
-def test_v1_1_writes_format_2_and_v1_still_writes_format_1(small_rgb: np.ndarray) -> None:
+def test_models_with_tables_write_format_2_and_others_format_1(small_rgb: np.ndarray) -> None:
     assert [model_spec(m).format_version for m in (default_model_id(), V1_1, V1)] == [2, 2, 1]
-    new = read_residual(encode(small_rgb, step=2.0, model=engine_for(V1_1, device="cpu")).residual)
-    old = read_residual(encode(small_rgb, step=2.0, model=load_model(V1)).residual)
+    new = read_residual(encode(small_rgb, step=2.0, model=engine_for(device="cpu")).residual)
+    unbundled = copy.deepcopy(load_model())  # the same weights, not known by the registry under this object
+    unbundled.model_id = None
+    old = read_residual(encode(small_rgb, step=2.0, model=unbundled).residual)
     assert (new.version, new.raw_size, len(new.payload) % 4) == (2, 0, 0)
-    assert old.version == 1 and old.raw_size > 0
+    assert old.version == 1 and old.raw_size > 0 and old.model_id != new.model_id
     assert np.array_equal(read_symbols(new), read_symbols(old))  # same network, same step: same symbols
 
 

@@ -19,7 +19,10 @@ def test_every_registered_model_loads_and_matches_its_id() -> None:
         model = load_model(model_id)
         assert isinstance(model, InvGrayNet)
         spec = model_spec(model_id)
-        assert weights_id(model.state_dict()) == spec.network_id
+        if spec.encodes:  # a retired model's decoder comes from its graph, checked by SHA-256 there
+            assert weights_id(model.state_dict()) == spec.network_id
+        else:
+            assert model.decode_only and spec.weights_file is None and "encoder" not in spec.onnx
         if spec.format_version == 2:  # the id covers the network and the entropy tables
             assert combined_id(spec.network_id, entropy_tables(model_id)) == model_id
         assert not model.training

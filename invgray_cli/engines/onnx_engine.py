@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 
 from invgray_cli.engines import tiling
-from invgray_cli.engines.registry import ModelSpec, UnknownModelError, models_dir
+from invgray_cli.engines.registry import (
+    ModelSpec,
+    UnknownModelError,
+    decode_only,
+    models_dir,
+)
 from invgray_cli.model import rate_gains
 
 
@@ -58,6 +63,8 @@ class OnnxEngine:
             return self._sessions[part]
 
     def latent(self, rgb: np.ndarray, gray: np.ndarray, tile: bool | None = None) -> np.ndarray:
+        if "encoder" not in self._block:
+            raise decode_only(self.model_id)
         session, stride = self._session("encoder"), self.symbol_stride
 
         def encoder(rgb_crop: np.ndarray, gray_crop: np.ndarray) -> np.ndarray:

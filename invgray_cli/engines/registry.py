@@ -31,10 +31,17 @@ if TYPE_CHECKING:  # torch loads lazily: reading the registry (--version, info, 
     from invgray_cli.model.network import InvGrayNet
 
 REGISTRY_FILE = "registry.json"
+ONNX_PREFIX = "model."  # the exported graphs name the network's tensors model.<state dict name>
 
 
 class UnknownModelError(LookupError):
     """A residual names a model this installation does not have, or its files are damaged."""
+
+
+def decode_only(model_id: str) -> UnknownModelError:
+    """The error for encoding with a model that ships only what decoding its files needs."""
+    return UnknownModelError(f"model {model_id} is kept to decode the files it wrote, not to encode "
+                             "(its encoder no longer ships); encode with the default model")
 
 
 def models_dir() -> Path:
@@ -80,9 +87,15 @@ class ModelSpec:
     network_id: str  # the id of the network alone (equal to model_id for format 1)
     format_version: int  # the residual format its files are written in
     levels: Mapping[str, float]  # named rate levels -> quantisation steps
-    weights_file: str | None  # the torch weights (.pt), for the torch engine
+    weights_file: str | None  # the whole network's torch weights (.pt): encodes, refines, exports
     onnx: Mapping[str, Any] | None  # the ONNX graphs and their geometry, for the onnxruntime engine
     tables_file: str | None  # the frozen entropy tables of a format-2 model
+    config: Mapping[str, Any] | None = None  # the network's configuration, for a model kept for decoding only
+
+    @property
+    def encodes(self) -> bool:
+        """False for a model kept only to decode the files it once wrote (no encoder ships)."""
+        return self.weights_file is not None
 
     def level_step(self, level: str) -> float:
         if level not in self.levels:
@@ -122,7 +135,7 @@ def _spec(model_id: str) -> ModelSpec:
     return ModelSpec(model_id, entry.get("name", model_id), entry.get("network", model_id),
                      RANGE_CODED if "entropy" in entry else PACKED,
                      dict(entry.get("levels", {"default": 1.0})), entry.get("file"), entry.get("onnx"),
-                     entry.get("entropy"))
+                     entry.get("entropy"), entry.get("config"))
 
 
 def bundled_spec(model_id: str) -> ModelSpec | None:
@@ -175,20 +188,51 @@ def _tables(spec: ModelSpec) -> EntropyTables:
 
 @lru_cache(maxsize=4)
 def _network(spec: ModelSpec) -> InvGrayNet:
+    if spec.weights_file is not None:
+        model = _whole_network(spec)
+    elif spec.config is not None and spec.onnx is not None:
+        model = _decoder_only_network(spec)
+    else:
+        raise UnknownModelError(f"model {spec.model_id} ships without torch weights")
+    if spec.tables_file is not None:
+        spec.tables()
+    model.model_id = spec.model_id
+    return model
+
+
+def _whole_network(spec: ModelSpec) -> InvGrayNet:
     import torch
 
     from invgray_cli.model.network import network_from_weights
 
-    if spec.weights_file is None:
-        raise UnknownModelError(f"model {spec.model_id} ships without torch weights")
     model = network_from_weights(torch.load(models_dir() / spec.weights_file, map_location="cpu",
                                             weights_only=True))
     actual = weights_id(model.state_dict())
     if actual != spec.network_id:
         raise UnknownModelError(f"bundled weights for model {spec.model_id} are damaged (hash {actual})")
-    if spec.tables_file is not None:
-        spec.tables()
-    model.model_id = spec.model_id
+    return model
+
+
+def _decoder_only_network(spec: ModelSpec) -> InvGrayNet:
+    """The network of a model kept for decoding only, with its decoder's tensors read from
+    its decoder graph (checked by its SHA-256): the very tensors its .pt held, bit for bit."""
+    try:
+        from onnx import load_model_from_string, numpy_helper
+    except ImportError:
+        raise UnknownModelError(f"decoding model {spec.model_id} with torch needs the onnx package: "
+                                "pip install 'invgray[torch]'") from None
+    import torch
+
+    from invgray_cli.model.network import network_from_weights
+
+    record = spec.onnx["decoder"]
+    data = (models_dir() / record["file"]).read_bytes()
+    if hashlib.sha256(data).hexdigest() != record["sha256"]:
+        raise UnknownModelError(f"bundled ONNX graph {record['file']} is damaged (SHA-256 differs)")
+    state = {tensor.name.removeprefix(ONNX_PREFIX): torch.from_numpy(numpy_helper.to_array(tensor).copy())
+             for tensor in load_model_from_string(data).graph.initializer if tensor.name.startswith(ONNX_PREFIX)}
+    model = network_from_weights({"config": dict(spec.config), "state_dict": state}, strict=False)
+    model.decode_only = True
     return model
 
 

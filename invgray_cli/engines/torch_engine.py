@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from invgray_cli.engines import tiling
-from invgray_cli.engines.registry import model_id_of
+from invgray_cli.engines.registry import decode_only, model_id_of
 from invgray_cli.model import rate_gains
 from invgray_cli.model.network import DECODER_DILATIONS, InvGrayNet
 
@@ -71,6 +71,8 @@ def latent_image(model: InvGrayNet, rgb: np.ndarray, decoded_gray: np.ndarray, d
                  tile: bool | None = None) -> np.ndarray:
     """(planes, h, w) float32 transformed latent, before the step: what every
     quantisation step of one photo starts from. Large images in overlapping tiles."""
+    if getattr(model, "decode_only", False):
+        raise decode_only(model_id_of(model))
     device = torch.device(device)
     stride = model.cfg.symbol_stride
 

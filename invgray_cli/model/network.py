@@ -237,6 +237,9 @@ class Decoder(nn.Module):
         return self.head(self.body(f))
 
 
+ENCODER_ONLY = ("encoder.", "gate.")  # the tensors that only encoding uses
+
+
 class InvGrayNet(nn.Module):
     """Encoder + block DCT + SEP gate + decoder. Inputs must have sides divisible by
     ``cfg.symbol_stride``."""
@@ -314,9 +317,13 @@ class InvGrayNet(nn.Module):
         return total / (height * width)
 
 
-def network_from_weights(blob: Mapping[str, object]) -> InvGrayNet:
+def network_from_weights(blob: Mapping[str, object], strict: bool = True) -> InvGrayNet:
     """The network stored in a weights file's contents, in eval mode: bundled weights
-    (``config`` + ``state_dict``) or a training checkpoint (``config`` + ``model``)."""
+    (``config`` + ``state_dict``) or a training checkpoint (``config`` + ``model``).
+    ``strict=False``: decoder weights alone, without the encoder's and the gate's tensors."""
     model = InvGrayNet(NetworkConfig(**blob["config"]))
-    model.load_state_dict(blob["model"] if "model" in blob else blob["state_dict"])
+    missing, unexpected = model.load_state_dict(blob["model"] if "model" in blob else blob["state_dict"],
+                                                strict=strict)
+    if unexpected or any(not name.startswith(ENCODER_ONLY) for name in missing):
+        raise ValueError(f"weights do not fit the network: missing {missing}, unexpected {unexpected}")
     return model.eval()
