@@ -33,8 +33,8 @@ MAX_SEGMENT = 65_533  # payload bytes in one marker segment (the length field co
 
 # jpeglib keeps marker-reading state in C globals: one call at a time.
 _JPEGLIB_LOCK = threading.Lock()
-# Which of jpeglib's bundled libraries: libjpeg-turbo's SIMD Huffman coding measured 30 % faster
-# than the default IJG 6b here, with the same bytes out.
+# Which of jpeglib's bundled libraries: libjpeg-turbo's SIMD Huffman coding is faster than the
+# default IJG 6b, with the same bytes out.
 LIBJPEG = "turbo210"
 
 _SOF_KINDS = {
@@ -281,9 +281,8 @@ class LumaTranscode:
         self.data, self.orientation = data, orientation
         transcoder = _transcoder()
         # The Y plane the network starts on comes first, so that it decodes while the caller's
-        # thread decodes the colours (in the caller's thread after them, it was a progressive
-        # file's extra cost). Only an upright file has one: a transposed block goes through the
-        # IDCT the other way round and may differ from the moved pixels by a level.
+        # thread decodes the colours. Only an upright file has one: a transposed block goes
+        # through the IDCT the other way round and may differ from the moved pixels by a level.
         self._plane = transcoder.submit(own_y_plane, data) if orientation == 1 else None
         self._future = transcoder.submit(_transcoded_and_decoded, data, orientation)
 

@@ -256,9 +256,8 @@ class InvGrayNet(nn.Module):
 
     def mixed_precision(self, dtype: torch.dtype | None) -> torch.dtype | None:
         """Run the encoder's and decoder's convolution stacks in ``dtype`` (autocast, for
-        training: bfloat16 measured 1.5x faster on this project's AVX-512 BF16 CPU); None
-        restores float32. Everything between the stacks stays float32. Returns the
-        previous setting, to restore it."""
+        training on hardware with fast bfloat16); None restores float32. Everything
+        between the stacks stays float32. Returns the previous setting, to restore it."""
         previous = self.encoder.conv_dtype
         self.encoder.conv_dtype = self.decoder.conv_dtype = dtype
         return previous
