@@ -72,7 +72,7 @@ from invgray_cli.engines.torch_engine import psnr, symbol_shape, synthesise_imag
 from invgray_cli.format.container import read_residual  # noqa: E402
 from invgray_cli.imaging.gray import decode_gray  # noqa: E402
 from invgray_cli.model.network import InvGrayNet  # noqa: E402
-from invgray_cli.training.train import read_checkpoint  # noqa: E402
+from invgray_cli.training.checkpoints import read_checkpoint  # noqa: E402
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}

@@ -14,7 +14,8 @@ from PIL import Image
 
 from invgray_cli.model.network import InvGrayNet, NetworkConfig
 from invgray_cli.training import train
-from invgray_cli.training.train import grow_from, main
+from invgray_cli.training.checkpoints import grow_from, read_checkpoint
+from invgray_cli.training.train import main
 
 
 def _photos(folder: Path, count: int, size: tuple[int, int]) -> Path:
@@ -148,8 +149,6 @@ def test_bf16_convolutions_keep_the_quantiser_and_the_pixels_float32(small_rgb: 
     """With bfloat16 convolution stacks the latent, symbols and colour stay float32, and
     the shipped network gives nearly the same symbols and pixels (bfloat16 inside the
     quantiser would move many more: latents of 100 steps have a resolution of 0.5)."""
-    from invgray_cli.training.train import read_checkpoint
-
     model, _ = read_checkpoint(Path("models/invgray-v1.2.pt"))
     rgb = torch.from_numpy(small_rgb[:128, :192].copy()).permute(2, 0, 1)[None].float() / 255
     gray = (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:])
@@ -226,8 +225,8 @@ def test_without_sep_the_gate_is_plain_rounding() -> None:
 
 
 def test_training_pack_round_trip_and_training_from_it(tmp_path: Path) -> None:
+    from invgray_cli.training.data import read_pack
     from invgray_cli.training.trainpack import main as pack_main
-    from invgray_cli.training.trainpack import read_pack
 
     data = _photos(tmp_path / "train", 2, (150, 170))
     pack = tmp_path / "packs" / "train.npz"
@@ -249,7 +248,7 @@ def test_training_pack_round_trip_and_training_from_it(tmp_path: Path) -> None:
 def test_batches_do_not_depend_on_loader_workers_or_resume_point(tmp_path: Path) -> None:
     import argparse
 
-    from invgray_cli.training.train import CropSampler, batch_loader
+    from invgray_cli.training.data import CropSampler, batch_loader
 
     sampler = CropSampler(sorted(_photos(tmp_path / "train", 2, (96, 112)).iterdir()), 64)
     args = argparse.Namespace(batch=2, seed=3, quality=(50, 100), lossless_fraction=0.15, step_range=(0.5, 4.0),

@@ -32,22 +32,24 @@ from invgray_cli.engines.registry import (
 )
 from invgray_cli.format.entropy import EntropyTables
 from invgray_cli.model.network import InvGrayNet
+from invgray_cli.training.checkpoints import read_checkpoint
+from invgray_cli.training.data import list_images, load_rgb
 from invgray_cli.training.export_onnx import export_onnx
-from invgray_cli.training.train import list_images, load_rgb, read_checkpoint
 from invgray_cli.training.validation import validate
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.export",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--name", required=True, help="file stem, e.g. invgray-v1")
     parser.add_argument("--default", action="store_true", help="make it the model new residuals use")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--levels-val", type=Path, help="validation folder that sets the rate levels")
-    parser.add_argument("--entropy", type=Path, help="entropy tables (python -m invgray_cli.format.entropy): the model "
-                        "then writes format 2, and its id covers the network and the tables")
+    parser.add_argument("--entropy", type=Path, help="entropy tables (python -m invgray_cli.training.tables): the "
+                        "model then writes format 2, and its id covers the network and the tables")
     parser.add_argument("--level-bpp", nargs="+", default=["low=0.01", "default=0.03", "high=0.08", "max=0.15"],
                         metavar="NAME=BPP", help="residual bits per pixel each level aims at on validation")
     args = parser.parse_args(argv)

@@ -25,102 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from invgray_cli.imaging.gray import jpeg_round_trip, luma
-from invgray_cli.model.code_length import estimated_bits
+from invgray_cli.format.entropy import EntropyTables
+from invgray_cli.model.code_length import LearnedTables, estimated_bits
 from invgray_cli.model.network import InvGrayNet, NetworkConfig
-from invgray_cli.training.trainpack import is_pack, read_pack
+from invgray_cli.training.checkpoints import grow_from, resume_from, save_checkpoint
+from invgray_cli.training.data import CropSampler, batch_loader, list_images, load_rgb
 from invgray_cli.training.validation import rd_score, validate
 
 SPIKE_RUN = 20  # consecutive "exploding" batches after which the loss level is taken as real
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def list_images(folders: list[Path]) -> list[Path]:
-    files = [p for folder in folders for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise SystemExit(f"no images found under {', '.join(map(str, folders))}")
-    return files
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-class CropSampler:
-    """Random crops of the training photos, at full scale and at half scale (the half
-    scale versions have cleaner chroma than the web JPEG originals)."""
-
-    def __init__(self, files: list[Path], crop: int, packed: list[np.ndarray] | None = None) -> None:
-        self.crop = crop
-        # crops from training packs are used as they are (they were cut at both scales)
-        self.images: list[np.ndarray] = [img for img in packed or [] if min(img.shape[:2]) >= crop]
-        for path in files:
-            rgb = load_rgb(path)
-            h, w = rgb.shape[:2]
-            if min(h, w) >= crop:
-                self.images.append(rgb)
-            if min(h, w) >= 2 * crop:
-                half = Image.fromarray(rgb).resize((w // 2, h // 2), Image.Resampling.BOX)
-                self.images.append(np.asarray(half))
-        if not self.images:
-            raise SystemExit(f"no training image is at least {crop} px on its short side")
-
-    def batch(self, size: int, rng: np.random.Generator, quality_range: tuple[int, int],
-              lossless_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-        rgbs, grays = [], []
-        for _ in range(size):
-            img = self.images[rng.integers(len(self.images))]
-            h, w = img.shape[:2]
-            y0, x0 = rng.integers(h - self.crop + 1), rng.integers(w - self.crop + 1)
-            crop = img[y0:y0 + self.crop, x0:x0 + self.crop]
-            if rng.random() < 0.5:
-                crop = crop[:, ::-1]
-            crop = np.ascontiguousarray(crop)
-            gray = luma(crop)
-            if rng.random() >= lossless_fraction:
-                gray = jpeg_round_trip(gray, int(rng.integers(quality_range[0], quality_range[1] + 1)))
-            rgbs.append(crop)
-            grays.append(gray)
-        rgb = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float() / 255.0
-        gray_t = torch.from_numpy(np.stack(grays))[:, None].float() / 255.0
-        return rgb, gray_t
-
-
-class TrainingBatches(torch.utils.data.Dataset):
-    """Batch ``i`` (crops, their decoded grays and a quantisation step) for steps
-    ``first`` to ``last - 1``, each from a generator seeded by (seed, step), so that
-    any number of loader workers yields the same batches in the same order."""
-
-    def __init__(self, sampler: CropSampler, first: int, last: int, args: argparse.Namespace) -> None:
-        self.sampler, self.first, self.last = sampler, first, last
-        self.size, self.seed = args.batch, args.seed
-        self.quality = (int(args.quality[0]), int(args.quality[1]))
-        self.lossless_fraction = args.lossless_fraction
-        self.log_steps = (math.log(args.step_range[0]), math.log(args.step_range[1]))
-
-    def __len__(self) -> int:
-        return max(0, self.last - self.first)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-        rng = np.random.default_rng([self.seed, self.first + index])
-        rgb, gray = self.sampler.batch(self.size, rng, self.quality, self.lossless_fraction)
-        return rgb, gray, math.exp(rng.uniform(*self.log_steps))
-
-
-def batch_loader(sampler: CropSampler, first: int, args: argparse.Namespace,
-                 device: torch.device) -> torch.utils.data.DataLoader:
-    """Batches for the steps still to run; ``--workers`` processes cut crops and run the
-    gray JPEGs while the network trains (the data side limits a GPU, not the network)."""
-    return torch.utils.data.DataLoader(
-        TrainingBatches(sampler, first, args.steps, args), batch_size=None, shuffle=False,
-        num_workers=args.workers, prefetch_factor=4 if args.workers else None,
-        pin_memory=device.type == "cuda", persistent_workers=False,
-        worker_init_fn=_ignore_interrupts if args.workers else None)
-
-
 class StopRequest:
     """Ctrl-C (SIGINT) or SIGTERM (a scheduler's or a lease's end) asks the training loop to
     stop after the step it is on, checkpoint saved, as ``--stop-after`` does, so ``--resume``
@@ -154,105 +67,9 @@ class StopRequest:
               "(Ctrl-C again stops at once, unsaved)", flush=True)
 
 
-def _ignore_interrupts(worker_id: int) -> None:
-    """Loader workers leave Ctrl-C to the training loop, which saves before it stops (a
-    worker killed by the terminal's SIGINT would break the batch it owes first)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def rate_lambda(args: argparse.Namespace, step: float) -> float:
     """The rate weight (lambda) of a batch or validation at quantisation step ``step``."""
     return args.lmbda * (step / args.lmbda_pivot) ** args.lmbda_power
-
-
-def save_checkpoint(path: Path, model: InvGrayNet, optimiser: torch.optim.Optimizer, step: int,
-                    best: float, args: argparse.Namespace, tables: torch.nn.Module | None = None,
-                    trained_seconds: float = 0.0) -> None:
-    tmp = path.with_name(path.name + ".part")
-    torch.save({
-        "model": model.state_dict(),
-        "tables": tables.state_dict() if tables is not None else None,
-        "config": model.cfg.to_dict(),
-        "optimiser": optimiser.state_dict(),
-        "step": step,
-        "trained_seconds": trained_seconds,  # over every call of the run: --time-limit's schedule goes on from it
-        "torch_rng": torch.get_rng_state(),
-        "best": best,
-        "args": vars(args) | {"data": [str(p) for p in args.data], "val": str(args.val), "out": str(args.out),
-                              "init": str(args.init)},
-    }, tmp)
-    tmp.replace(path)
-
-
-def checkpoint_state(blob: dict) -> dict[str, torch.Tensor]:
-    """The network weights of a training checkpoint (``model``) or of bundled weights (``state_dict``)."""
-    return blob["model"] if "model" in blob else blob["state_dict"]
-
-
-def read_checkpoint(path: Path) -> tuple[InvGrayNet, dict]:
-    """The network saved in a training checkpoint or bundled weights, in eval mode, and the file's contents."""
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    model = InvGrayNet(NetworkConfig(**blob["config"]))
-    model.load_state_dict(checkpoint_state(blob))
-    return model.eval(), blob
-
-
-def grow_from(model: InvGrayNet, path: Path) -> None:
-    """Load a smaller checkpoint into ``model``: matching tensors are copied; residual
-    blocks it lacks get a zero second convolution, so they start as identities, and rate
-    gains it lacks start at zero (every plane at the level's step). Extra latent channels
-    (``--latent-channels`` above the checkpoint's) are widened in: the encoder's new
-    outputs start as a fresh network's (small random weights, SEP's initial dead zone), so
-    their symbols are non-zero from the first step, and the decoder reads them through
-    zero weights, which learn from those symbols: the pixels start as the checkpoint's.
-    (Measured on invgray-v1.2 at lambda 2e-3, docs/RESULTS.md: this start and two others
-    all ended with the new channels shut by the rate term; a wider network trains from
-    scratch.)"""
-    state = dict(checkpoint_state(torch.load(path, map_location="cpu", weights_only=False)))
-    own = model.state_dict()
-    missing = [name for name in own if name not in state]
-    widened = _widen_latent(state, own, model.cfg.transform_block ** 2)
-    for name, tensor in state.items():
-        if name not in own or own[name].shape != tensor.shape:
-            raise SystemExit(f"--init {path}: tensor {name} does not fit this network")
-    model.load_state_dict(state, strict=False)
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if any(m.startswith(f"{name}.conv2.") for m in missing):
-                module.conv2.weight.zero_()
-                module.conv2.bias.zero_()
-    unexplained = [m for m in missing if ".conv1." not in m and ".conv2." not in m and m != "rate_gains.log_gains"]
-    if unexplained:
-        raise SystemExit(f"--init {path}: no rule to initialise {', '.join(unexplained)}")
-    extra = f"; latent widened from {widened} channels" if widened else ""
-    print(f"initialised from {path}; {len(missing)} new tensors start as identity blocks{extra}", flush=True)
-
-
-def _widen_latent(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], planes_per_channel: int) -> int:
-    """Rewrite, in ``state``, the tensors whose size is the latent's channel count to
-    ``own``'s wider shapes (see :func:`grow_from`); the checkpoint's channel count, or 0
-    when it is already as wide."""
-    old = state["encoder.out.bias"].shape[0]
-    new = own["encoder.out.bias"].shape[0]
-    if old == new:
-        return 0
-    if old > new:
-        raise SystemExit(f"--init: the checkpoint has {old} latent channels, more than --latent-channels {new}")
-    extra = new - old
-    weight = own["encoder.out.weight"].clone()
-    weight[:old] = state["encoder.out.weight"]
-    bias = torch.zeros(new)
-    bias[:old] = state["encoder.out.bias"]
-    stem = torch.zeros_like(own["decoder.latent_stem.weight"])
-    stem[:, :old] = state["decoder.latent_stem.weight"]
-    thresholds = own["gate.raw_threshold"].clone()
-    thresholds[:old * planes_per_channel] = state["gate.raw_threshold"]
-    state.update({"encoder.out.weight": weight, "encoder.out.bias": bias,
-                  "decoder.latent_stem.weight": stem, "gate.raw_threshold": thresholds})
-    if "rate_gains.log_gains" in state:
-        gains = state["rate_gains.log_gains"]
-        state["rate_gains.log_gains"] = torch.cat([gains, gains.new_zeros(len(gains), extra * planes_per_channel)], 1)
-    return old
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -346,29 +163,18 @@ def main(argv: list[str] | None = None) -> None:
         model.mixed_precision(torch.bfloat16)
     tables = None
     if args.rate == "tables":
-        from invgray_cli.format.entropy import EntropyTables, learned_tables_module
-
         initial = EntropyTables.load(args.tables).widened(model.cfg.symbol_planes) if args.tables else None
-        tables = learned_tables_module(initial, model.cfg.symbol_planes, model.cfg.transform_block ** 2).to(device)
+        tables = LearnedTables(initial, model.cfg.symbol_planes, model.cfg.transform_block ** 2).to(device)
     parameters = list(model.parameters()) + (list(tables.parameters()) if tables is not None else [])
     optimiser = torch.optim.Adam(parameters, lr=args.lr)
     step, best, trained_before = 0, math.inf, 0.0
     last = args.out / "last.pt"
     if args.resume and last.exists():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        if tables is not None and ckpt.get("tables") is not None:
-            tables.load_state_dict(ckpt["tables"])
-        optimiser.load_state_dict(ckpt["optimiser"])
-        step, best, trained_before = ckpt["step"], ckpt["best"], float(ckpt.get("trained_seconds", 0.0))
-        # map_location moved every tensor to the device; the CPU generator's state must stay a CPU ByteTensor
-        torch.set_rng_state(ckpt["torch_rng"].cpu())
+        step, best, trained_before = resume_from(last, model, optimiser, tables, device)
         print(f"resumed from {last} at step {step} after {trained_before:.0f}s of training", flush=True)
 
     t0 = time.time()
-    folders = [p for p in args.data if not is_pack(p)]
-    packed = [crop for p in args.data if is_pack(p) for crop in read_pack(p)]
-    sampler = CropSampler(list_images(folders) if folders else [], args.crop, packed)
+    sampler = CropSampler.from_sources(args.data, args.crop)
     val_images = [load_rgb(p) for p in list_images([args.val])] if args.val else []
     print(f"{len(sampler.images)} training images, {len(val_images)} validation images, "
           f"loaded in {time.time() - t0:.0f}s; {model.multiply_adds_per_pixel():.0f} MAC/pixel; "
