@@ -28,8 +28,7 @@ from benchmarks.bjontegaard import bd_psnr, bd_rate  # noqa: E402
 
 DEFAULT_VAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "val" / "cbsd68"
 # inside the training step range [0.5, 4] and its well-visited rate classes: a class the
-# training rarely or never drew keeps tables near their start (measured: at step 3.8 and
-# above the residual grew again, 0.0578 bpp against 0.0551 at step 3)
+# training rarely or never drew keeps tables near their start (docs/RESULTS.md)
 DEFAULT_STEPS = [0.7, 1.0, 1.5, 2.0, 3.0]
 
 
