@@ -111,6 +111,8 @@ def test_rate_class_is_a_float32_comparison(tables: EntropyTables) -> None:
     bounds = tables.step_bounds
     assert tables.rate_class(float(bounds[3])) == 4 and tables.rate_class(float(np.nextafter(bounds[3], 0))) == 3
     assert tables.rate_class(1e-6) == 0 and tables.rate_class(999.0) == len(bounds)
+    # fitted and learned tables store the same bounds, from one function
+    assert np.array_equal(bounds, entropy.class_bounds()) and bounds.dtype == np.float32
 
 
 def test_damaged_payloads_fail_cleanly_or_decode_to_symbols(tables: EntropyTables) -> None:
