@@ -6,7 +6,7 @@ the same quantisation steps, and the Bjontegaard deltas of the second against th
         [--val ../shared/data/val/cbsd68] [--steps 0.7 1 1.5 2 3 4]
 
 Each run folder holds ``last.pt`` and ``tables.entropy.npz`` (as training left them, or
-counted afresh with ``python -m invgray_cli.format.entropy``). ``benchmarks/sep_ablation.py`` is
+counted afresh with ``python -m invgray_cli.training.tables``). ``benchmarks/sep_ablation.py`` is
 this comparison for the SEP ablation.
 """
 
@@ -18,17 +18,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from invgray_cli.format.entropy import EntropyTables
+from invgray_cli.training.checkpoints import read_checkpoint
+from invgray_cli.training.data import list_images, load_rgb
+from invgray_cli.training.validation import validate
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for `benchmarks.`, run as a script
 from benchmarks.bjontegaard import bd_psnr, bd_rate  # noqa: E402
-from invgray_cli.format.entropy import EntropyTables  # noqa: E402
-from invgray_cli.training.train import list_images, load_rgb, read_checkpoint  # noqa: E402
-from invgray_cli.training.validation import validate  # noqa: E402
 
 DEFAULT_VAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "val" / "cbsd68"
 # inside the training step range [0.5, 4] and its well-visited rate classes: a class the
-# training rarely or never drew keeps tables near their start (measured: at step 3.8 and
-# above the residual grew again, 0.0578 bpp against 0.0551 at step 3)
+# training rarely or never drew keeps tables near their start (docs/RESULTS.md)
 DEFAULT_STEPS = [0.7, 1.0, 1.5, 2.0, 3.0]
 
 

@@ -36,10 +36,10 @@ from invgray_cli.format.entropy import (
     colour_so_far,
     magnitude_class,
     plane_context,
-    symbols_at_steps,
 )
 from invgray_cli.imaging.gray import jpeg_round_trip, luma
-from invgray_cli.training.train import list_images, load_rgb
+from invgray_cli.training.data import list_images, load_rgb
+from invgray_cli.training.tables import symbols_at_steps
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 ALPHABET = ESCAPE + 1

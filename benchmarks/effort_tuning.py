@@ -21,7 +21,7 @@ from invgray_cli.codec import refine
 from invgray_cli.engines.registry import default_model_id, entropy_tables, load_model
 from invgray_cli.engines.torch_engine import analyse_image
 from invgray_cli.imaging.gray import jpeg_round_trip, luma
-from invgray_cli.training.train import list_images, load_rgb
+from invgray_cli.training.data import list_images, load_rgb
 
 STEPS = (1.5, 3.0)
 

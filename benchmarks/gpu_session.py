@@ -164,7 +164,6 @@ def prepare(args: argparse.Namespace) -> None:
         _speed_set(args.speed_images, carry / "speed", args.speed_limit)
     check_transfer(tree_bytes, folder_size(carry), args.limit_mib)  # before the pack, the largest part
     room = args.limit_mib * 2**20 - tree_bytes - folder_size(carry)
-    sys.path.insert(0, str(REPO))
     from invgray_cli.training.trainpack import main as pack_main
 
     pack = carry / "train.npz"
@@ -340,7 +339,8 @@ def stage_tests(session: Session) -> tuple[str, dict]:
 
 
 def stage_cross_device(session: Session) -> tuple[str, dict]:
-    code, output = session.command([sys.executable, str(Path(__file__).resolve()), "cross-device",
+    # as a module from the repository root, so invgray_cli imports there without being installed
+    code, output = session.command([sys.executable, "-m", "benchmarks.gpu_session", "cross-device",
                                     "--device", session.args.device], min(180, session.left()))
     if code != 0:
         return "error", {}
@@ -428,7 +428,6 @@ def cross_device(args: argparse.Namespace) -> None:
     import numpy as np
     from PIL import Image
 
-    sys.path.insert(0, str(REPO))
     from invgray_cli.codec import decode_array, encode, read_symbols
     from invgray_cli.format.container import read_residual
     from invgray_cli.imaging.metrics import psnr
@@ -477,7 +476,6 @@ def collect(args: argparse.Namespace) -> None:
         if (results / "train" / name).is_file():
             shutil.copy2(results / "train" / name, keep.with_name(name))
     print(f"\ncheckpoint kept as {keep}; validation on {args.val}:\n")
-    sys.path.insert(0, str(REPO))
     from invgray_cli.training.validation import main as validation_main
 
     tables = keep.with_name("tables.entropy.npz")

@@ -68,14 +68,14 @@ from invgray_cli.codec import (  # noqa: E402
     read_symbols,  # noqa: E402
     resolve_device,
 )
-from invgray_cli.engines.registry import levels as model_levels  # noqa: E402
 from invgray_cli.engines.registry import bundled_spec, load_model, model_id_of  # noqa: E402
+from invgray_cli.engines.registry import levels as model_levels  # noqa: E402
 from invgray_cli.engines.torch_engine import symbol_shape, synthesise_image  # noqa: E402
 from invgray_cli.format.container import read_residual  # noqa: E402
 from invgray_cli.imaging.gray import decode_gray  # noqa: E402
 from invgray_cli.imaging.metrics import psnr  # noqa: E402
 from invgray_cli.model.network import InvGrayNet, network_from_weights  # noqa: E402
-from invgray_cli.training.train import read_checkpoint  # noqa: E402
+from invgray_cli.training.checkpoints import read_checkpoint  # noqa: E402
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}

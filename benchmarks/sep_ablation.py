@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for `benchmarks.`, run as a script
 
 from benchmarks.compare_runs import compare, parse_arguments  # noqa: E402
 

@@ -22,9 +22,10 @@ from invgray_cli.engines.registry import (
     load_model,
     model_spec,
 )
-from invgray_cli.format.entropy import ESCAPE, HEAD, plane_context, symbols_at_steps
+from invgray_cli.format.entropy import ESCAPE, HEAD, plane_context
 from invgray_cli.imaging.gray import jpeg_round_trip, luma
-from invgray_cli.training.train import list_images, load_rgb
+from invgray_cli.training.data import list_images, load_rgb
+from invgray_cli.training.tables import symbols_at_steps
 
 OFFSETS = np.arange(-3, 4)  # 7 choices: 3 bits
 SIDE_BITS = 3

@@ -16,17 +16,15 @@ with nothing else busy: on a 2-core machine a second process halves every figure
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from invgray_cli.format.entropy import EntropyTables, learned_tables_module  # noqa: E402
-from invgray_cli.model.network import InvGrayNet, NetworkConfig  # noqa: E402
+from invgray_cli.format.entropy import EntropyTables
+from invgray_cli.model.code_length import LearnedTables
+from invgray_cli.model.network import InvGrayNet, NetworkConfig
 
 MODES = ("float32", "bf16", "channels-last", "compile")
 TABLES = Path(__file__).resolve().parent.parent / "models" / "invgray-v1.2.entropy.npz"
@@ -39,8 +37,8 @@ def time_mode(mode: str, args: argparse.Namespace) -> tuple[float, float]:
     device = torch.device(args.device)
     model = InvGrayNet(NetworkConfig(latent_channels=args.latent_channels)).to(device).train()
     planes = model.cfg.symbol_planes
-    tables = learned_tables_module(EntropyTables.load(TABLES).widened(planes), planes,
-                                   model.cfg.transform_block ** 2).to(device)
+    tables = LearnedTables(EntropyTables.load(TABLES).widened(planes), planes,
+                           model.cfg.transform_block ** 2).to(device)
     optimiser = torch.optim.Adam(list(model.parameters()) + list(tables.parameters()), lr=1e-4)
     rgb = torch.rand(args.batch, 3, args.crop, args.crop, device=device)
     gray = (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:]).contiguous()

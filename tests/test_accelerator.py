@@ -128,13 +128,13 @@ def test_half_precision_decoder_stays_close_to_float32(sample_rgb: np.ndarray, d
 
 def test_training_steps_and_validation_run_on_device(tiny_training: Callable[..., dict], tmp_path: Path) -> None:
     """The GPU session's training stage, in miniature: learned tables, validation, a checkpoint."""
-    checkpoint = tiny_training("--device", DEVICE, "--rate", "tables", "--init", "models/invgray-v1.pt",
-                               "--tables", "models/invgray-v1.1.entropy.npz")
+    checkpoint = tiny_training("--device", DEVICE, "--rate", "tables", "--init", "models/invgray-v1.4.pt",
+                               "--tables", "models/invgray-v1.4.entropy.npz", "--latent-channels", "6")
     assert checkpoint["step"] == 2 and (tmp_path / "run" / "tables.entropy.npz").is_file()
     # a second lent session resumes (the checkpoint's CPU generator state comes back mapped to the
     # device), with the long run's bfloat16 convolutions and a float32 validation
-    resumed = tiny_training("--device", DEVICE, "--rate", "tables", "--tables", "models/invgray-v1.1.entropy.npz",
-                            "--resume", "--bf16", steps=4)
+    resumed = tiny_training("--device", DEVICE, "--rate", "tables", "--tables", "models/invgray-v1.4.entropy.npz",
+                            "--latent-channels", "6", "--resume", "--bf16", steps=4)
     assert resumed["step"] == 4
 
 

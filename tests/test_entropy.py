@@ -1,4 +1,5 @@
-"""Residual format 2: the frozen-table range coder (invgray_cli/format/entropy.py)."""
+"""Residual format 2: the frozen-table range coder (invgray_cli/format/entropy.py), its tables
+fitted (invgray_cli/training/tables.py) and learned (invgray_cli/model/code_length.py)."""
 
 from __future__ import annotations
 
@@ -28,12 +29,13 @@ from invgray_cli.format.entropy import (
     HEAD,
     EntropyCodingError,
     EntropyTables,
-    TableFitter,
     decode_symbols,
     encode_symbols,
     plane_context,
     quantise_frequencies,
 )
+from invgray_cli.model.code_length import LearnedTables
+from invgray_cli.training.tables import TableFitter, symbols_at_steps
 
 V1 = "2fdd49ce27575cc9"
 V1_1 = "5799d2c424f99bd3"  # v1's network with format 2 tables
@@ -87,7 +89,7 @@ def test_probabilities_come_from_integers_only(tables: EntropyTables, sample_rgb
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 1e-3)  # deliberately perturbed float path
         try:
-            entropy._categorical.cache_clear()  # models rebuilt from the integer tables
+            entropy.categorical_model.cache_clear()  # models rebuilt from the integer tables
             assert np.array_equal(read_symbols(read_residual(encoded.residual)), expected)
         finally:
             for p, value in zip(model.parameters(), saved):
@@ -113,6 +115,8 @@ def test_rate_class_is_a_float32_comparison(tables: EntropyTables) -> None:
     bounds = tables.step_bounds
     assert tables.rate_class(float(bounds[3])) == 4 and tables.rate_class(float(np.nextafter(bounds[3], 0))) == 3
     assert tables.rate_class(1e-6) == 0 and tables.rate_class(999.0) == len(bounds)
+    # fitted and learned tables store the same bounds, from one function
+    assert np.array_equal(bounds, entropy.class_bounds()) and bounds.dtype == np.float32
 
 
 def test_damaged_payloads_fail_cleanly_or_decode_to_symbols(tables: EntropyTables) -> None:
@@ -162,10 +166,9 @@ def test_fitted_tables_are_normalised_and_favour_what_they_saw() -> None:
 def test_training_rate_term_is_the_coded_size(tables: EntropyTables, sample_rgb: np.ndarray) -> None:
     """The learnable tables' code length on rounded symbols equals the range coder's
     bytes (up to the coder's final word), with the coder's own contexts."""
-    from invgray_cli.format.entropy import learned_tables_module, symbols_at_steps
     from invgray_cli.imaging.gray import jpeg_round_trip, luma
 
-    module = learned_tables_module(tables, tables.planes, tables.planes_per_channel)
+    module = LearnedTables(tables, tables.planes, tables.planes_per_channel)
     gray = jpeg_round_trip(luma(sample_rgb), 90)
     for step, symbols in zip((1.0, 4.408), symbols_at_steps(load_model(), sample_rgb, gray, np.array([1.0, 4.408]))):
         values = torch.tensor(symbols, dtype=torch.float32)[None]
@@ -185,12 +188,11 @@ def test_training_rate_term_is_the_coded_size(tables: EntropyTables, sample_rgb:
 def test_the_dead_zone_hears_the_rate(tables: EntropyTables) -> None:
     """With the gate and the latent, the rate term pushes SEP thresholds up (closing
     entries saves bits); on the values alone it could not reach them."""
-    from invgray_cli.format.entropy import learned_tables_module
     from invgray_cli.model.network import InvGrayNet
 
     torch.manual_seed(0)
     model = InvGrayNet().train()
-    module = learned_tables_module(tables, tables.planes, tables.planes_per_channel)
+    module = LearnedTables(tables, tables.planes, tables.planes_per_channel)
     out = model(torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64), 0.05)
     module.code_length(out["gated"], 0.05, out["gate"], out["latent"]).sum().backward()
     assert (model.gate.raw_threshold.grad <= 0).all() and (model.gate.raw_threshold.grad < 0).any()

@@ -13,7 +13,7 @@ from invgray_cli.engines import tiling
 from invgray_cli.engines import torch_engine as inference
 from invgray_cli.model.network import InvGrayNet, NetworkConfig
 from invgray_cli.model.rate_gains import ANCHORS, plane_steps
-from invgray_cli.training.train import grow_from, read_checkpoint
+from invgray_cli.training.checkpoints import grow_from, read_checkpoint
 
 STEPS = [0.1, 0.25, 0.7428, 1.0, 1.5, 2.0, 3.904, 11.03, 64.0, 200.0]
 

@@ -12,9 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
+from invgray_cli.engines.registry import export_weights
 from invgray_cli.model.network import InvGrayNet, NetworkConfig
 from invgray_cli.training import train
-from invgray_cli.training.train import grow_from, main
+from invgray_cli.training.checkpoints import grow_from, read_checkpoint
+from invgray_cli.training.train import main
 
 
 def _photos(folder: Path, count: int, size: tuple[int, int]) -> Path:
@@ -148,9 +150,7 @@ def test_bf16_convolutions_keep_the_quantiser_and_the_pixels_float32(small_rgb: 
     """With bfloat16 convolution stacks the latent, symbols and colour stay float32, and
     the shipped network gives nearly the same symbols and pixels (bfloat16 inside the
     quantiser would move many more: latents of 100 steps have a resolution of 0.5)."""
-    from invgray_cli.training.train import read_checkpoint
-
-    model, _ = read_checkpoint(Path("models/invgray-v1.2.pt"))
+    model, _ = read_checkpoint(Path("models/invgray-v1.4.pt"))
     rgb = torch.from_numpy(small_rgb[:128, :192].copy()).permute(2, 0, 1)[None].float() / 255
     gray = (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:])
     with torch.inference_mode():
@@ -177,12 +177,26 @@ def test_grown_network_starts_as_the_checkpoint(tmp_path: Path) -> None:
         torch.testing.assert_close(grown(rgb, gray, 2.0)["rgb"], small(rgb, gray, 2.0)["rgb"], rtol=0, atol=1e-6)
 
 
-def test_a_network_widened_to_more_latent_channels_starts_as_the_checkpoint(small_rgb: np.ndarray) -> None:
-    """--init invgray-v1.2 with a wider --latent-channels: the new channels' symbols open at
-    once (fresh encoder outputs, a fresh dead zone), yet the pixels and the old symbols are
-    the checkpoint's (the decoder reads the new ones through zero weights, which learn)."""
+def _four_channels_of_the_shipped_network(path: Path) -> Path:
+    """A trained 4-channel network: the default model's first four latent channels."""
+    wide, _ = read_checkpoint(Path("models/invgray-v1.4.pt"))
+    state = wide.state_dict()
+    for name, rows in (("encoder.out.weight", 4), ("encoder.out.bias", 4), ("gate.raw_threshold", 64)):
+        state[name] = state[name][:rows]
+    state["decoder.latent_stem.weight"] = state["decoder.latent_stem.weight"][:, :4]
+    narrow = InvGrayNet(NetworkConfig(latent_channels=4))
+    narrow.load_state_dict(state)
+    export_weights(narrow, path)
+    return path
+
+
+def test_a_network_widened_to_more_latent_channels_starts_as_the_checkpoint(small_rgb: np.ndarray,
+                                                                            tmp_path: Path) -> None:
+    """--init a 4-channel network with a wider --latent-channels: the new channels' symbols
+    open at once (fresh encoder outputs, a fresh dead zone), yet the pixels and the old
+    symbols are the checkpoint's (the decoder reads the new ones through zero weights)."""
     torch.manual_seed(0)
-    shipped = Path("models/invgray-v1.2.pt")
+    shipped = _four_channels_of_the_shipped_network(tmp_path / "narrow.pt")
     narrow = InvGrayNet(NetworkConfig())
     grow_from(narrow, shipped)
     wide = InvGrayNet(NetworkConfig(latent_channels=6))
@@ -226,8 +240,8 @@ def test_without_sep_the_gate_is_plain_rounding() -> None:
 
 
 def test_training_pack_round_trip_and_training_from_it(tmp_path: Path) -> None:
+    from invgray_cli.training.data import read_pack
     from invgray_cli.training.trainpack import main as pack_main
-    from invgray_cli.training.trainpack import read_pack
 
     data = _photos(tmp_path / "train", 2, (150, 170))
     pack = tmp_path / "packs" / "train.npz"
@@ -249,7 +263,7 @@ def test_training_pack_round_trip_and_training_from_it(tmp_path: Path) -> None:
 def test_batches_do_not_depend_on_loader_workers_or_resume_point(tmp_path: Path) -> None:
     import argparse
 
-    from invgray_cli.training.train import CropSampler, batch_loader
+    from invgray_cli.training.data import CropSampler, batch_loader
 
     sampler = CropSampler(sorted(_photos(tmp_path / "train", 2, (96, 112)).iterdir()), 64)
     args = argparse.Namespace(batch=2, seed=3, quality=(50, 100), lossless_fraction=0.15, step_range=(0.5, 4.0),
@@ -275,7 +289,8 @@ def test_training_on_the_tables_code_length_writes_frozen_tables(tmp_path: Path)
     try:
         main(["--data", str(data), "--val", str(val), "--out", str(tmp_path / "run"), "--crop", "64", "--batch", "2",
               "--steps", "2", "--val-every", "2", "--val-steps", "2", "--threads", "1", "--device", "cpu",
-              "--rate", "tables", "--init", "models/invgray-v1.pt", "--tables", "models/invgray-v1.1.entropy.npz"])
+              "--rate", "tables", "--init", "models/invgray-v1.4.pt", "--tables", "models/invgray-v1.4.entropy.npz",
+              "--latent-channels", "6"])
     finally:
         torch.set_num_threads(threads)
     checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=False)

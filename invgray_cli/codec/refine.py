@@ -5,7 +5,7 @@ best ones for itself. At a higher ``effort`` the symbols are improved for this p
 by gradient descent on its latent, against the objective the network was trained on:
 RGB mean squared error of what the decoder network will restore from them, plus
 lambda x their code length under the model's own frozen entropy tables (the training
-rate term of :func:`invgray_cli.format.entropy.learned_tables_module`, rounding passed
+rate term of :class:`invgray_cli.model.code_length.LearnedTables`, rounding passed
 straight through). The decoder and the file format are untouched: a refined residual
 is an ordinary residual of the same model, and decodes to the same pixels on every
 machine. What changes is the encoder's cost (torch and a decoder pass forwards and
@@ -60,13 +60,13 @@ def refine_symbols(model: InvGrayNet, tables: EntropyTables, rgb: np.ndarray, de
         latent_image,
         plane_steps,
     )
-    from invgray_cli.format.entropy import learned_tables_module
+    from invgray_cli.model.code_length import LearnedTables
 
     device = torch.device(device)
     thresholds = gate_thresholds(model)
     steps = tiling.plane_broadcast(plane_steps(model, step))
     scaled = latent_image(model, rgb, decoded_gray, device) / steps
-    rate_model = learned_tables_module(tables, model.cfg.symbol_planes, model.cfg.transform_block ** 2).to(device)
+    rate_model = LearnedTables(tables, model.cfg.symbol_planes, model.cfg.transform_block ** 2).to(device)
     for parameter in rate_model.parameters():
         parameter.requires_grad_(False)
     stride, halo = model.cfg.symbol_stride, decoder_halo(model)

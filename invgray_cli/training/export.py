@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import shutil
 import sys
@@ -25,29 +24,32 @@ from pathlib import Path
 import numpy as np
 
 from invgray_cli.engines.registry import (
-    REGISTRY_FILE,
     combined_id,
     export_weights,
+    read_registry,
     weights_id,
+    write_registry,
 )
 from invgray_cli.format.entropy import EntropyTables
 from invgray_cli.model.network import InvGrayNet
+from invgray_cli.training.checkpoints import read_checkpoint
+from invgray_cli.training.data import list_images, load_rgb
 from invgray_cli.training.export_onnx import export_onnx
-from invgray_cli.training.train import list_images, load_rgb, read_checkpoint
 from invgray_cli.training.validation import validate
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the repository's models/ (invgray_models)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.export",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--name", required=True, help="file stem, e.g. invgray-v1")
     parser.add_argument("--default", action="store_true", help="make it the model new residuals use")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--levels-val", type=Path, help="validation folder that sets the rate levels")
-    parser.add_argument("--entropy", type=Path, help="entropy tables (python -m invgray_cli.format.entropy): the model "
-                        "then writes format 2, and its id covers the network and the tables")
+    parser.add_argument("--entropy", type=Path, help="entropy tables (python -m invgray_cli.training.tables): the "
+                        "model then writes format 2, and its id covers the network and the tables")
     parser.add_argument("--level-bpp", nargs="+", default=["low=0.01", "default=0.03", "high=0.08", "max=0.15"],
                         metavar="NAME=BPP", help="residual bits per pixel each level aims at on validation")
     args = parser.parse_args(argv)
@@ -55,10 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("python -m invgray_cli.training.export needs the onnx package: pip install 'invgray[export]'")
 
     model, ckpt = read_checkpoint(args.checkpoint)
-    registry_path = args.models_dir / REGISTRY_FILE
-    registry = json.loads(registry_path.read_text()) if registry_path.exists() else {"default": None, "models": {}}
+    registry = read_registry(args.models_dir)
     network_id = weights_id({k: v.detach() for k, v in model.state_dict().items()})
-    bundled = [e for i, e in registry["models"].items() if e.get("network", i) == network_id and "onnx" in e]
+    bundled = [e for i, e in registry["models"].items()
+               if e.get("network", i) == network_id and "onnx" in e and "file" in e]  # not a retired one
     if bundled:  # the same network with other tables: share its weights and graphs
         entry = {"file": bundled[0]["file"], "name": args.name, "onnx": bundled[0]["onnx"]}
         print(f"network {network_id} is already bundled as {bundled[0]['file']}: reused")
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     registry["models"][model_id] = entry
     if args.default or registry["default"] is None:
         registry["default"] = model_id
-    registry_path.write_text(json.dumps(registry, indent=2) + "\n")
+    write_registry(registry, args.models_dir)
     print(f"{args.name}: model id {model_id} -> {args.models_dir / entry['file']}"
           + (f" + {entry['entropy']}" if args.entropy else ""))
 

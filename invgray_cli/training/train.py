@@ -6,11 +6,13 @@ rate term warmed up so the latent cannot collapse to zero early. Seeded and
 resumable: batch number i is drawn from its own generator seeded by (seed, i), so
 the batches are the same whatever ``--workers`` prepares them and a resumed run
 continues exactly where it stopped. Every ``--val-every`` steps the model is
-measured on the validation folder through the product path (real quantisation, real
-zstd bytes) and the checkpoint with the best rate-distortion score is kept as
-``best.pt``. ``--time-limit`` and ``--save-every`` bound a run by wall time (a lent
-GPU's minutes): the learning-rate schedule then ends at whichever comes first, the
-step count or the time limit.
+measured on the validation folder through the product path (real quantisation, the
+real bytes of the residual's coder: format 1's zstd packing, or with ``--rate tables``
+format 2's range coder with the tables as they would be frozen then) and the
+checkpoint with the best rate-distortion score is kept as ``best.pt``.
+``--time-limit`` and ``--save-every`` bound a run by wall time (a lent GPU's minutes):
+the learning-rate schedule then ends at whichever comes first, the step count or the
+time limit.
 """
 
 from __future__ import annotations
@@ -25,100 +27,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from invgray_cli.imaging.gray import jpeg_round_trip, luma
-from invgray_cli.model.code_length import estimated_bits
+from invgray_cli.format.entropy import EntropyTables
+from invgray_cli.model.code_length import LearnedTables, estimated_bits
 from invgray_cli.model.network import InvGrayNet, NetworkConfig
-from invgray_cli.training.trainpack import is_pack, read_pack
+from invgray_cli.training.checkpoints import grow_from, resume_from, save_checkpoint
+from invgray_cli.training.data import CropSampler, batch_loader, list_images, load_rgb
 from invgray_cli.training.validation import rd_score, validate
 
 SPIKE_RUN = 20  # consecutive "exploding" batches after which the loss level is taken as real
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def list_images(folders: list[Path]) -> list[Path]:
-    files = [p for folder in folders for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise SystemExit(f"no images found under {', '.join(map(str, folders))}")
-    return files
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-class CropSampler:
-    """Random crops of the training photos, at full scale and at half scale (the half
-    scale versions have cleaner chroma than the web JPEG originals)."""
-
-    def __init__(self, files: list[Path], crop: int, packed: list[np.ndarray] | None = None) -> None:
-        self.crop = crop
-        # crops from training packs are used as they are (they were cut at both scales)
-        self.images: list[np.ndarray] = [img for img in packed or [] if min(img.shape[:2]) >= crop]
-        for path in files:
-            rgb = load_rgb(path)
-            h, w = rgb.shape[:2]
-            if min(h, w) >= crop:
-                self.images.append(rgb)
-            if min(h, w) >= 2 * crop:
-                half = Image.fromarray(rgb).resize((w // 2, h // 2), Image.Resampling.BOX)
-                self.images.append(np.asarray(half))
-        if not self.images:
-            raise SystemExit(f"no training image is at least {crop} px on its short side")
-
-    def batch(self, size: int, rng: np.random.Generator, quality_range: tuple[int, int],
-              lossless_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-        rgbs, grays = [], []
-        for _ in range(size):
-            img = self.images[rng.integers(len(self.images))]
-            h, w = img.shape[:2]
-            y0, x0 = rng.integers(h - self.crop + 1), rng.integers(w - self.crop + 1)
-            crop = img[y0:y0 + self.crop, x0:x0 + self.crop]
-            if rng.random() < 0.5:
-                crop = crop[:, ::-1]
-            crop = np.ascontiguousarray(crop)
-            gray = luma(crop)
-            if rng.random() >= lossless_fraction:
-                gray = jpeg_round_trip(gray, int(rng.integers(quality_range[0], quality_range[1] + 1)))
-            rgbs.append(crop)
-            grays.append(gray)
-        rgb = torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float() / 255.0
-        gray_t = torch.from_numpy(np.stack(grays))[:, None].float() / 255.0
-        return rgb, gray_t
-
-
-class TrainingBatches(torch.utils.data.Dataset):
-    """Batch ``i`` (crops, their decoded grays and a quantisation step) for steps
-    ``first`` to ``last - 1``, each from a generator seeded by (seed, step), so that
-    any number of loader workers yields the same batches in the same order."""
-
-    def __init__(self, sampler: CropSampler, first: int, last: int, args: argparse.Namespace) -> None:
-        self.sampler, self.first, self.last = sampler, first, last
-        self.size, self.seed = args.batch, args.seed
-        self.quality = (int(args.quality[0]), int(args.quality[1]))
-        self.lossless_fraction = args.lossless_fraction
-        self.log_steps = (math.log(args.step_range[0]), math.log(args.step_range[1]))
-
-    def __len__(self) -> int:
-        return max(0, self.last - self.first)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-        rng = np.random.default_rng([self.seed, self.first + index])
-        rgb, gray = self.sampler.batch(self.size, rng, self.quality, self.lossless_fraction)
-        return rgb, gray, math.exp(rng.uniform(*self.log_steps))
-
-
-def batch_loader(sampler: CropSampler, first: int, args: argparse.Namespace,
-                 device: torch.device) -> torch.utils.data.DataLoader:
-    """Batches for the steps still to run; ``--workers`` processes cut crops and run the
-    gray JPEGs while the network trains (the data side limits a GPU, not the network)."""
-    return torch.utils.data.DataLoader(
-        TrainingBatches(sampler, first, args.steps, args), batch_size=None, shuffle=False,
-        num_workers=args.workers, prefetch_factor=4 if args.workers else None,
-        pin_memory=device.type == "cuda", persistent_workers=False,
-        worker_init_fn=_ignore_interrupts if args.workers else None)
 
 
 class StopRequest:
@@ -154,113 +71,12 @@ class StopRequest:
               "(Ctrl-C again stops at once, unsaved)", flush=True)
 
 
-def _ignore_interrupts(worker_id: int) -> None:
-    """Loader workers leave Ctrl-C to the training loop, which saves before it stops (a
-    worker killed by the terminal's SIGINT would break the batch it owes first)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def rate_lambda(args: argparse.Namespace, step: float) -> float:
-    """The rate weight (lambda) of a batch or validation at quantisation step ``step``."""
-    return args.lmbda * (step / args.lmbda_pivot) ** args.lmbda_power
-
-
-def save_checkpoint(path: Path, model: InvGrayNet, optimiser: torch.optim.Optimizer, step: int,
-                    best: float, args: argparse.Namespace, tables: torch.nn.Module | None = None,
-                    trained_seconds: float = 0.0) -> None:
-    tmp = path.with_name(path.name + ".part")
-    torch.save({
-        "model": model.state_dict(),
-        "tables": tables.state_dict() if tables is not None else None,
-        "config": model.cfg.to_dict(),
-        "optimiser": optimiser.state_dict(),
-        "step": step,
-        "trained_seconds": trained_seconds,  # over every call of the run: --time-limit's schedule goes on from it
-        "torch_rng": torch.get_rng_state(),
-        "best": best,
-        "args": vars(args) | {"data": [str(p) for p in args.data], "val": str(args.val), "out": str(args.out),
-                              "init": str(args.init)},
-    }, tmp)
-    tmp.replace(path)
-
-
-def checkpoint_state(blob: dict) -> dict[str, torch.Tensor]:
-    """The network weights of a training checkpoint (``model``) or of bundled weights (``state_dict``)."""
-    return blob["model"] if "model" in blob else blob["state_dict"]
-
-
-def read_checkpoint(path: Path) -> tuple[InvGrayNet, dict]:
-    """The network saved in a training checkpoint or bundled weights, in eval mode, and the file's contents."""
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    model = InvGrayNet(NetworkConfig(**blob["config"]))
-    model.load_state_dict(checkpoint_state(blob))
-    return model.eval(), blob
-
-
-def grow_from(model: InvGrayNet, path: Path) -> None:
-    """Load a smaller checkpoint into ``model``: matching tensors are copied; residual
-    blocks it lacks get a zero second convolution, so they start as identities, and rate
-    gains it lacks start at zero (every plane at the level's step). Extra latent channels
-    (``--latent-channels`` above the checkpoint's) are widened in: the encoder's new
-    outputs start as a fresh network's (small random weights, SEP's initial dead zone), so
-    their symbols are non-zero from the first step, and the decoder reads them through
-    zero weights, which learn from those symbols: the pixels start as the checkpoint's.
-    (Measured on invgray-v1.2 at lambda 2e-3, docs/RESULTS.md: this start and two others
-    all ended with the new channels shut by the rate term; a wider network trains from
-    scratch.)"""
-    state = dict(checkpoint_state(torch.load(path, map_location="cpu", weights_only=False)))
-    own = model.state_dict()
-    missing = [name for name in own if name not in state]
-    widened = _widen_latent(state, own, model.cfg.transform_block ** 2)
-    for name, tensor in state.items():
-        if name not in own or own[name].shape != tensor.shape:
-            raise SystemExit(f"--init {path}: tensor {name} does not fit this network")
-    model.load_state_dict(state, strict=False)
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if any(m.startswith(f"{name}.conv2.") for m in missing):
-                module.conv2.weight.zero_()
-                module.conv2.bias.zero_()
-    unexplained = [m for m in missing if ".conv1." not in m and ".conv2." not in m and m != "rate_gains.log_gains"]
-    if unexplained:
-        raise SystemExit(f"--init {path}: no rule to initialise {', '.join(unexplained)}")
-    extra = f"; latent widened from {widened} channels" if widened else ""
-    print(f"initialised from {path}; {len(missing)} new tensors start as identity blocks{extra}", flush=True)
-
-
-def _widen_latent(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], planes_per_channel: int) -> int:
-    """Rewrite, in ``state``, the tensors whose size is the latent's channel count to
-    ``own``'s wider shapes (see :func:`grow_from`); the checkpoint's channel count, or 0
-    when it is already as wide."""
-    old = state["encoder.out.bias"].shape[0]
-    new = own["encoder.out.bias"].shape[0]
-    if old == new:
-        return 0
-    if old > new:
-        raise SystemExit(f"--init: the checkpoint has {old} latent channels, more than --latent-channels {new}")
-    extra = new - old
-    weight = own["encoder.out.weight"].clone()
-    weight[:old] = state["encoder.out.weight"]
-    bias = torch.zeros(new)
-    bias[:old] = state["encoder.out.bias"]
-    stem = torch.zeros_like(own["decoder.latent_stem.weight"])
-    stem[:, :old] = state["decoder.latent_stem.weight"]
-    thresholds = own["gate.raw_threshold"].clone()
-    thresholds[:old * planes_per_channel] = state["gate.raw_threshold"]
-    state.update({"encoder.out.weight": weight, "encoder.out.bias": bias,
-                  "decoder.latent_stem.weight": stem, "gate.raw_threshold": thresholds})
-    if "rate_gains.log_gains" in state:
-        gains = state["rate_gains.log_gains"]
-        state["rate_gains.log_gains"] = torch.cat([gains, gains.new_zeros(len(gains), extra * planes_per_channel)], 1)
-    return old
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.train", description=__doc__.split("\n\n")[0])
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The photos, the output folder, and the loss and its optimisation."""
     parser.add_argument("--data", type=Path, nargs="+", required=True,
                         help="training image folders and/or training packs (.npz, see invgray_cli.training.trainpack)")
     parser.add_argument("--val", type=Path, help="validation image folder (without it no checkpoint is "
-                        "selected: last.pt only, to be scored later with python -m invgray_cli.validate)")
+                        "selected: last.pt only, to be scored later with python -m invgray_cli.training.validation)")
     parser.add_argument("--out", type=Path, default=Path("runs/default"))
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=16)
@@ -273,6 +89,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--step-range", type=float, nargs=2, default=(0.5, 3.0), metavar=("MIN", "MAX"),
                         help="quantisation steps drawn log-uniformly per batch, so that one model "
                              "serves every rate level")
+
+
+def _add_validation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Checkpoint selection on the validation folder, seeds and the machine."""
     parser.add_argument("--val-steps", type=float, nargs="+", default=(1.0, 2.0))
     parser.add_argument("--val-every", type=int, default=1000)
     parser.add_argument("--val-quality", type=int, default=90)
@@ -281,6 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--workers", type=int, default=0,
                         help="processes preparing batches beside the training loop (0: in the loop)")
+
+
+def _add_stopping_arguments(parser: argparse.ArgumentParser) -> None:
+    """Bounds of a call and of a run, resuming and starting from weights."""
     parser.add_argument("--time-limit", type=float, default=0.0, metavar="SECONDS",
                         help="the run's training time, counted over every --resume'd call (0: no limit): "
                              "the learning rate decays to zero by this time or by --steps, whichever "
@@ -298,6 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=Path, help="start from these weights (a training checkpoint or a bundled "
                         "models/*.pt; fresh optimiser and schedule); layers it lacks start as identities "
                         "(see --decoder-blocks)")
+
+
+def _add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """The network's shape and its rate term."""
     parser.add_argument("--latent-channels", type=int, default=NetworkConfig.latent_channels,
                         help="channels of the residual's latent (each is transform-block^2 symbol planes); "
                              "--tables made for fewer start the extra planes from the last channel's")
@@ -326,8 +154,19 @@ def main(argv: list[str] | None = None) -> None:
                              "on a CPU with AVX-512 BF16")
     parser.add_argument("--spike-factor", type=float, default=5.0,
                         help="skip batches whose loss exceeds this multiple of the running loss")
-    args = parser.parse_args(argv)
 
+
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.train", description=__doc__.split("\n\n")[0])
+    _add_data_arguments(parser)
+    _add_validation_arguments(parser)
+    _add_stopping_arguments(parser)
+    _add_network_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def prepare_process(args: argparse.Namespace) -> torch.device:
+    """Threads, the torch seed, the output folder; the device to train on."""
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -335,7 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels once
+    return device
 
+
+def build_network(args: argparse.Namespace, device: torch.device) -> tuple[InvGrayNet, LearnedTables | None]:
+    """The network to train (grown from ``--init`` unless a run is resumed) and, with
+    ``--rate tables``, the learned entropy tables that are its rate term."""
     model = InvGrayNet(NetworkConfig(latent_channels=args.latent_channels, decoder_blocks=args.decoder_blocks,
                                      rate_gains=args.rate_gains)).to(device)
     if args.init and not (args.resume and (args.out / "last.pt").exists()):
@@ -344,156 +188,204 @@ def main(argv: list[str] | None = None) -> None:
         model.gate.freeze_threshold(0.5)
     if args.bf16:
         model.mixed_precision(torch.bfloat16)
-    tables = None
-    if args.rate == "tables":
-        from invgray_cli.format.entropy import EntropyTables, learned_tables_module
+    if args.rate != "tables":
+        return model, None
+    initial = EntropyTables.load(args.tables).widened(model.cfg.symbol_planes) if args.tables else None
+    return model, LearnedTables(initial, model.cfg.symbol_planes, model.cfg.transform_block ** 2).to(device)
 
-        initial = EntropyTables.load(args.tables).widened(model.cfg.symbol_planes) if args.tables else None
-        tables = learned_tables_module(initial, model.cfg.symbol_planes, model.cfg.transform_block ** 2).to(device)
-    parameters = list(model.parameters()) + (list(tables.parameters()) if tables is not None else [])
-    optimiser = torch.optim.Adam(parameters, lr=args.lr)
-    step, best, trained_before = 0, math.inf, 0.0
-    last = args.out / "last.pt"
-    if args.resume and last.exists():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        if tables is not None and ckpt.get("tables") is not None:
-            tables.load_state_dict(ckpt["tables"])
-        optimiser.load_state_dict(ckpt["optimiser"])
-        step, best, trained_before = ckpt["step"], ckpt["best"], float(ckpt.get("trained_seconds", 0.0))
-        # map_location moved every tensor to the device; the CPU generator's state must stay a CPU ByteTensor
-        torch.set_rng_state(ckpt["torch_rng"].cpu())
-        print(f"resumed from {last} at step {step} after {trained_before:.0f}s of training", flush=True)
 
-    t0 = time.time()
-    folders = [p for p in args.data if not is_pack(p)]
-    packed = [crop for p in args.data if is_pack(p) for crop in read_pack(p)]
-    sampler = CropSampler(list_images(folders) if folders else [], args.crop, packed)
-    val_images = [load_rgb(p) for p in list_images([args.val])] if args.val else []
-    print(f"{len(sampler.images)} training images, {len(val_images)} validation images, "
-          f"loaded in {time.time() - t0:.0f}s; {model.multiply_adds_per_pixel():.0f} MAC/pixel; "
-          f"device {device}, {args.workers} loader workers", flush=True)
+def rate_lambda(args: argparse.Namespace, step: float) -> float:
+    """The rate weight (lambda) of a batch or validation at quantisation step ``step``."""
+    return args.lmbda * (step / args.lmbda_pivot) ** args.lmbda_power
 
-    log = (args.out / "log.jsonl").open("a")
-    model.train()
-    window: list[dict[str, float]] = []
-    loss_ema: float | None = None
-    skipped = consecutive_spikes = 0
-    t_start = last_save = window_start = time.time()
-    step_at_window = step
 
-    def elapsed() -> float:
-        return time.time() - t_start
+class TrainingRun:
+    """One call of the training command: the network, its rate term and optimiser (resumed
+    from ``OUT/last.pt`` with ``--resume``), the data, and the loop's counters."""
 
-    def trained() -> float:
-        return trained_before + elapsed()
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.device = prepare_process(args)
+        self.model, self.tables = build_network(args, self.device)
+        parameters = list(self.model.parameters()) + (list(self.tables.parameters()) if self.tables is not None else [])
+        self.optimiser = torch.optim.Adam(parameters, lr=args.lr)
+        self.step, self.best, self.trained_before = 0, math.inf, 0.0
+        self.last = args.out / "last.pt"
+        if args.resume and self.last.exists():
+            self.step, self.best, self.trained_before = resume_from(self.last, self.model, self.optimiser,
+                                                                    self.tables, self.device)
+            print(f"resumed from {self.last} at step {self.step} after {self.trained_before:.0f}s of training",
+                  flush=True)
+        t0 = time.time()
+        self.sampler = CropSampler.from_sources(args.data, args.crop)
+        self.val_images = [load_rgb(p) for p in list_images([args.val])] if args.val else []
+        print(f"{len(self.sampler.images)} training images, {len(self.val_images)} validation images, "
+              f"loaded in {time.time() - t0:.0f}s; {self.model.multiply_adds_per_pixel():.0f} MAC/pixel; "
+              f"device {self.device}, {args.workers} loader workers", flush=True)
+        self.log = (args.out / "log.jsonl").open("a")
+        self.model.train()
+        self.window: list[dict[str, float]] = []
+        self.loss_ema: float | None = None
+        self.skipped = self.consecutive_spikes = 0
+        self.lr = args.lr
+        self.t_start = self.last_save = self.window_start = time.time()
+        self.step_at_window = self.step
 
-    def save_last() -> None:
-        nonlocal last_save
-        save_checkpoint(last, model, optimiser, step, best, args, tables, trained())
-        if tables is not None:
-            frozen = args.out / "tables.entropy.npz"
-            tables.freeze().save(frozen.with_name(frozen.name + ".part"))
-            frozen.with_name(frozen.name + ".part").replace(frozen)
-        last_save = time.time()
+    def elapsed(self) -> float:
+        return time.time() - self.t_start
 
-    def run_validation() -> None:
-        nonlocal best
-        scores = []
-        # real bytes of the tables as they would be frozen now
-        coder = tables.freeze().coded_size if tables is not None else None
-        for q_step in args.val_steps:
-            metrics = validate(model, val_images, args.val_quality, q_step, coder)
-            scores.append(rd_score(metrics, rate_lambda(args, q_step)))
-            print(f"val step {step} q_step {q_step:g} psnr {metrics['val_psnr']:.3f} bpp {metrics['val_bpp']:.4f} "
-                  f"proxy_bpp {metrics['val_proxy_bpp']:.4f}", flush=True)
-            log.write(json.dumps({"step": step, "q_step": q_step, **metrics, "time": trained()}) + "\n")
-        score = float(np.mean(scores))
-        improved = score < best
-        best = min(best, score)
-        print(f"val step {step} score {score:.3e}{' best' if improved else ''}", flush=True)
-        log.write(json.dumps({"step": step, "score": score}) + "\n")
-        log.flush()
-        save_last()
-        if improved:
-            save_checkpoint(args.out / "best.pt", model, optimiser, step, best, args, tables, trained())
+    def trained(self) -> float:
+        return self.trained_before + self.elapsed()
 
-    if args.time_limit and trained_before >= args.time_limit:
-        print(f"{last} has trained {trained_before:.0f}s of --time-limit {args.time_limit:g}s: the run is complete",
-              flush=True)
-        return
-    out_of_time = False
-    with StopRequest() as stop_request:
-        for rgb, gray, q_step in batch_loader(sampler, step, args, device):
-            progress = step / args.steps
-            if args.time_limit:
-                progress = max(progress, trained() / args.time_limit)
-            lr = args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-            for group in optimiser.param_groups:
-                group["lr"] = lr
-            rgb, gray = rgb.to(device, non_blocking=True), gray.to(device, non_blocking=True)
-            out = model(rgb, gray, q_step)
-            mse = torch.mean((out["rgb"] - rgb) ** 2)
-            if tables is not None:
-                bits = tables.code_length(out["gated"], q_step, out["gate"], out["latent"])
-            else:
-                bits = estimated_bits(out["gated"], out["gate"])
-            bpp = bits.mean() / (rgb.shape[2] * rgb.shape[3])
-            rate_weight = rate_lambda(args, q_step) * min(1.0, step / max(1, args.warmup))
-            loss = mse + rate_weight * bpp
-            step += 1
-            loss_value = loss.item()
-            # A single exploding batch once wrecked a run (measured: train PSNR 31.9 -> -1.5 at
-            # step 10,000, never fully recovered); skip any batch far above the running loss.
-            spike = loss_ema is not None and loss_value > args.spike_factor * loss_ema
-            if spike and consecutive_spikes >= SPIKE_RUN:
-                # not a spike but the new level (the rate weight ramping up, a coarser step range):
-                # accept it, or every later batch would be skipped too (measured: all from step 680)
-                print(f"step {step}: {SPIKE_RUN} batches in a row above {args.spike_factor:g}x the running loss; "
-                      f"taking {loss_value:.3e} as the new running loss", flush=True)
-                loss_ema, spike = loss_value, False
-            if not math.isfinite(loss_value) or spike:
-                skipped += 1
-                consecutive_spikes += 1
-                print(f"step {step}: skipped a batch with loss {loss_value:.3e} (running {loss_ema:.3e})", flush=True)
-            else:
-                consecutive_spikes = 0
-                loss_ema = loss_value if loss_ema is None else 0.98 * loss_ema + 0.02 * loss_value
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimiser.step()
-                window.append({"psnr": -10 * math.log10(max(mse.item(), 1e-12)), "bpp": bpp.item(),
-                               "nonzero": out["gate"].mean().item()})
-            run_over = bool(args.time_limit) and trained() >= args.time_limit
-            stop_step = bool(args.stop_at_step) and step >= args.stop_at_step
-            interrupted = stop_request.signal is not None
-            out_of_time = (run_over or stop_step or interrupted
-                           or (bool(args.stop_after) and elapsed() >= args.stop_after))
-            if window and (step % 100 == 0 or out_of_time or step == args.steps):
-                mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-                crops_per_second = (step - step_at_window) * args.batch / max(1e-9, time.time() - window_start)
-                window.clear()
-                window_start, step_at_window = time.time(), step
-                print(f"step {step} lr {lr:.2e} train_psnr {mean['psnr']:.2f} {args.rate}_bpp {mean['bpp']:.4f} "
-                      f"nonzero {mean['nonzero']:.3f} {crops_per_second:.0f} crops/s ({trained():.0f}s)", flush=True)
-                log.write(json.dumps({"step": step, "lr": lr, **mean, "crops_per_s": crops_per_second,
-                                      "time": trained()}) + "\n")
-                log.flush()
-            if step % args.val_every == 0 or step == args.steps or out_of_time:
-                if val_images:
-                    run_validation()
+    def complete(self) -> bool:
+        """Whether an earlier call already trained the whole ``--time-limit``."""
+        if self.args.time_limit and self.trained_before >= self.args.time_limit:
+            print(f"{self.last} has trained {self.trained_before:.0f}s of --time-limit {self.args.time_limit:g}s: "
+                  "the run is complete", flush=True)
+            return True
+        return False
+
+    def loop(self, stop_request: StopRequest) -> None:
+        """Step until ``--steps``, a time limit, ``--stop-at-step`` or a signal; saved at the end."""
+        args = self.args
+        for rgb, gray, q_step in batch_loader(self.sampler, self.step, args, self.device):
+            self.set_learning_rate()
+            self.train_step(rgb, gray, q_step)
+            why = self.stop_reason(stop_request)
+            self.report(out_of_time=why is not None)
+            if self.step % args.val_every == 0 or self.step == args.steps or why is not None:
+                if self.val_images:
+                    self.validate_and_save()
                 else:
-                    save_last()
-            elif args.save_every and time.time() - last_save >= args.save_every:
-                save_last()
-            if out_of_time:
-                why = (f"time limit {args.time_limit:g}s reached" if run_over
-                       else f"--stop-at-step {args.stop_at_step} reached" if stop_step
-                       else f"{stop_request.name} received" if interrupted
-                       else f"--stop-after {args.stop_after:g}s reached")
-                print(f"{why} at step {step} ({trained():.0f}s trained); saved {last}", flush=True)
+                    self.save_last()
+            elif args.save_every and time.time() - self.last_save >= args.save_every:
+                self.save_last()
+            if why is not None:
+                print(f"{why} at step {self.step} ({self.trained():.0f}s trained); saved {self.last}", flush=True)
                 break
+
+    def set_learning_rate(self) -> None:
+        """One cosine from --lr to zero over --steps or --time-limit, whichever ends first."""
+        progress = self.step / self.args.steps
+        if self.args.time_limit:
+            progress = max(progress, self.trained() / self.args.time_limit)
+        self.lr = self.args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        for group in self.optimiser.param_groups:
+            group["lr"] = self.lr
+
+    def train_step(self, rgb: torch.Tensor, gray: torch.Tensor, q_step: float) -> None:
+        """Loss = RGB MSE + lambda x bits per pixel (lambda warmed up); one optimiser step
+        unless the batch is skipped as a spike."""
+        args = self.args
+        rgb, gray = rgb.to(self.device, non_blocking=True), gray.to(self.device, non_blocking=True)
+        out = self.model(rgb, gray, q_step)
+        mse = torch.mean((out["rgb"] - rgb) ** 2)
+        if self.tables is not None:
+            bits = self.tables.code_length(out["gated"], q_step, out["gate"], out["latent"])
+        else:
+            bits = estimated_bits(out["gated"], out["gate"])
+        bpp = bits.mean() / (rgb.shape[2] * rgb.shape[3])
+        rate_weight = rate_lambda(args, q_step) * min(1.0, self.step / max(1, args.warmup))
+        loss = mse + rate_weight * bpp
+        self.step += 1
+        if not self.accept(loss.item()):
+            return
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimiser.step()
+        self.window.append({"psnr": -10 * math.log10(max(mse.item(), 1e-12)), "bpp": bpp.item(),
+                            "nonzero": out["gate"].mean().item()})
+
+    def accept(self, loss_value: float) -> bool:
+        """False for a batch to skip: a non-finite loss, or one far above the running loss
+        (a single exploding batch can wreck a run; docs/RESULTS.md). SPIKE_RUN such batches
+        in a row are the new level, not spikes (the rate weight ramping up, a coarser step
+        range): accepted, or every later batch would be skipped too."""
+        spike = self.loss_ema is not None and loss_value > self.args.spike_factor * self.loss_ema
+        if spike and self.consecutive_spikes >= SPIKE_RUN:
+            print(f"step {self.step}: {SPIKE_RUN} batches in a row above {self.args.spike_factor:g}x the running "
+                  f"loss; taking {loss_value:.3e} as the new running loss", flush=True)
+            self.loss_ema, spike = loss_value, False
+        if not math.isfinite(loss_value) or spike:
+            self.skipped += 1
+            self.consecutive_spikes += 1
+            print(f"step {self.step}: skipped a batch with loss {loss_value:.3e} (running {self.loss_ema:.3e})",
+                  flush=True)
+            return False
+        self.consecutive_spikes = 0
+        self.loss_ema = loss_value if self.loss_ema is None else 0.98 * self.loss_ema + 0.02 * loss_value
+        return True
+
+    def stop_reason(self, stop_request: StopRequest) -> str | None:
+        """Why this call stops after the step just taken (None: it goes on)."""
+        args = self.args
+        if args.time_limit and self.trained() >= args.time_limit:
+            return f"time limit {args.time_limit:g}s reached"
+        if args.stop_at_step and self.step >= args.stop_at_step:
+            return f"--stop-at-step {args.stop_at_step} reached"
+        if stop_request.signal is not None:
+            return f"{stop_request.name} received"
+        if args.stop_after and self.elapsed() >= args.stop_after:
+            return f"--stop-after {args.stop_after:g}s reached"
+        return None
+
+    def report(self, out_of_time: bool) -> None:
+        """Every 100 steps (and at the end) the window's mean training figures, printed and logged."""
+        if not self.window or not (self.step % 100 == 0 or out_of_time or self.step == self.args.steps):
+            return
+        mean = {k: float(np.mean([w[k] for w in self.window])) for k in self.window[0]}
+        crops_per_second = ((self.step - self.step_at_window) * self.args.batch
+                            / max(1e-9, time.time() - self.window_start))
+        self.window.clear()
+        self.window_start, self.step_at_window = time.time(), self.step
+        print(f"step {self.step} lr {self.lr:.2e} train_psnr {mean['psnr']:.2f} {self.args.rate}_bpp "
+              f"{mean['bpp']:.4f} nonzero {mean['nonzero']:.3f} {crops_per_second:.0f} crops/s "
+              f"({self.trained():.0f}s)", flush=True)
+        self.log.write(json.dumps({"step": self.step, "lr": self.lr, **mean, "crops_per_s": crops_per_second,
+                                   "time": self.trained()}) + "\n")
+        self.log.flush()
+
+    def save_last(self) -> None:
+        """``last.pt`` and, with learned tables, ``tables.entropy.npz`` frozen from them."""
+        save_checkpoint(self.last, self.model, self.optimiser, self.step, self.best, self.args, self.tables,
+                        self.trained())
+        if self.tables is not None:
+            frozen = self.args.out / "tables.entropy.npz"
+            self.tables.freeze().save(frozen.with_name(frozen.name + ".part"))
+            frozen.with_name(frozen.name + ".part").replace(frozen)
+        self.last_save = time.time()
+
+    def validate_and_save(self) -> None:
+        """Score the network on the product path at each ``--val-steps``; save ``last.pt``,
+        and ``best.pt`` when the score is the run's best."""
+        args, scores = self.args, []
+        # real bytes of the tables as they would be frozen now
+        coder = self.tables.freeze().coded_size if self.tables is not None else None
+        for q_step in args.val_steps:
+            metrics = validate(self.model, self.val_images, args.val_quality, q_step, coder)
+            scores.append(rd_score(metrics, rate_lambda(args, q_step)))
+            print(f"val step {self.step} q_step {q_step:g} psnr {metrics['val_psnr']:.3f} "
+                  f"bpp {metrics['val_bpp']:.4f} proxy_bpp {metrics['val_proxy_bpp']:.4f}", flush=True)
+            self.log.write(json.dumps({"step": self.step, "q_step": q_step, **metrics, "time": self.trained()}) + "\n")
+        score = float(np.mean(scores))
+        improved = score < self.best
+        self.best = min(self.best, score)
+        print(f"val step {self.step} score {score:.3e}{' best' if improved else ''}", flush=True)
+        self.log.write(json.dumps({"step": self.step, "score": score}) + "\n")
+        self.log.flush()
+        self.save_last()
+        if improved:
+            save_checkpoint(args.out / "best.pt", self.model, self.optimiser, self.step, self.best, args,
+                            self.tables, self.trained())
+
+
+def main(argv: list[str] | None = None) -> None:
+    run = TrainingRun(parse_arguments(argv))
+    if run.complete():
+        return
+    with StopRequest() as stop_request:
+        run.loop(stop_request)
     if stop_request.signal is not None:
         raise SystemExit(128 + stop_request.signal)  # as a signal's default would: a shell loop stops too
 

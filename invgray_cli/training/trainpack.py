@@ -9,7 +9,8 @@ scale, or area-downscaled by 2 where the photo allows, as training does), stored
 a 4:4:4 JPEG at ``--quality`` (default 95: chroma error far below what the codec
 restores). ``python -m invgray_cli.training.train --data packs/train.npz ...`` trains from it.
 The file is a plain ``.npz`` (no pickles): ``jpeg`` (all JPEG bytes, uint8) and
-``offsets`` (int64, crop i is ``jpeg[offsets[i]:offsets[i + 1]]``).
+``offsets`` (int64, crop i is ``jpeg[offsets[i]:offsets[i + 1]]``); training reads it with
+:func:`invgray_cli.training.data.read_pack`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PACK_SUFFIX = ".npz"
-
-
-def is_pack(path: Path) -> bool:
-    return path.is_file() and path.suffix == PACK_SUFFIX
+from invgray_cli.training.data import PACK_SUFFIX, list_images, load_rgb
 
 
 def write_pack(crops: list[np.ndarray], destination: Path, quality: int = 95) -> int:
@@ -42,17 +39,6 @@ def write_pack(crops: list[np.ndarray], destination: Path, quality: int = 95) ->
         np.savez(handle, jpeg=np.concatenate(blobs) if blobs else np.zeros(0, np.uint8), offsets=offsets)
     temporary.replace(destination)
     return destination.stat().st_size
-
-
-def read_pack(path: Path) -> list[np.ndarray]:
-    """The crops of a pack, decoded to (H, W, 3) uint8 arrays."""
-    with np.load(path, allow_pickle=False) as pack:
-        data, offsets = pack["jpeg"], pack["offsets"]
-    crops = []
-    for start, stop in zip(offsets[:-1], offsets[1:]):
-        with Image.open(io.BytesIO(data[start:stop].tobytes())) as image:
-            crops.append(np.asarray(image.convert("RGB")))
-    return crops
 
 
 def cut_crops(images: list[np.ndarray], count: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -75,9 +61,8 @@ def cut_crops(images: list[np.ndarray], count: int, size: int, rng: np.random.Ge
 
 
 def main(argv: list[str] | None = None) -> None:
-    from invgray_cli.training.train import list_images, load_rgb
-
-    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.trainpack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.trainpack",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="photo folders")
     parser.add_argument("--out", type=Path, required=True, help=f"the pack file ({PACK_SUFFIX})")
     parser.add_argument("--crops", type=int, default=1200, help="1,200 crops of 256 px: about 46 MiB, which "

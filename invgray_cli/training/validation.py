@@ -16,11 +16,14 @@ import numpy as np
 import torch
 
 from invgray_cli.engines.torch_engine import analyse_image, synthesise_image
+from invgray_cli.format.entropy import EntropyTables
 from invgray_cli.format.packing import pack_symbols
 from invgray_cli.imaging.gray import jpeg_round_trip, luma
 from invgray_cli.imaging.metrics import psnr
 from invgray_cli.model.code_length import estimated_bits
 from invgray_cli.model.network import InvGrayNet
+from invgray_cli.training.checkpoints import read_checkpoint
+from invgray_cli.training.data import list_images, load_rgb
 
 # The selection setting of invgray-v1 (models/MODEL_CARD.md): scores are comparable only at equal values.
 DEFAULT_VAL_STEPS = (1.5, 3.0)
@@ -70,9 +73,8 @@ def score_model(model: InvGrayNet, images: list[np.ndarray], steps: tuple[float,
 
 
 def main(argv: list[str] | None = None) -> None:
-    from invgray_cli.training.train import list_images, load_rgb, read_checkpoint
-
-    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.validation", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m invgray_cli.training.validation",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", type=Path, nargs="+", help="training checkpoints or bundled models/*.pt")
     parser.add_argument("--val", type=Path, required=True, help="validation image folder")
     parser.add_argument("--val-steps", type=float, nargs="+", default=DEFAULT_VAL_STEPS)
@@ -91,8 +93,6 @@ def main(argv: list[str] | None = None) -> None:
     print("| checkpoint | training step | " + " | ".join(f"step {s:g}: PSNR dB / bpp" for s in args.val_steps)
           + " | score |")
     print("|---|---|" + "---|" * len(args.val_steps) + "---|")
-    from invgray_cli.format.entropy import EntropyTables
-
     tables = list(args.tables or [])
     if tables and len(tables) not in (1, len(args.checkpoints)):
         parser.error("--tables takes one file, or one per checkpoint")
