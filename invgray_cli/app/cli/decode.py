@@ -14,38 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from invgray_cli.app.cli.options import (
-    ADDRESS,
-    DEVICE,
-    ENGINE,
-    FORCE,
-    JOBS,
-    JSON,
-    OUT_DIR,
-    QUIET,
-    RECURSIVE,
-    SKIP,
-    THREADS,
-    WORKERS,
-    ColourFormatChoice,
-    DeviceChoice,
-    EngineChoice,
-    Jobs,
-    RunOptions,
-    as_local,
-    check_engine,
-    check_out_dir,
-    check_outputs,
-    check_overwrite,
-    check_storage,
-    choose_device,
-    output_location,
-    planned,
-    refuse_terminal_stdout,
-    run_locally,
-    run_on_cluster,
-    usage,
-)
+from invgray_cli.app.cli import options as opt
 from invgray_cli.app.filework import CUDA_BATCH, DecodeSettings, decode_file
 from invgray_cli.app.jobs import COLOUR_SUFFIX, STDIO, Job, Name, plan_decode, stem_of
 from invgray_cli.app.storage import location
@@ -66,80 +35,75 @@ BATCH = typer.Option("--batch", min=0, max=256,
                           f"the files (0: {CUDA_BATCH} on CUDA, 1 on CPU, where one image already fills the cores).")
 
 
+@opt.ending_with_run_options
 def decode_command(
     inputs: Annotated[list[str], INPUTS],
     output: Annotated[Optional[str], OUTPUT] = None,
-    out_dir: Annotated[Optional[str], OUT_DIR] = None,
-    colour_format: Annotated[Optional[ColourFormatChoice], COLOUR_FORMAT] = None,
+    out_dir: Annotated[Optional[str], opt.OUT_DIR] = None,
+    colour_format: Annotated[Optional[opt.ColourFormatChoice], COLOUR_FORMAT] = None,
     compare: Annotated[Optional[Path], COMPARE] = None,
-    recursive: Annotated[bool, RECURSIVE] = False,
-    skip_existing: Annotated[bool, SKIP] = False,
-    jobs: Annotated[int, JOBS] = 1,
-    threads: Annotated[int, THREADS] = 0,
-    device: Annotated[DeviceChoice, DEVICE] = DeviceChoice.auto,
+    recursive: Annotated[bool, opt.RECURSIVE] = False,
+    skip_existing: Annotated[bool, opt.SKIP] = False,
+    jobs: Annotated[int, opt.JOBS] = 1,
+    threads: Annotated[int, opt.THREADS] = 0,
+    device: Annotated[opt.DeviceChoice, opt.DEVICE] = opt.DeviceChoice.auto,
     batch_size: Annotated[int, BATCH] = 0,
-    force: Annotated[bool, FORCE] = False,
-    json_lines: Annotated[bool, JSON] = False,
-    quiet: Annotated[bool, QUIET] = False,
-    engine: Annotated[EngineChoice, ENGINE] = EngineChoice.local,
-    address: Annotated[Optional[str], ADDRESS] = None,
-    workers: Annotated[int, WORKERS] = 0,
+    **tail: Any,  # noqa: ANN401 - opt.RUN_TAIL: --force ... --workers
 ) -> None:
     """Restore colour photos from gray images and residuals: <stem>.color.png.
 
     Inputs and --out-dir may be object URLs (s3://, gs://, az://, file://)."""
-    inputs = [as_local(name) for name in inputs]
-    remote = check_storage([*inputs, out_dir, output])
-    run = RunOptions(skip_existing, jobs, threads, device, json_lines, quiet, engine, address, workers, batch_size)
-    check_engine(run, STDIO in inputs or output == STDIO)
-    if engine is EngineChoice.ray and compare is not None:
-        raise usage("--compare takes one local decode, not --engine ray")
-    target, folder = output_location(output), output_location(out_dir)
-    check_outputs(target, folder)
-    check_out_dir(folder)
-    check_overwrite(force, skip_existing)
-    planned_jobs = _jobs(inputs, target, folder, compare, recursive, stream=remote or engine is EngineChoice.ray)
+    run = opt.RunOptions(skip_existing=skip_existing, jobs=jobs, threads=threads, device=device, batch=batch_size,
+                         **tail)
+    force, engine = run.force, run.engine
+    inputs, remote, target, folder = opt.names_of(inputs, output, out_dir, run)
+    if engine is opt.EngineChoice.ray and compare is not None:
+        raise opt.usage("--compare takes one local decode, not --engine ray")
+    opt.check_outputs(target, folder)
+    opt.check_out_dir(folder)
+    opt.check_overwrite(force, skip_existing)
+    planned_jobs = _jobs(inputs, target, folder, compare, recursive, stream=remote or engine is opt.EngineChoice.ray)
     stdout_format = _colour_format(planned_jobs, colour_format)
     to_stdout = target is not None and str(target) == STDIO
     if to_stdout:
-        refuse_terminal_stdout()
+        opt.refuse_terminal_stdout()
     settings = DecodeSettings(stdout_format=stdout_format, compare=compare, force=force)
-    if engine is EngineChoice.ray:
-        run_on_cluster("decode", planned_jobs, settings, run, to_stdout)
+    if engine is opt.EngineChoice.ray:
+        opt.run_on_cluster("decode", planned_jobs, settings, run, to_stdout)
         return
     _run_locally(planned_jobs, settings, run, to_stdout)
 
 
 def _jobs(inputs: list[str], output: Name | None, out_dir: Name | None, compare: Path | None, recursive: bool,
-          stream: bool) -> Jobs:
+          stream: bool) -> opt.Jobs:
     """The one job of stdin, or the plan of every input; -o and --compare take one job."""
     if STDIO in inputs:
         jobs = [_stdin_job(inputs, output)]
     elif output is not None or compare is not None:  # one file only: the first two jobs tell
         jobs = list(islice(plan_decode(inputs, out_dir, recursive), 2))
     else:
-        return planned(partial(plan_decode, inputs, out_dir, recursive), stream)
+        return opt.planned(partial(plan_decode, inputs, out_dir, recursive), stream)
     if output is not None:
         if len(jobs) != 1 or location(jobs[0].source).is_dir():
-            raise usage("-o/--output takes exactly one gray image")
+            raise opt.usage("-o/--output takes exactly one gray image")
         jobs[0].outputs = [output]
     if compare is not None and len(jobs) != 1:
-        raise usage("--compare takes exactly one gray image")
+        raise opt.usage("--compare takes exactly one gray image")
     return jobs
 
 
 def _stdin_job(inputs: list[str], output: Name | None) -> Job:
     if len(inputs) > 2 or inputs.count(STDIO) > 1:
-        raise usage("'-' (stdin) stands for the gray image or the residual of one pair only")
+        raise opt.usage("'-' (stdin) stands for the gray image or the residual of one pair only")
     if inputs[0] == STDIO and output is None:
-        raise usage("a gray image from stdin needs -o/--output (a path, or - for stdout)")
+        raise opt.usage("a gray image from stdin needs -o/--output (a path, or - for stdout)")
     gray = location(inputs[0])
     return Job("<stdin>" if inputs[0] == STDIO else inputs[0], inputs[0],
                [gray.parent / f"{stem_of(gray)}{COLOUR_SUFFIX}"],
                companion=location(inputs[1]) if len(inputs) == 2 else None)
 
 
-def _colour_format(jobs: Jobs, colour_format: ColourFormatChoice | None) -> str:
+def _colour_format(jobs: opt.Jobs, colour_format: opt.ColourFormatChoice | None) -> str:
     """The format of -o - (Pillow's name for it); every named output's extension must
     agree with --format."""
     from invgray_cli.imaging.images import COLOUR_FORMATS, colour_format_for
@@ -150,22 +114,22 @@ def _colour_format(jobs: Jobs, colour_format: ColourFormatChoice | None) -> str:
             try:
                 implied = colour_format_for(job.outputs[0])
             except ValueError as exc:
-                raise usage(str(exc)) from None
+                raise opt.usage(str(exc)) from None
             if colour_format is not None and implied != stdout_format:
-                raise usage(f"{job.outputs[0]}: extension disagrees with --format {colour_format.value}")
+                raise opt.usage(f"{job.outputs[0]}: extension disagrees with --format {colour_format.value}")
     return stdout_format
 
 
-def _run_locally(jobs: Jobs, settings: DecodeSettings, run: RunOptions, to_stdout: bool) -> None:
+def _run_locally(jobs: opt.Jobs, settings: DecodeSettings, run: opt.RunOptions, to_stdout: bool) -> None:
     """Decode on this machine; folders share network passes through a batcher on CUDA."""
     from invgray_cli.codec.core import GrayRecompressedWarning
 
-    device = choose_device(run)
+    device = opt.choose_device(run)
     warnings.simplefilter("ignore", GrayRecompressedWarning)  # reported per file from photo.notes
     settings = replace(settings, device=device)
     batcher = _batcher(device, run.batch, 2 if callable(jobs) else len(jobs))
     try:
-        run_locally("decode", jobs, partial(decode_file, settings=settings, batcher=batcher), run, to_stdout,
+        opt.run_locally("decode", jobs, partial(decode_file, settings=settings, batcher=batcher), run, to_stdout,
                     max(run.jobs, batcher.max_batch) if batcher else run.jobs)
     finally:
         if batcher is not None:

@@ -4,43 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import partial
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from invgray_cli.app.cli.options import (
-    ADDRESS,
-    DEVICE,
-    ENGINE,
-    FORCE,
-    JOBS,
-    JSON,
-    OUT_DIR,
-    QUIET,
-    RECURSIVE,
-    SKIP,
-    THREADS,
-    WORKERS,
-    DeviceChoice,
-    EngineChoice,
-    GrayFormatChoice,
-    Jobs,
-    LevelChoice,
-    RunOptions,
-    as_local,
-    check_engine,
-    check_out_dir,
-    check_outputs,
-    check_overwrite,
-    check_storage,
-    choose_device,
-    output_location,
-    planned,
-    refuse_terminal_stdout,
-    run_locally,
-    run_on_cluster,
-    usage,
-)
+from invgray_cli.app.cli import options as opt
 from invgray_cli.app.filework import EncodeSettings, encode_file
 from invgray_cli.app.jobs import RESIDUAL_SUFFIX, STDIO, Job, Name, plan_encode, stem_of
 from invgray_cli.app.storage import location
@@ -73,13 +41,14 @@ MAX_PIXELS = typer.Option("--max-pixels", min=0,
                           help="Refuse larger images (decompression bombs); 0 lifts the limit.")
 
 
+@opt.ending_with_run_options
 def encode_command(
     inputs: Annotated[list[str], INPUTS],
     output: Annotated[Optional[str], OUTPUT] = None,
-    out_dir: Annotated[Optional[str], OUT_DIR] = None,
+    out_dir: Annotated[Optional[str], opt.OUT_DIR] = None,
     quality: Annotated[Optional[int], QUALITY] = None,
-    gray_format: Annotated[Optional[GrayFormatChoice], GRAY_FORMAT] = None,
-    level: Annotated[Optional[LevelChoice], LEVEL] = None,
+    gray_format: Annotated[Optional[opt.GrayFormatChoice], GRAY_FORMAT] = None,
+    level: Annotated[Optional[opt.LevelChoice], LEVEL] = None,
     step: Annotated[Optional[float], STEP] = None,
     target_psnr: Annotated[Optional[float], TARGET_PSNR] = None,
     max_bytes: Annotated[Optional[int], MAX_BYTES] = None,
@@ -87,54 +56,47 @@ def encode_command(
     embed: Annotated[bool, EMBED] = False,
     strip: Annotated[bool, STRIP] = False,
     max_pixels: Annotated[int, MAX_PIXELS] = 200_000_000,
-    recursive: Annotated[bool, RECURSIVE] = False,
-    skip_existing: Annotated[bool, SKIP] = False,
-    jobs: Annotated[int, JOBS] = 1,
-    threads: Annotated[int, THREADS] = 0,
-    device: Annotated[DeviceChoice, DEVICE] = DeviceChoice.auto,
-    force: Annotated[bool, FORCE] = False,
-    json_lines: Annotated[bool, JSON] = False,
-    quiet: Annotated[bool, QUIET] = False,
-    engine: Annotated[EngineChoice, ENGINE] = EngineChoice.local,
-    address: Annotated[Optional[str], ADDRESS] = None,
-    workers: Annotated[int, WORKERS] = 0,
+    recursive: Annotated[bool, opt.RECURSIVE] = False,
+    skip_existing: Annotated[bool, opt.SKIP] = False,
+    jobs: Annotated[int, opt.JOBS] = 1,
+    threads: Annotated[int, opt.THREADS] = 0,
+    device: Annotated[opt.DeviceChoice, opt.DEVICE] = opt.DeviceChoice.auto,
+    **tail: Any,  # noqa: ANN401 - opt.RUN_TAIL: --force ... --workers
 ) -> None:
     """Write <stem>.gray.jpg (or .gray.png) and <stem>.residual.bin for each photo.
 
     Inputs and --out-dir may be object URLs (s3://, gs://, az://, file://)."""
-    inputs = [as_local(name) for name in inputs]
-    remote = check_storage([*inputs, out_dir, output])
-    run = RunOptions(skip_existing, jobs, threads, device, json_lines, quiet, engine, address, workers)
-    check_engine(run, STDIO in inputs or output == STDIO)
-    target, folder = output_location(output), output_location(out_dir)
+    run = opt.RunOptions(skip_existing=skip_existing, jobs=jobs, threads=threads, device=device, **tail)
+    force, engine = run.force, run.engine
+    inputs, remote, target, folder = opt.names_of(inputs, output, out_dir, run)
     _check_arguments(inputs, target, folder, force, skip_existing)
     _check_rate(level, step, target_psnr, max_bytes)
     fmt = _gray_format(target, gray_format, embed)
-    check_out_dir(folder)
-    planned_jobs = _jobs(inputs, target, folder, fmt, embed, recursive, stream=remote or engine is EngineChoice.ray)
+    opt.check_out_dir(folder)
+    planned_jobs = _jobs(inputs, target, folder, fmt, embed, recursive, stream=remote or engine is opt.EngineChoice.ray)
     settings = EncodeSettings(
-        inputs=tuple(inputs), gray_format=fmt, quality=quality, level=(level or LevelChoice.default).value, step=step,
+        inputs=tuple(inputs), gray_format=fmt, quality=quality, level=(level or opt.LevelChoice.default).value, step=step,
         target_psnr=target_psnr, max_bytes=max_bytes, embed=embed, strip=strip, max_pixels=max_pixels, force=force,
         effort=effort)
     to_stdout = target is not None and str(target) == STDIO
-    if engine is EngineChoice.ray:
-        run_on_cluster("encode", planned_jobs, settings, run, to_stdout)
+    if engine is opt.EngineChoice.ray:
+        opt.run_on_cluster("encode", planned_jobs, settings, run, to_stdout)
         return
-    settings = replace(settings, device=choose_device(run))
-    run_locally("encode", planned_jobs, partial(encode_file, settings=settings), run, to_stdout, jobs)
+    settings = replace(settings, device=opt.choose_device(run))
+    opt.run_locally("encode", planned_jobs, partial(encode_file, settings=settings), run, to_stdout, jobs)
 
 
 def _check_arguments(inputs: list[str], output: Name | None, out_dir: Name | None, force: bool,
                      skip_existing: bool) -> None:
     if output is not None and (len(inputs) != 1 or location(inputs[0]).is_dir()):
-        raise usage("-o/--output takes exactly one input file")
-    check_outputs(output, out_dir)
+        raise opt.usage("-o/--output takes exactly one input file")
+    opt.check_outputs(output, out_dir)
     if STDIO in inputs and output is None:
-        raise usage("reading stdin ('-') needs -o/--output to name the outputs (or -o - with --embed)")
-    check_overwrite(force, skip_existing)
+        raise opt.usage("reading stdin ('-') needs -o/--output to name the outputs (or -o - with --embed)")
+    opt.check_overwrite(force, skip_existing)
 
 
-def _check_rate(level: LevelChoice | None, step: float | None, target_psnr: float | None,
+def _check_rate(level: opt.LevelChoice | None, step: float | None, target_psnr: float | None,
                 max_bytes: int | None) -> None:
     """At most one way to choose the residual's size."""
     chosen = [name for name, value in (("--step", step), ("--target-psnr", target_psnr), ("--max-bytes", max_bytes))
@@ -142,30 +104,30 @@ def _check_rate(level: LevelChoice | None, step: float | None, target_psnr: floa
     if level is not None and (target_psnr is not None or max_bytes is not None):
         chosen.insert(0, "--level")  # --step overriding --level stays allowed, as before
     if len(chosen) > 1:
-        raise usage(f"use one of {', '.join(chosen)}, not several")
+        raise opt.usage(f"use one of {', '.join(chosen)}, not several")
 
 
-def _gray_format(output: Name | None, gray_format: GrayFormatChoice | None, embed: bool) -> str:
+def _gray_format(output: Name | None, gray_format: opt.GrayFormatChoice | None, embed: bool) -> str:
     """jpg or png: as asked, or as -o's extension says (they must agree)."""
     fmt = gray_format.value if gray_format else None
     if output is not None and str(output) == STDIO:
         if not embed:
-            raise usage("-o - writes one stream: add --embed (the residual inside the gray image), or name a file")
-        refuse_terminal_stdout()
+            raise opt.usage("-o - writes one stream: add --embed (the residual inside the gray image), or name a file")
+        opt.refuse_terminal_stdout()
     elif output is not None:
         implied = GRAY_EXTENSIONS.get(output.suffix.lower())
         if implied is None:
-            raise usage(f"{output}: gray output must end in .jpg, .jpeg or .png (or be - for stdout)")
+            raise opt.usage(f"{output}: gray output must end in .jpg, .jpeg or .png (or be - for stdout)")
         if fmt is not None and fmt != implied:
-            raise usage(f"{output}: extension disagrees with --gray-format {fmt}")
+            raise opt.usage(f"{output}: extension disagrees with --gray-format {fmt}")
         fmt = implied
     return fmt or "jpg"
 
 
 def _jobs(inputs: list[str], output: Name | None, out_dir: Name | None, fmt: str, embed: bool, recursive: bool,
-          stream: bool) -> Jobs:
+          stream: bool) -> opt.Jobs:
     """The one job that -o names, or the plan of every input."""
     if output is not None:
         outputs = [output] if embed else [output, output.with_name(stem_of(output) + RESIDUAL_SUFFIX)]
         return [Job("<stdin>" if inputs[0] == STDIO else inputs[0], inputs[0], outputs)]
-    return planned(partial(plan_encode, inputs, out_dir, f".gray.{fmt}", embed, recursive), stream)
+    return opt.planned(partial(plan_encode, inputs, out_dir, f".gray.{fmt}", embed, recursive), stream)

@@ -7,16 +7,17 @@ The engines load on first use (onnxruntime or torch for ``--device``, Ray for
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import typer
 
-from invgray_cli.app.jobs import Job, in_argument_order
+from invgray_cli.app.jobs import STDIO, Job, Name, in_argument_order
 from invgray_cli.app.progress import Reporter
 from invgray_cli.app.running import count_in_background, run_jobs
 from invgray_cli.app.storage import (
@@ -85,6 +86,27 @@ QUIET = typer.Option("--quiet", help="No per-file lines, progress or summary; er
                                      "go to stderr.")
 
 
+# The options that encode and decode both end with, in the order --help lists them.
+_LAST = inspect.Parameter.KEYWORD_ONLY
+RUN_TAIL = (
+    inspect.Parameter("force", _LAST, default=False, annotation=Annotated[bool, FORCE]),
+    inspect.Parameter("json_lines", _LAST, default=False, annotation=Annotated[bool, JSON]),
+    inspect.Parameter("quiet", _LAST, default=False, annotation=Annotated[bool, QUIET]),
+    inspect.Parameter("engine", _LAST, default=EngineChoice.local, annotation=Annotated[EngineChoice, ENGINE]),
+    inspect.Parameter("address", _LAST, default=None, annotation=Annotated[Optional[str], ADDRESS]),
+    inspect.Parameter("workers", _LAST, default=0, annotation=Annotated[int, WORKERS]),
+)
+
+
+def ending_with_run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Declare :data:`RUN_TAIL` once for both commands: typer reads a command's options
+    from its signature, and the command takes these as keyword arguments (``**tail``)."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    command.__signature__ = signature.replace(parameters=[*own, *RUN_TAIL])  # type: ignore[attr-defined]
+    return command
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How encode and decode run their files: the options the two share."""
@@ -93,6 +115,7 @@ class RunOptions:
     jobs: int
     threads: int
     device: DeviceChoice
+    force: bool
     json_lines: bool
     quiet: bool
     engine: EngineChoice
@@ -121,9 +144,20 @@ def as_local(name: str) -> str:
     return str(location(name)) if is_url(name) and name.lower().startswith("file://") else name
 
 
-def output_location(name: str | None) -> Path | ObjectPath | None:
+def output_location(name: str | None) -> Name | None:
     """Where -o or --out-dir points, if given."""
     return location(as_local(name)) if name is not None else None
+
+
+def names_of(inputs: list[str], output: str | None, out_dir: str | None,
+             run: RunOptions) -> tuple[list[str], bool, Name | None, Name | None]:
+    """The command line's names as a run takes them: the inputs (file:// URLs as local
+    paths), whether any name is an object URL, and where -o and --out-dir point. Exit 2
+    where a URL's filesystem or the engine cannot be used."""
+    inputs = [as_local(name) for name in inputs]
+    remote = check_storage([*inputs, out_dir, output])
+    check_engine(run, STDIO in inputs or output == STDIO)
+    return inputs, remote, output_location(output), output_location(out_dir)
 
 
 def check_storage(names: Iterable[str | None]) -> bool:
