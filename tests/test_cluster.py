@@ -1,4 +1,4 @@
-"""The cluster engine (invgray_cli/app/cluster.py) on a real local Ray cluster (ray.init with
+"""The cluster engine (invgray_cli/app/cluster/) on a real local Ray cluster (ray.init with
 2 CPUs) against a real S3-compatible server on localhost (moto's server mode): bucket to
 bucket, byte for byte the local CLI's outputs; broken files among good ones; a worker
 killed in the middle of a job; and the map_batches functions of the Python API."""
@@ -180,13 +180,13 @@ def test_a_worker_killed_mid_job_leaves_no_partial_object_and_the_rerun_complete
 
 def test_map_batches_functions_in_a_ray_data_pipeline(cluster: None, tmp_path: Path,
                                                       photo_files: dict[str, bytes]) -> None:
-    from invgray_cli.app.cluster import Encoder, decode_batch
+    from invgray_cli.app.cluster import BatchEncoder, decode_batch
 
     names = ["kodim23.png", "camera.jpg", "alpha.png"]
     gray, colour = _local_run(tmp_path, {name: photo_files[name] for name in names})
     rows = [{"path": name, "bytes": photo_files[name]} for name in names] + [{"path": "junk", "bytes": b"junk"}]
     encoded = (ray.data.from_items(rows)
-               .map_batches(Encoder, fn_constructor_kwargs={"device": "cpu"}, batch_size=2,
+               .map_batches(BatchEncoder, fn_constructor_kwargs={"device": "cpu"}, batch_size=2,
                             compute=ray.data.ActorPoolStrategy(size=1))
                .take_all())
     by_path = {row["path"]: row for row in encoded}
@@ -220,10 +220,10 @@ def test_cluster_usage_errors(cluster: None, small_png: Path) -> None:
 def test_workers_of_another_invgray_stop_the_run_with_one_line(cluster: None, monkeypatch: pytest.MonkeyPatch,
                                                                small_png: Path) -> None:
     """The driver here claims another version: the real workers refuse to start."""
-    from invgray_cli.app import cluster as engine
+    from invgray_cli.app.cluster import driver
 
-    real = engine._expected_build()
-    monkeypatch.setattr(engine, "_expected_build", lambda: dict(real, version="9.9.9"))
+    real = driver.expected_build()
+    monkeypatch.setattr(driver, "expected_build", lambda: dict(real, version="9.9.9"))
     result = invoke("encode", small_png, "--engine", "ray", "--workers", "1")
     assert result.exit_code == 1 and result.stdout == ""  # no worker traceback from Ray on stdout either
     assert _errors(result.stderr)[0] == (
@@ -234,22 +234,22 @@ def test_workers_of_another_invgray_stop_the_run_with_one_line(cluster: None, mo
 
 
 def test_workers_of_another_invgray_refuse_to_start() -> None:
-    from invgray_cli.app.cluster import (
+    from invgray_cli.app.cluster.driver import (
         ClusterError,
         FileWorker,
-        _error_message,
-        _expected_build,
+        error_message,
+        expected_build,
     )
     from invgray_cli.app.filework import EncodeSettings
 
-    other = dict(_expected_build(), version="0.0.1")
+    other = dict(expected_build(), version="0.0.1")
     with pytest.raises(ClusterError, match="install the same invgray on every node") as refused:
         FileWorker("encode", EncodeSettings(inputs=()), False, other, gpu=False, threads=1, batch=1)
 
     class RayActorDied(Exception):  # what the driver sees: Ray's error, the worker's exception as its cause
         cause = refused.value
 
-    assert _error_message(RayActorDied("The actor died in __init__ ...")) == str(refused.value)
+    assert error_message(RayActorDied("The actor died in __init__ ...")) == str(refused.value)
 
 
 def test_decode_batch_runs_same_size_images_through_one_batcher(photo_files: dict[str, bytes]) -> None:
@@ -257,11 +257,17 @@ def test_decode_batch_runs_same_size_images_through_one_batcher(photo_files: dic
     import torch
 
     import invgray_cli
-    from invgray_cli.app.cluster import decode_batch, encode_batch
+    from invgray_cli.app.cluster import (
+        BatchDecoder,
+        BatchEncoder,
+        decode_batch,
+        encode_batch,
+    )
     from invgray_cli.engines.batcher import NetworkBatcher
     from invgray_cli.engines.registry import load_model
 
     assert (invgray_cli.encode_batch, invgray_cli.decode_batch) == (encode_batch, decode_batch)  # the package's API
+    assert (invgray_cli.Encoder, invgray_cli.Decoder) == (BatchEncoder, BatchDecoder)  # the old names still work
 
     photos = [photo_files["kodim23.png"]] * 3 + [photo_files["alpha.png"]]
     encoded = encode_batch({"bytes": photos}, device="cpu")

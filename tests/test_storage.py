@@ -1,5 +1,5 @@
 """Object storage paths (invgray_cli/app/storage.py) and the streamed plans that name their
-outputs (batch.plan_encode / plan_decode), on fsspec's in-memory store and on a real
+outputs (jobs.plan_encode / plan_decode), on fsspec's in-memory store and on a real
 S3-compatible server (moto's server mode) with the local engine. The Ray engine is in
 test_cluster.py."""
 
@@ -15,7 +15,7 @@ from storage_helpers import local_files, objects, put_files, write_files
 from typer.testing import CliRunner
 
 from invgray_cli.app.cli import app
-from invgray_cli.app.jobs import ClashGuard, Job, _folder_files, plan_encode, stem_of
+from invgray_cli.app.jobs import ClashGuard, Job, plan_encode, stem_of
 from invgray_cli.app.storage import (
     ObjectPath,
     location,
@@ -73,7 +73,7 @@ def test_local_streamed_listing_finds_what_the_folder_listing_finds(tmp_path: Pa
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     streamed = list(walk_files(tmp_path, recursive=True))
-    assert sorted(streamed) == _folder_files(tmp_path, True, lambda p: True)
+    assert sorted(streamed) == sorted(p for p in tmp_path.rglob("*") if p.is_file() and not p.name.startswith("."))
     assert [str(p) for p in streamed] == sorted(str(p) for p in streamed)
 
 
@@ -150,7 +150,7 @@ def test_clash_guard_finds_clashes_in_a_stream_and_forgets_closed_prefixes() -> 
 
 def test_plan_fails_one_of_two_inputs_that_would_write_the_same_outputs() -> None:
     """Across arguments too: the streams are merged in output order, so the input whose
-    name sorts first writes, the other fails (a local folder run fails the later argument)."""
+    name sorts first writes, the other fails (local folders and object storage alike)."""
     pytest.importorskip("fsspec")
     one = _memory_tree("clash-one", ["a.png", "b.png"])
     two = _memory_tree("clash-two", ["a.jpg"])

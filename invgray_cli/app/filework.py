@@ -6,6 +6,10 @@ engine (:mod:`invgray_cli.app.cluster`) runs the very same functions on Ray work
 is why they take their options as plain, picklable settings rather than closures.
 Inputs and outputs are local paths or object URLs (:mod:`invgray_cli.app.storage`);
 ``-`` is stdin or stdout (local runs only).
+
+The codec and the image modules are imported inside the functions that run them: the
+CLI imports this module at start-up, and ``invgray --help`` needs neither numpy nor
+Pillow.
 """
 
 from __future__ import annotations
@@ -16,15 +20,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from invgray_cli.app.jobs import RESIDUAL_SUFFIX, STDIO, Job, JobError, stem_of
-from invgray_cli.app.storage import ObjectPath, StorageError, is_url, location
+from invgray_cli.app.jobs import RESIDUAL_SUFFIX, STDIO, Job, JobError, Name, stem_of
+from invgray_cli.app.storage import (
+    ObjectPath,
+    StorageError,
+    is_url,
+    location,
+    one_line,
+    write_set,
+)
+from invgray_cli.app.storage import read as read_object
+from invgray_cli.engines.registry import UnknownModelError, known_model_ids, levels
 
 if TYPE_CHECKING:
     import numpy as np
 
     from invgray_cli.engines.batcher import NetworkBatcher
 
-Name = Path | ObjectPath
+CUDA_BATCH = 8  # decode: images per network pass on CUDA (local folder runs and GPU workers)
 Retried = Callable[[], bool] | None  # the cluster's "is this task a retry?" (see check_writable)
 
 
@@ -62,10 +75,8 @@ def read_input(path: str | Name) -> bytes:
     if not isinstance(path, ObjectPath) and is_url(path):
         path = location(path)  # an object, or a file:// URL's local path
     if isinstance(path, ObjectPath):
-        from invgray_cli.app import storage
-
         try:
-            return storage.read(path)
+            return read_object(path)
         except (OSError, StorageError) as exc:
             raise JobError(str(exc)) from None
     path = str(path)
@@ -109,8 +120,6 @@ def check_writable(outputs: list[Name], inputs: list[str], force: bool, retried:
             try:
                 existing = [out for out in remote if out.exists()]
             except Exception as exc:  # noqa: BLE001 - the store's own error types
-                from invgray_cli.app.storage import one_line
-
                 raise JobError(f"cannot check outputs ({one_line(exc)})") from None
             if existing and len(existing) == len(outputs) and not (retried is not None and retried()):
                 raise JobError(f"{existing[0]} already exists (use --force to overwrite)")
@@ -129,8 +138,6 @@ def write_all(files: list[tuple[Name, bytes]], force: bool) -> None:
     """Write every output of one input as a set (see images.write_all_atomic and
     storage.write_set); an output named '-' goes to stdout, complete, after the files."""
     if any(isinstance(path, ObjectPath) for path, _ in files):
-        from invgray_cli.app.storage import write_set
-
         try:
             write_set([(path, data) for path, data in files], overwrite=force)  # type: ignore[misc]
         except FileExistsError as exc:
@@ -157,14 +164,13 @@ def write_all(files: list[tuple[Name, bytes]], force: bool) -> None:
 
 def level_of(model_id: str, step: float) -> str | None:
     """The name of the model's rate level at this step, if it is one."""
-    from invgray_cli.engines.registry import known_model_ids, levels
-
     if model_id not in known_model_ids():
         return None
     return next((name for name, value in levels(model_id).items() if abs(value - step) <= 1e-6 * value), None)
 
 
 def engine_name(model_id: str, device: str) -> str:
+    """Which engine runs the network (onnxruntime or torch), for the JSON record."""
     from invgray_cli.engines.engine import engine_for
 
     return engine_for(model_id, device).name
@@ -222,7 +228,6 @@ def decode_file(job: Job, settings: DecodeSettings, batcher: NetworkBatcher | No
                 retried: Retried = None) -> tuple[str, int, dict]:
     """Restore one colour photo from its gray image and residual."""
     from invgray_cli.codec import decode_photo
-    from invgray_cli.engines.registry import UnknownModelError
     from invgray_cli.format.container import InvalidResidualError, read_residual
     from invgray_cli.imaging.images import colour_format_for, save_colour
 
@@ -290,8 +295,6 @@ def _is_file(path: Name) -> bool:
     try:
         return path.is_file()
     except Exception as exc:  # noqa: BLE001 - an object store's own errors, as one line
-        from invgray_cli.app.storage import one_line
-
         raise JobError(f"cannot look for {path} ({one_line(exc)})") from None
 
 

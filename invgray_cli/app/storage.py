@@ -19,6 +19,7 @@ used: plain-path runs never import them. The filesystem's own configuration appl
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from collections.abc import Iterator
@@ -216,8 +217,6 @@ def _walk_local(folder: Path, recursive: bool) -> Iterator[Path]:
     """One folder's entries at a time; folders sort as 'name/' so that the order is that
     of the full paths (an object store's order). Links to folders are not followed, as
     ``Path.rglob`` does not follow them."""
-    import os
-
     with os.scandir(folder) as scan:
         entries = sorted(scan, key=lambda e: e.name + ("/" if e.is_dir(follow_symlinks=False) else ""))
     for entry in entries:

@@ -22,12 +22,10 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invgray_cli.format.container import PACKED, RANGE_CODED
-from invgray_cli.format.entropy import EntropyTables
+if TYPE_CHECKING:  # numpy and torch load lazily: --version and --help read the registry, and a CPU decode
+    import torch  # never needs torch
 
-if TYPE_CHECKING:  # torch loads lazily: reading the registry (--version, info, CPU decodes) never needs it
-    import torch
-
+    from invgray_cli.format.entropy import EntropyTables
     from invgray_cli.model.network import InvGrayNet
 
 REGISTRY_FILE = "registry.json"
@@ -85,12 +83,18 @@ class ModelSpec:
     model_id: str
     name: str
     network_id: str  # the id of the network alone (equal to model_id for format 1)
-    format_version: int  # the residual format its files are written in
     levels: Mapping[str, float]  # named rate levels -> quantisation steps
     weights_file: str | None  # the whole network's torch weights (.pt): encodes, refines, exports
     onnx: Mapping[str, Any] | None  # the ONNX graphs and their geometry, for the onnxruntime engine
     tables_file: str | None  # the frozen entropy tables of a format-2 model
     config: Mapping[str, Any] | None = None  # the network's configuration, for a model kept for decoding only
+
+    @property
+    def format_version(self) -> int:
+        """The residual format its files are written in: range-coded with tables, else packed."""
+        from invgray_cli.format.container import PACKED, RANGE_CODED
+
+        return RANGE_CODED if self.tables_file is not None else PACKED
 
     @property
     def encodes(self) -> bool:
@@ -133,7 +137,6 @@ def _spec(model_id: str) -> ModelSpec:
             f"(known: {', '.join(sorted(entries))}); install the invgray release that made it")
     entry = entries[model_id]
     return ModelSpec(model_id, entry.get("name", model_id), entry.get("network", model_id),
-                     RANGE_CODED if "entropy" in entry else PACKED,
                      dict(entry.get("levels", {"default": 1.0})), entry.get("file"), entry.get("onnx"),
                      entry.get("entropy"), entry.get("config"))
 
@@ -175,6 +178,8 @@ def weights_id(state_dict: Mapping[str, torch.Tensor]) -> str:
 
 @lru_cache(maxsize=4)
 def _tables(spec: ModelSpec) -> EntropyTables:
+    from invgray_cli.format.entropy import EntropyTables
+
     if spec.tables_file is None:
         raise UnknownModelError(f"model {spec.model_id} has no entropy tables (it writes format 1)")
     try:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAGIC = b"IGRS"
+from invgray_cli.format.signatures import RESIDUAL_MAGIC
+
+MAGIC = RESIDUAL_MAGIC
 PACKED = 1  # format 1: the payload is zstd-packed symbols (invgray_cli.format.packing)
 RANGE_CODED = 2  # format 2: the payload is range-coded 32-bit words (invgray_cli.format.entropy), not zstd
 SUPPORTED_VERSIONS = (PACKED, RANGE_CODED)

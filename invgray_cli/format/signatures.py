@@ -1,10 +1,10 @@
 """The first bytes that name a file's kind: the gray images invgray writes and its own
-residual files. Every module that sniffs a file asks here."""
+residual files. Every module that sniffs a file asks here; plain bytes, no imports, so
+the CLI can sniff before it loads numpy."""
 
 from __future__ import annotations
 
-from invgray_cli.format.container import MAGIC as RESIDUAL_MAGIC
-
+RESIDUAL_MAGIC = b"IGRS"  # a residual file's first four bytes (docs/FORMAT.md)
 JPEG_SOI = b"\xff\xd8"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SNIFF_BYTES = len(PNG_SIGNATURE)  # enough of a file's head to tell all three apart

@@ -1,13 +1,13 @@
-"""The cluster engine: ``invgray encode|decode ... --engine ray`` on a Ray cluster, and
-functions that fit ``Dataset.map_batches`` for people who build their own pipelines.
+"""The cluster engine's driver: ``invgray encode|decode ... --engine ray`` on a Ray cluster.
 
-How a CLI run flows (:func:`run`):
+How a run flows (:func:`run`):
 
 * The driver (the ``invgray`` process) lists the inputs as a stream
-  (:func:`batch.plan_encode` / :func:`batch.plan_decode`: naming, clashes, one folder or
-  listing page at a time) and hands job descriptors to a small feed actor, never more
-  than a window of them ahead of the results it has reported. That window is the
-  back-pressure: a listing of a million keys waits while the workers catch up.
+  (:func:`~invgray_cli.app.jobs.plan_encode` / :func:`~invgray_cli.app.jobs.plan_decode`:
+  naming, clashes, one folder or listing page at a time) and hands job descriptors to a
+  small feed actor, never more than a window of them ahead of the results it has
+  reported. That window is the back-pressure: a listing of a million keys waits while
+  the workers catch up.
 * Ray Data pulls the descriptors from the feed (a generator task) and runs
   ``map_batches`` with an actor pool of :class:`FileWorker`: each worker loads the
   model once, then for each file runs exactly what a local run does
@@ -21,46 +21,54 @@ How a CLI run flows (:func:`run`):
   file finds whatever its first attempt committed and, where those objects hold exactly
   the bytes it computes again, completes the set instead of failing on them.
 
-Ray is imported only here, and only when a cluster is used.
+Ray and pyarrow (which comes with it) are optional and heavy: they are imported inside
+the functions that use them, so that the CLI can say in one line that they are missing;
+torch likewise, for GPU workers only.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
 import os
 import sys
+import tempfile
 import threading
+import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from invgray_cli import __version__
 from invgray_cli.app.filework import (
+    CUDA_BATCH,
     DecodeSettings,
     EncodeSettings,
     decode_file,
     encode_file,
 )
-from invgray_cli.app.jobs import (
-    Job,
-    Outcome,
-    Reporter,
+from invgray_cli.app.jobs import Job
+from invgray_cli.app.progress import Outcome, Reporter
+from invgray_cli.app.running import (
     Result,
     count_in_background,
     report_results,
     run_job,
 )
-from invgray_cli.app.storage import location
+from invgray_cli.app.storage import location, one_line
+from invgray_cli.codec import GrayRecompressedWarning
+from invgray_cli.engines.engine import engine_for, set_threads
+from invgray_cli.engines.registry import default_model_id, known_model_ids
 
 if TYPE_CHECKING:
     import pyarrow
 
 CLUSTER_EXTRA = "pip install 'invgray[cluster]'"
-GPU_BATCH = 8  # decode images per network pass on a GPU worker (the local CUDA default)
 # Settings that say where object storage is, not who may use it: passed to the workers of
 # an existing cluster, whose processes do not inherit this shell's environment.
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
@@ -68,6 +76,14 @@ FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_D
 
 class ClusterError(Exception):
     """The cluster cannot run this job (Ray missing, no GPU, workers out of date); one line."""
+
+
+class ClusterRunFailed(ClusterError):
+    """The cluster stopped before every file was done (reported; the exit status is 1)."""
+
+
+class ClusterUsageError(ClusterError):
+    """Asked for what the cluster cannot give (GPUs it lacks): a usage error, exit 2."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +95,7 @@ class ClusterOptions:
     jobs: int = 1  # files at once in each CPU worker (overlaps object-storage latency)
     threads: int = 0  # network CPU threads (and reserved CPUs) per CPU worker; 0: 1
     device: str = "auto"  # auto: GPU workers where the cluster has GPUs; cpu; cuda
-    batch: int = 0  # GPU workers: files per task and images per network pass; 0: GPU_BATCH
+    batch: int = 0  # GPU workers: files per task and images per network pass; 0: CUDA_BATCH
 
 
 def require_ray() -> Any:  # noqa: ANN401 - the ray module
@@ -95,11 +111,9 @@ def require_ray() -> Any:  # noqa: ANN401 - the ray module
 # --- the worker: one actor of the pool, one model load ---------------------------------
 
 
-def _expected_build() -> dict[str, Any]:
+def expected_build() -> dict[str, Any]:
     """What the driver runs: workers must run the same invgray and models to write the
     same bytes."""
-    from invgray_cli.engines.registry import default_model_id, known_model_ids
-
     return {"version": __version__, "default_model": default_model_id(), "models": sorted(known_model_ids())}
 
 
@@ -109,16 +123,11 @@ class FileWorker:
 
     def __init__(self, verb: str, settings: EncodeSettings | DecodeSettings, skip_existing: bool,
                  expected: dict[str, Any], gpu: bool, threads: int, batch: int) -> None:
-        found = _expected_build()
+        found = expected_build()
         if found != expected:
             raise ClusterError(f"worker runs invgray {found['version']} (default model {found['default_model']}), "
                                f"the driver {expected['version']} (default model {expected['default_model']}): "
                                "install the same invgray on every node")
-        import warnings
-
-        from invgray_cli.codec import GrayRecompressedWarning
-        from invgray_cli.engines.engine import engine_for, set_threads
-
         warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?")
         warnings.simplefilter("ignore", GrayRecompressedWarning)  # reported per file from photo.notes
         set_threads(threads)
@@ -132,8 +141,6 @@ class FileWorker:
         self.batcher = None
         self.pool = None
         if gpu and batch > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
             import torch
 
             from invgray_cli.engines.batcher import NetworkBatcher
@@ -208,9 +215,6 @@ class Feed:
     without blocking ``put``)."""
 
     def __init__(self) -> None:
-        import asyncio
-        from collections import deque
-
         self.items: deque[dict[str, Any]] = deque()
         self.closed = False
         self.ready = asyncio.Condition()
@@ -275,8 +279,6 @@ def _data_context() -> Iterator[None]:
 
 def _quiet_ray() -> None:
     """Ray's Python loggers and warnings stay off the terminal; the CLI prints its own."""
-    import warnings
-
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
     # Ray Data warns that a one-row source limits the pool: ours is a generator of many blocks.
@@ -299,9 +301,6 @@ class _NativeStderr:
                 return self  # a test runner's captured stderr has no descriptor of its own
         except (AttributeError, OSError, ValueError):
             return self
-        import io
-        import tempfile
-
         sys.stderr.flush()
         self.log = tempfile.TemporaryFile(prefix="invgray-ray-")
         self.saved = os.dup(2)
@@ -360,7 +359,7 @@ def connect(address: str | None) -> bool:
                  runtime_env={"env_vars": env} if env else None)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, Ray's RpcError, AuthenticationError, ...
         raise ClusterError(f"cannot reach the Ray cluster{f' at {address}' if address else ''}: "
-                           f"{' '.join(str(exc).split())}") from None
+                           f"{one_line(exc)}") from None
     _quiet_ray()
     return True
 
@@ -377,7 +376,7 @@ def _plan_workers(ray: Any, options: ClusterOptions) -> tuple[bool, int, int]:  
     return gpu, workers, cpus_each
 
 
-def _error_message(exc: BaseException) -> str:
+def error_message(exc: BaseException) -> str:
     """The one line that says why a Ray job failed (our own ClusterError when a worker
     refused to start, else the last line of Ray's report)."""
     seen: set[int] = set()
@@ -415,7 +414,7 @@ def _run(ray: Any, verb: str, plan: Callable[[], Iterable[Job]],  # noqa: ANN401
     feed = None
     try:
         gpu, workers, cpus_each = _plan_workers(ray, options)
-        batch = (options.batch or GPU_BATCH) if gpu else 1
+        batch = (options.batch or CUDA_BATCH) if gpu else 1
         jobs_each = 1 if gpu else options.jobs
         feed = ray.remote(num_cpus=0)(Feed).remote()
         dataset = ray.data.from_items([{"seed": 0}]).map_batches(
@@ -424,7 +423,7 @@ def _run(ray: Any, verb: str, plan: Callable[[], Iterable[Job]],  # noqa: ANN401
         dataset = dataset.map_batches(
             FileWorker, batch_size=batch, batch_format="pyarrow",
             fn_constructor_kwargs={"verb": verb, "settings": settings, "skip_existing": skip_existing,
-                                   "expected": _expected_build(), "gpu": gpu, "threads": options.threads or 1,
+                                   "expected": expected_build(), "gpu": gpu, "threads": options.threads or 1,
                                    "batch": batch},
             compute=ray.data.ActorPoolStrategy(size=workers, max_concurrent_calls_per_actor=jobs_each,
                                                enable_true_multi_threading=jobs_each > 1),
@@ -514,12 +513,12 @@ def _results(ray: Any, dataset: Any, feed: Any, plan: Callable[[], Iterable[Job]
                 yield (job, row["status"], row["message"], row["pixels"], json.loads(row["details"]),
                        row["seconds"])
     except Exception as exc:  # noqa: BLE001 - Ray's failures come in many types; reported in one line
-        window.failure = _error_message(exc)
+        window.failure = error_message(exc)
     finally:
         window.stop()
     feeder.join(timeout=60)
     if window.error is not None and window.failure is None:
-        window.failure = f"listing failed: {' '.join(str(window.error).split())}"
+        window.failure = f"listing failed: {one_line(window.error)}"
     if window.failure is None and window.jobs:
         window.failure = "the cluster returned no result for some files"
     if window.failure is None:
@@ -530,136 +529,3 @@ def _results(ray: Any, dataset: Any, feed: Any, plan: Callable[[], Iterable[Job]
     if not window.fed_all:
         print("invgray: error: files not listed yet were not started (rerun with --skip-existing)",
               file=sys.stderr, flush=True)
-
-
-class ClusterRunFailed(ClusterError):
-    """The cluster stopped before every file was done (reported; the exit status is 1)."""
-
-
-class ClusterUsageError(ClusterError):
-    """Asked for what the cluster cannot give (GPUs it lacks): a usage error, exit 2."""
-
-
-# --- the Python API: functions and classes that fit map_batches --------------------------
-
-
-def _columns(batch: Any) -> dict[str, list[Any]]:  # noqa: ANN401 - numpy dict, pandas or pyarrow batch
-    if hasattr(batch, "to_pydict"):
-        return batch.to_pydict()
-    if hasattr(batch, "columns") and hasattr(batch, "iloc"):
-        return {name: batch[name].tolist() for name in batch.columns}
-    return {name: list(values) for name, values in batch.items()}
-
-
-def _objects(values: list[Any]) -> np.ndarray:
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    return array
-
-
-def encode_batch(batch: Any, *, quality: int | None = None, gray_format: str = "jpg",  # noqa: ANN401
-                 level: str = "default", step: float | None = None, device: str = "cpu",
-                 keep_metadata: bool = True, effort: int = 1) -> dict[str, np.ndarray]:
-    """``ds.map_batches(encode_batch, fn_kwargs=...)``: encode the photo file bytes of
-    column ``bytes`` (as ``ray.data.read_binary_files`` gives them) as the CLI does.
-
-    Returns the batch's columns plus ``gray`` and ``residual`` (file bytes) and
-    ``error`` ('' when the photo encoded; else the one-line reason, and empty outputs):
-    one bad photo never fails the pipeline. The network loads once per worker process
-    (engines are cached), so a task pool works; :class:`Encoder` loads it up front."""
-    from invgray_cli.codec import encode
-    from invgray_cli.imaging.images import ImageReadError, read_photo
-
-    columns = _columns(batch)
-    grays, residuals, errors = [], [], []
-    for data in columns["bytes"]:
-        try:
-            photo = read_photo(bytes(data), lossless_luma=gray_format == "jpg" and quality is None)
-            encoded = encode(photo, quality=quality, gray_format=gray_format, level=level, step=step, device=device,
-                             keep_metadata=keep_metadata, effort=effort)
-            grays.append(encoded.gray)
-            residuals.append(encoded.residual)
-            errors.append("")
-        except (ImageReadError, ValueError, OSError) as exc:
-            grays.append(b"")
-            residuals.append(b"")
-            errors.append(" ".join(str(exc).split()))
-    out = {name: _objects(values) for name, values in columns.items()}
-    out.update(gray=_objects(grays), residual=_objects(residuals), error=np.array(errors, dtype=object))
-    return out
-
-
-def decode_batch(batch: Any, *, device: str = "cpu", format: str = "png",  # noqa: ANN401, A002 - the file format
-                 batcher: Any = None) -> dict[str, np.ndarray]:  # noqa: ANN401
-    """``ds.map_batches(decode_batch)``: restore the colour photos of column ``gray``
-    (gray image bytes; ``bytes`` when there is no ``gray`` column) with column
-    ``residual`` where there is one (else the residual embedded in the gray).
-
-    Returns the batch's columns plus ``image`` (the restored photo as a ``format``
-    file: png, jpg, webp, tif or bmp) and ``error`` ('' or the one-line reason)."""
-    from invgray_cli.codec import decode_photo
-    from invgray_cli.engines.registry import UnknownModelError
-    from invgray_cli.format.container import InvalidResidualError
-    from invgray_cli.imaging.images import COLOUR_FORMATS, save_colour
-
-    columns = _columns(batch)
-    grays = columns["gray"] if "gray" in columns else columns["bytes"]
-    residuals = columns.get("residual") or [None] * len(grays)
-    fmt = COLOUR_FORMATS["." + format.lower().lstrip(".")]
-
-    def one(gray: Any, residual: Any) -> tuple[bytes, str]:  # noqa: ANN401
-        try:
-            photo = decode_photo(bytes(gray), bytes(residual) if residual else None, device=device, batcher=batcher)
-            return save_colour(photo, fmt), ""
-        except (InvalidResidualError, UnknownModelError, ValueError, OSError) as exc:
-            return b"", " ".join(str(exc).split())
-
-    if batcher is not None and len(grays) > 1:  # same-size images meet in the batcher's network passes
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=len(grays)) as pool:
-            results = list(pool.map(one, grays, residuals))
-    else:
-        results = [one(g, r) for g, r in zip(grays, residuals)]
-    out = {name: _objects(values) for name, values in columns.items()}
-    out.update(image=_objects([image for image, _ in results]), error=np.array([e for _, e in results], dtype=object))
-    return out
-
-
-class Encoder:
-    """``ds.map_batches(Encoder, fn_constructor_kwargs={...}, compute=ActorPoolStrategy(size=N))``:
-    :func:`encode_batch` with the network loaded once, when the actor starts."""
-
-    def __init__(self, *, device: str = "auto", **options: Any) -> None:  # noqa: ANN401
-        from invgray_cli.engines.engine import device_name, engine_for
-
-        self.options = dict(options, device=device_name(device))
-        engine_for(device=self.options["device"]).thresholds()
-
-    def __call__(self, batch: Any) -> dict[str, np.ndarray]:  # noqa: ANN401
-        return encode_batch(batch, **self.options)
-
-
-class Decoder:
-    """``ds.map_batches(Decoder, batch_size=32, num_gpus=1, compute=ActorPoolStrategy(size=N))``:
-    :func:`decode_batch` with the network loaded once; on a GPU, same-size images of a
-    batch run through the network together (up to ``max_batch`` at a time)."""
-
-    def __init__(self, *, device: str = "auto", format: str = "png", max_batch: int = GPU_BATCH) -> None:  # noqa: A002
-        from invgray_cli.engines.engine import device_name, engine_for
-
-        self.device, self.format = device_name(device), format
-        engine = engine_for(device=self.device)
-        self.batcher = None
-        if self.device.startswith("cuda") and max_batch > 1:
-            import torch
-
-            from invgray_cli.engines.batcher import NetworkBatcher
-
-            self.batcher = NetworkBatcher(engine.model, torch.device(self.device), max_batch=max_batch)
-
-    def __call__(self, batch: Any) -> dict[str, np.ndarray]:  # noqa: ANN401
-        return decode_batch(batch, device=self.device, format=self.format, batcher=self.batcher)
-
-
-__all__ = ["ClusterError", "ClusterOptions", "Decoder", "Encoder", "FileWorker", "decode_batch", "encode_batch", "run"]
