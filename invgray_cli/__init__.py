@@ -28,7 +28,7 @@ except metadata.PackageNotFoundError:  # a source tree used without installing i
     __version__ = "0+unknown"
 
 if TYPE_CHECKING:
-    from invgray_cli.app.cluster import Decoder, Encoder, decode_batch, encode_batch
+    from invgray_cli.app.cluster import BatchDecoder, BatchEncoder, Decoder, Encoder, decode_batch, encode_batch
     from invgray_cli.codec import (
         Encoded,
         Photo,
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 _LAZY = {"encode", "decode", "decode_array", "decode_photo", "Encoded", "Photo"}
 # For Ray Data pipelines (ds.map_batches): invgray_cli.app.cluster, which imports no Ray itself.
-_BATCHES = {"encode_batch", "decode_batch", "Encoder", "Decoder"}
+_BATCHES = {"encode_batch", "decode_batch", "BatchEncoder", "BatchDecoder", "Encoder", "Decoder"}
 
 
 def __getattr__(name: str) -> Any:
@@ -55,5 +55,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'invgray_cli' has no attribute {name!r}")
 
 
-__all__ = ["Decoder", "Encoded", "Encoder", "Photo", "__version__", "decode", "decode_array", "decode_batch",
-           "decode_photo", "encode", "encode_batch"]
+__all__ = ["BatchDecoder", "BatchEncoder", "Decoder", "Encoded", "Encoder", "Photo", "__version__", "decode",
+           "decode_array", "decode_batch", "decode_photo", "encode", "encode_batch"]
