@@ -13,18 +13,18 @@ this comparison for the SEP ablation.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
+from bjontegaard import (  # a sibling script: benchmarks/ is on sys.path when run
+    bd_psnr,
+    bd_rate,
+)
 
 from invgray_cli.format.entropy import EntropyTables
 from invgray_cli.training.checkpoints import read_checkpoint
 from invgray_cli.training.data import list_images, load_rgb
 from invgray_cli.training.validation import validate
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for `benchmarks.`, run as a script
-from benchmarks.bjontegaard import bd_psnr, bd_rate  # noqa: E402
 
 DEFAULT_VAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "val" / "cbsd68"
 # inside the training step range [0.5, 4] and its well-visited rate classes: a class the

@@ -18,27 +18,24 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from invgray_cli.engines.engine import set_threads  # noqa: E402
+from invgray_cli.engines.engine import set_threads
 from invgray_cli.engines.onnx_engine import OnnxEngine
-from invgray_cli.engines.registry import (  # noqa: E402
+from invgray_cli.engines.registry import (
     default_model_id,
     levels,
     load_model,
     model_spec,
 )
-from invgray_cli.engines.tiling import quantise  # noqa: E402
+from invgray_cli.engines.tiling import quantise
 from invgray_cli.engines.torch_engine import TorchEngine
-from invgray_cli.imaging.gray import jpeg_round_trip, luma  # noqa: E402
-from invgray_cli.imaging.images import read_photo  # noqa: E402
-from invgray_cli.imaging.metrics import psnr  # noqa: E402
+from invgray_cli.imaging.gray import jpeg_round_trip, luma
+from invgray_cli.imaging.images import read_photo
+from invgray_cli.imaging.metrics import psnr
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 

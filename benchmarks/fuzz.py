@@ -28,12 +28,10 @@ import numpy as np
 import zstandard
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from invgray_cli.codec import GrayRecompressedWarning, decode_array, encode  # noqa: E402
-from invgray_cli.engines.registry import UnknownModelError  # noqa: E402
-from invgray_cli.format.container import HEADER_SIZE, InvalidResidualError  # noqa: E402
-from invgray_cli.imaging.images import ImageReadError, read_photo  # noqa: E402
+from invgray_cli.codec import GrayRecompressedWarning, decode_array, encode
+from invgray_cli.engines.registry import UnknownModelError
+from invgray_cli.format.container import HEADER_SIZE, InvalidResidualError
+from invgray_cli.imaging.images import ImageReadError, read_photo
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "kodim23.png"
 HANG_SECONDS = 5.0

@@ -71,7 +71,8 @@ NEVER_CARRIED = ("torch", "numpy", "nvidia", "triton")  # built for the image's 
 # JPEG input's own luma, and invgray re-encodes the luma, with a note, where it is missing; moto and
 # boto3 (the test extra's S3 server, dozens of wheels) serve only the object-storage and cluster tests,
 # which the session's `pytest -m cuda` does not select.
-NOT_NEEDED_THERE = ("jpeglib", "moto", "boto3")
+# import-linter checks the layers in CI, not on a device.
+NOT_NEEDED_THERE = ("jpeglib", "moto", "boto3", "import-linter")
 GPU_PYTHON = "3.12"
 GPU_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
                  "manylinux1_x86_64"]
@@ -99,10 +100,11 @@ STAGES = ("environment", "install", "tests", "cross-device", "speed", "train")
 
 
 def requirements() -> list[str]:
-    """Core and test requirements of pyproject.toml (the session runs the tests), less
-    the optional ones no stage uses."""
+    """Core, torch and test requirements of pyproject.toml (the session runs the tests on
+    CUDA), less the optional ones no stage uses."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = list(project["dependencies"]) + list(project["optional-dependencies"].get("test", []))
+    extras = project["optional-dependencies"]
+    wanted = list(project["dependencies"]) + list(extras.get("torch", [])) + list(extras.get("test", []))
     return [r for r in wanted if _name(r) not in NOT_NEEDED_THERE]
 
 

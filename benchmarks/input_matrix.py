@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -27,11 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from invgray_cli.codec import decode_photo, encode  # noqa: E402
-from invgray_cli.imaging.images import ImageReadError, read_photo  # noqa: E402
-from invgray_cli.imaging.metrics import psnr  # noqa: E402
+from invgray_cli.codec import decode_photo, encode
+from invgray_cli.imaging.images import ImageReadError, read_photo
+from invgray_cli.imaging.metrics import psnr
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "kodim23.png"
 

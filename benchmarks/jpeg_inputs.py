@@ -38,14 +38,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from invgray_cli.codec import decode_array, encode  # noqa: E402
-from invgray_cli.engines.registry import load_model  # noqa: E402
-from invgray_cli.imaging.gray import decode_gray, encode_gray, luma  # noqa: E402
-from invgray_cli.imaging.images import read_photo  # noqa: E402
-from invgray_cli.imaging.jpeg_transcode import LosslessUnavailable, luma_jpeg  # noqa: E402
-from invgray_cli.imaging.metrics import psnr  # noqa: E402
+from invgray_cli.codec import decode_array, encode
+from invgray_cli.engines.registry import load_model
+from invgray_cli.imaging.gray import decode_gray, encode_gray, luma
+from invgray_cli.imaging.images import read_photo
+from invgray_cli.imaging.jpeg_transcode import LosslessUnavailable, luma_jpeg
+from invgray_cli.imaging.metrics import psnr
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 PATHS = ("lossless", "q90", "qS", "lossless high")

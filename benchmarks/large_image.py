@@ -66,7 +66,6 @@ def main() -> None:
               f"{dec_s / mp:.2f} | {dec_mb:.0f} |")
     print("(wall times include starting Python and loading the network)")
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import time
 
     from invgray_cli.codec import decode_array, decode_photo, encode

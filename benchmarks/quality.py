@@ -59,23 +59,26 @@ try:
 except ImportError:  # the benchmark extra, not a runtime dependency
     raise SystemExit("benchmarks/quality.py needs scikit-image and matplotlib: pip install -e '.[bench]'") from None
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bjontegaard import bd_psnr, bd_rate  # noqa: E402
-from invgray_cli.codec import (  # noqa: E402
+from bjontegaard import (  # a sibling script: benchmarks/ is on sys.path when run
+    bd_psnr,
+    bd_rate,
+)
+
+from invgray_cli.codec import (
     decode_array,
     encode,
-    read_symbols,  # noqa: E402
+    read_symbols,
     resolve_device,
 )
-from invgray_cli.engines.registry import bundled_spec, load_model, model_id_of  # noqa: E402
-from invgray_cli.engines.registry import levels as model_levels  # noqa: E402
-from invgray_cli.engines.torch_engine import symbol_shape, synthesise_image  # noqa: E402
-from invgray_cli.format.container import read_residual  # noqa: E402
-from invgray_cli.imaging.gray import decode_gray  # noqa: E402
-from invgray_cli.imaging.metrics import psnr  # noqa: E402
-from invgray_cli.model.network import InvGrayNet, network_from_weights  # noqa: E402
-from invgray_cli.training.checkpoints import read_checkpoint  # noqa: E402
+from invgray_cli.engines.registry import bundled_spec, load_model, model_id_of
+from invgray_cli.engines.registry import levels as model_levels
+from invgray_cli.engines.torch_engine import symbol_shape, synthesise_image
+from invgray_cli.format.container import read_residual
+from invgray_cli.imaging.gray import decode_gray
+from invgray_cli.imaging.metrics import psnr
+from invgray_cli.model.network import InvGrayNet, network_from_weights
+from invgray_cli.training.checkpoints import read_checkpoint
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}

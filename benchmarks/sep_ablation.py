@@ -12,12 +12,12 @@ Each run folder holds ``last.pt`` and ``tables.entropy.npz`` as training left th
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for `benchmarks.`, run as a script
-
-from benchmarks.compare_runs import compare, parse_arguments  # noqa: E402
+from compare_runs import (  # a sibling script: benchmarks/ is on sys.path when run
+    compare,
+    parse_arguments,
+)
 
 
 def main() -> None:

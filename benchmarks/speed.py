@@ -43,22 +43,20 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from invgray_cli.codec import (  # noqa: E402  # noqa: E402
+from invgray_cli.codec import (
     decode_photo,
     encode,
     read_symbols,
     resolve_device,
     symbol_payload,
 )
-from invgray_cli.engines.engine import analyse, engine_for, set_threads  # noqa: E402
-from invgray_cli.engines.registry import bundled_spec, load_model, model_spec  # noqa: E402
-from invgray_cli.engines.torch_engine import synthesis_inputs  # noqa: E402
-from invgray_cli.format.container import read_residual  # noqa: E402
-from invgray_cli.imaging.gray import decode_gray, encode_gray, luma  # noqa: E402
-from invgray_cli.imaging.images import read_photo, save_colour  # noqa: E402
-from invgray_cli.imaging.metrics import psnr  # noqa: E402
+from invgray_cli.engines.engine import analyse, engine_for, set_threads
+from invgray_cli.engines.registry import bundled_spec, load_model, model_spec
+from invgray_cli.engines.torch_engine import synthesis_inputs
+from invgray_cli.format.container import read_residual
+from invgray_cli.imaging.gray import decode_gray, encode_gray, luma
+from invgray_cli.imaging.images import read_photo, save_colour
+from invgray_cli.imaging.metrics import psnr
 
 PRECISIONS = {"float32": torch.float32, "tf32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"

@@ -22,17 +22,14 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from invgray_cli.codec import encode, prepare  # noqa: E402
-from invgray_cli.codec.rate_control import StepTrials, encode_to_target  # noqa: E402
-from invgray_cli.engines.engine import engine_for, set_threads  # noqa: E402
-from invgray_cli.engines.registry import levels  # noqa: E402
-from invgray_cli.imaging.images import read_photo  # noqa: E402
+from invgray_cli.codec import encode, prepare
+from invgray_cli.codec.rate_control import StepTrials, encode_to_target
+from invgray_cli.engines.engine import engine_for, set_threads
+from invgray_cli.engines.registry import levels
+from invgray_cli.imaging.images import read_photo
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 

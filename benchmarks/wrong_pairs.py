@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from invgray_cli.codec import GrayMismatchError, decode_photo, encode  # noqa: E402
-from invgray_cli.imaging.metrics import psnr  # noqa: E402
+from invgray_cli.codec import GrayMismatchError, decode_photo, encode
+from invgray_cli.imaging.metrics import psnr
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "test" / "kodak24"
 

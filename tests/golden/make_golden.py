@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageCms
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent.parent))
 
-from invgray_cli.codec import decode_photo, encode  # noqa: E402
-from invgray_cli.engines.registry import default_model_id  # noqa: E402
-from invgray_cli.imaging.images import Photo  # noqa: E402
+from invgray_cli.codec import decode_photo, encode
+from invgray_cli.engines.registry import default_model_id
+from invgray_cli.imaging.images import Photo
 
 
 def cases() -> dict[str, tuple[Photo, dict]]:
