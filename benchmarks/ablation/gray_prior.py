@@ -6,7 +6,8 @@ checkerboard's anchor cells, instead of format 2's frozen context tables?
 The encoder is frozen (the bundled default model through onnxruntime): this measures
 the entropy model alone, a lower bound on what a latent trained with it would gain.
 Each variant is a small network trained on the same crops for the same steps; every
-variant predicts a discretised Laplace distribution (mean and scale) per symbol. The
+variant predicts a categorical distribution per symbol over format 2's alphabet (-15..15
+and an escape; ``--family laplace``: a discretised Laplace's mean and scale). The
 table reports, on a validation folder at the model's levels, the ideal code length
 of each variant against the real range-coded bytes of the frozen tables.
 
@@ -39,6 +40,8 @@ VARIANTS = {
     "gray+planes+checkerboard": {"gray": True, "planes_context": True, "checkerboard": True},
 }
 HIDDEN = 8  # features per plane in the context path
+HEAD = 15  # |symbol| <= HEAD has its own class, as in format 2; larger ones share the escape
+CLASSES = 2 * HEAD + 2
 
 
 def photos(folder: Path) -> list[Path]:
@@ -86,8 +89,11 @@ class PlaneMask(nn.Conv2d):
 class SymbolPrior(nn.Module):
     """Mean and scale of every symbol from the gray, the step and the chosen contexts."""
 
-    def __init__(self, planes: int, gray: bool, planes_context: bool, checkerboard: bool) -> None:
+    def __init__(self, planes: int, gray: bool, planes_context: bool, checkerboard: bool,
+                 family: str = "categorical") -> None:
         super().__init__()
+        self.family = family
+        outputs = CLASSES if family == "categorical" else 2
         self.planes, self.use_gray, self.use_planes, self.use_checkerboard = planes, gray, planes_context, checkerboard
         width = 64
         if gray:
@@ -101,7 +107,7 @@ class SymbolPrior(nn.Module):
             self.plane_context = PlaneMask(planes, 2, HIDDEN)
         if checkerboard:
             self.spatial = nn.Conv2d(2 * planes, planes * HIDDEN, 3, padding=1)
-        self.out = nn.Conv2d(planes * HIDDEN, planes * 2, 1, groups=planes)
+        self.out = nn.Conv2d(planes * HIDDEN, planes * outputs, 1, groups=planes)
 
     def forward(self, gray: torch.Tensor, symbols: torch.Tensor, log_step: torch.Tensor) -> tuple[torch.Tensor, ...]:
         n, _, h, w = symbols.shape
@@ -115,8 +121,18 @@ class SymbolPrior(nn.Module):
         if self.use_checkerboard:
             anchors = ((torch.arange(h).view(-1, 1) + torch.arange(w).view(1, -1)) % 2 == 0).to(symbols)
             hidden = hidden + self.spatial(signed * anchors) * (1 - anchors)
-        mean, log_scale = self.out(torch.relu(hidden)).view(n, self.planes, 2, h, w).unbind(2)
+        out = self.out(torch.relu(hidden)).view(n, self.planes, -1, h, w)
+        if self.family == "categorical":
+            return (out,)
+        mean, log_scale = out.unbind(2)
         return mean, log_scale.clamp(-6, 8)
+
+    def bits(self, symbols: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        if self.family == "laplace":
+            return laplace_bits(symbols, *params)
+        index = torch.where(symbols.abs() <= HEAD, symbols + HEAD, torch.full_like(symbols, CLASSES - 1)).long()
+        log_p = torch.log_softmax(params[0], dim=2)
+        return -log_p.gather(2, index.unsqueeze(2)).squeeze(2) / math.log(2)
 
 
 def laplace_bits(symbols: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
@@ -139,10 +155,10 @@ def batch(grays: np.ndarray, latents: np.ndarray, thresholds: np.ndarray, index:
 
 
 def train_variant(name: str, grays: np.ndarray, latents: np.ndarray, thresholds: np.ndarray, steps: int,
-                  batch_size: int, seed: int) -> SymbolPrior:
+                  batch_size: int, seed: int, family: str) -> SymbolPrior:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = SymbolPrior(latents.shape[1], **VARIANTS[name])
+    model = SymbolPrior(latents.shape[1], **VARIANTS[name], family=family)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, 2e-3, total_steps=steps, pct_start=0.05)
     started, pixels = time.time(), grays.shape[1] * grays.shape[2]
@@ -150,7 +166,7 @@ def train_variant(name: str, grays: np.ndarray, latents: np.ndarray, thresholds:
         index = rng.integers(0, len(grays), batch_size)
         step_sizes = np.exp(rng.uniform(np.log(0.7), np.log(16), batch_size))
         gray, symbols, log_step = batch(grays, latents, thresholds, index, step_sizes)
-        bits = laplace_bits(symbols, *model(gray, symbols, log_step)).sum() / (batch_size * pixels)
+        bits = model.bits(symbols, *model(gray, symbols, log_step)).sum() / (batch_size * pixels)
         optimiser.zero_grad()
         bits.backward()
         optimiser.step()
@@ -180,7 +196,7 @@ def evaluate(models: dict[str, SymbolPrior], folder: Path, level_steps: dict[str
             totals[level]["tables"] += tables.coded_size(symbols, step)
             tensor = torch.from_numpy(symbols.astype(np.float32))[None]
             for name, model in models.items():
-                bits = laplace_bits(tensor, *model(gray_tensor, tensor, torch.tensor([math.log(step)])))
+                bits = model.bits(tensor, *model(gray_tensor, tensor, torch.tensor([math.log(step)])))
                 totals[level][name] += float(bits.sum()) / 8
     return {level: {name: value * 8 / pixels for name, value in row.items()} for level, row in totals.items()}
 
@@ -194,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--family", choices=("categorical", "laplace"), default="categorical")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -203,12 +220,12 @@ def main(argv: list[str] | None = None) -> None:
     grays, latents = training_crops(photos(args.train), args.crops, args.crop, np.random.default_rng(args.seed))
     thresholds = engine_for(device="cpu").thresholds()
     print(f"{len(grays)} crops of {args.crop} px in {time.time() - started:.0f} s", flush=True)
-    models = {name: train_variant(name, grays, latents, thresholds, args.steps, args.batch, args.seed)
+    models = {name: train_variant(name, grays, latents, thresholds, args.steps, args.batch, args.seed, args.family)
               for name in args.variants}
     spec = model_spec()
     results = evaluate(models, args.val, {level: spec.level_step(level) for level in ("low", "default", "high")})
     print(f"\n{args.val.name}, gray q90, {spec.name}'s symbols; bits per pixel (tables: real bytes; "
-          "variants: ideal code length)\n")
+          f"variants: ideal code length, {args.family})\n")
     print("| level | tables | " + " | ".join(args.variants) + " |")
     print("|---|---|" + "---|" * len(args.variants))
     for level, row in results.items():
