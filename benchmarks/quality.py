@@ -281,7 +281,9 @@ def load_reference(name: str, device: torch.device) -> InvGrayNet:
     a retired model's file then codes as that model did, format 1 without tables)."""
     if not Path(name).is_file():
         return load_model(name, device=device)
-    return network_from_weights(torch.load(name, map_location="cpu", weights_only=True)).to(device)
+    network = network_from_weights(torch.load(name, map_location="cpu", weights_only=True)).to(device)
+    network.model_id = model_id_of(network)
+    return network
 
 
 def reference_report(setting: str, rows: dict[str, Row], reference_rows: dict[str, Row],
