@@ -153,7 +153,7 @@ def test_damaged_onnx_file_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
     model_id = registry["default"]
     damaged = tmp_path / registry["models"][model_id]["onnx"]["decoder"]["file"]
     damaged.write_bytes(damaged.read_bytes()[:-1] + b"\0")
-    monkeypatch.setattr("invgray_cli.engines.onnx_engine.models_dir", lambda: tmp_path)
+    monkeypatch.setattr("invgray_cli.engines.registry.models_dir", lambda: tmp_path)
     with pytest.raises(UnknownModelError, match="damaged"):
         OnnxEngine(model_spec(model_id)).synthesise(np.zeros((32, 32), np.uint8), np.zeros((64, 1, 1), np.int32), 1.0)
 

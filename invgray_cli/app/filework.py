@@ -30,7 +30,7 @@ from invgray_cli.app.storage import (
     write_set,
 )
 from invgray_cli.app.storage import read as read_object
-from invgray_cli.engines.registry import UnknownModelError, known_model_ids, levels
+from invgray_cli.engines.registry import UnknownModelError, bundled_spec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -164,9 +164,8 @@ def write_all(files: list[tuple[Name, bytes]], force: bool) -> None:
 
 def level_of(model_id: str, step: float) -> str | None:
     """The name of the model's rate level at this step, if it is one."""
-    if model_id not in known_model_ids():
-        return None
-    return next((name for name, value in levels(model_id).items() if abs(value - step) <= 1e-6 * value), None)
+    spec = bundled_spec(model_id)
+    return spec.level_of(step) if spec is not None else None
 
 
 def engine_name(model_id: str, device: str) -> str:

@@ -19,8 +19,14 @@ from invgray_cli.engines.engine import Engine, engine_for
 from invgray_cli.engines.registry import bundled_spec, model_id_of, model_spec
 from invgray_cli.format import embedding
 from invgray_cli.format.container import (
-    RECOMPRESSION_TOLERANCE, GrayMismatchError, InvalidResidualError, Residual, gray_fingerprint, gray_signature,
-    read_residual, signature_distance,
+    RECOMPRESSION_TOLERANCE,
+    GrayMismatchError,
+    InvalidResidualError,
+    Residual,
+    gray_fingerprint,
+    gray_signature,
+    read_residual,
+    signature_distance,
 )
 from invgray_cli.imaging.gray import decode_gray, gray_metadata
 from invgray_cli.imaging.images import Photo, photo_to_pil

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from invgray_cli.codec.refine import DEFAULT_EFFORT, EFFORTS
+from invgray_cli.codec.refine import DEFAULT_EFFORT, EFFORTS, refine_symbols
 from invgray_cli.codec.symbols import symbol_payload
 from invgray_cli.engines.engine import Engine, analyse, device_name, engine_for
 from invgray_cli.engines.registry import bundled_spec, model_spec
@@ -31,14 +31,7 @@ from invgray_cli.format.container import (
     gray_signature,
     write_residual,
 )
-from invgray_cli.imaging.gray import (
-    DEFAULT_QUALITY,
-    MAX_JPEG_SIDE,
-    GrayFormat,
-    decode_gray,
-    encode_gray,
-    luma,
-)
+from invgray_cli.imaging.gray import DEFAULT_QUALITY, MAX_JPEG_SIDE, GrayFormat, decode_gray, encode_gray, luma
 from invgray_cli.imaging.images import Photo, photo_from_image, read_photo
 from invgray_cli.imaging.jpeg_transcode import LOSSLESS, LosslessUnavailable, luma_jpeg
 from invgray_cli.model.availability import require_torch
@@ -71,7 +64,6 @@ class Encoded:
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
     torch = require_torch(f"device {name}")
-
     return torch.device(device_name(name))
 
 
@@ -247,10 +239,8 @@ def check_refinable(model_id: str) -> None:
 
 
 def refined_symbols(engine: Engine, prepared: Prepared, step: float, symbols: np.ndarray, effort: int,
-             device: str | torch.device) -> np.ndarray:
+                    device: str | torch.device) -> np.ndarray:
     require_torch(f"--effort {effort}")
-    from invgray_cli.codec.refine import refine_symbols
-
     spec = model_spec(engine.model_id)
     network = getattr(engine, "model", None)  # the onnxruntime engine has none: the same weights, in torch
     if network is None:

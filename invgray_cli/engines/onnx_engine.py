@@ -6,7 +6,6 @@ pay for torch; onnxruntime itself is imported when a graph is first needed."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from typing import Any
 
@@ -17,7 +16,6 @@ from invgray_cli.engines.registry import (
     ModelSpec,
     UnknownModelError,
     decode_only,
-    models_dir,
 )
 from invgray_cli.model import rate_gains
 
@@ -33,7 +31,7 @@ class OnnxEngine:
         block = spec.onnx
         if block is None:
             raise UnknownModelError(f"model {spec.model_id} ships without ONNX graphs")
-        self.model_id, self.threads, self._block = spec.model_id, threads, block
+        self.model_id, self.threads, self._spec, self._block = spec.model_id, threads, spec, block
         self.symbol_planes, self.symbol_stride = int(block["symbol_planes"]), int(block["symbol_stride"])
         self.decoder_halo = int(block["decoder_halo"])
         self._sessions: dict[str, Any] = {}
@@ -46,10 +44,7 @@ class OnnxEngine:
             if part not in self._sessions:
                 import onnxruntime
 
-                record = self._block[part]
-                data = (models_dir() / record["file"]).read_bytes()
-                if hashlib.sha256(data).hexdigest() != record["sha256"]:
-                    raise UnknownModelError(f"bundled ONNX graph {record['file']} is damaged (SHA-256 differs)")
+                data = self._spec.graph(part)
                 options = onnxruntime.SessionOptions()
                 options.log_severity_level = 3  # warnings would reach the user's terminal
                 if self.threads:

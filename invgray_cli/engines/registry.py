@@ -108,7 +108,15 @@ class ModelSpec:
 
     def level_of(self, step: float) -> str | None:
         """The named level whose step this is, if any."""
-        return next((name for name, value in self.levels.items() if abs(float(value) - step) < 1e-6 * step), None)
+        return next((name for name, value in self.levels.items() if abs(value - step) <= 1e-6 * value), None)
+
+    def graph(self, part: str) -> bytes:
+        """The bytes of the model's ``encoder`` or ``decoder`` ONNX graph, checked by SHA-256."""
+        record = self.onnx[part]
+        data = (models_dir() / record["file"]).read_bytes()
+        if hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise UnknownModelError(f"bundled ONNX graph {record['file']} is damaged (SHA-256 differs)")
+        return data
 
     def tables(self) -> EntropyTables:
         """The frozen tables of a format-2 model, checked against its id."""
@@ -230,12 +238,9 @@ def _decoder_only_network(spec: ModelSpec) -> InvGrayNet:
 
     from invgray_cli.model.network import network_from_weights
 
-    record = spec.onnx["decoder"]
-    data = (models_dir() / record["file"]).read_bytes()
-    if hashlib.sha256(data).hexdigest() != record["sha256"]:
-        raise UnknownModelError(f"bundled ONNX graph {record['file']} is damaged (SHA-256 differs)")
+    graph = load_model_from_string(spec.graph("decoder")).graph
     state = {tensor.name.removeprefix(ONNX_PREFIX): torch.from_numpy(numpy_helper.to_array(tensor).copy())
-             for tensor in load_model_from_string(data).graph.initializer if tensor.name.startswith(ONNX_PREFIX)}
+             for tensor in graph.initializer if tensor.name.startswith(ONNX_PREFIX)}
     model = network_from_weights({"config": dict(spec.config), "state_dict": state}, strict=False)
     model.decode_only = True
     return model
