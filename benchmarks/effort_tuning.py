@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from invgray_cli.codec import refine
+from invgray_cli.codec import effort
 from invgray_cli.engines.registry import default_model_id, entropy_tables, load_model
 from invgray_cli.engines.torch_engine import analyse_image
 from invgray_cli.imaging.gray import jpeg_round_trip, luma
@@ -47,14 +47,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--val", type=Path, default=Path("../shared/data/val/cbsd68"))
     parser.add_argument("--iterations", type=int, default=30)
-    parser.add_argument("--lr", type=float, default=refine.LEARNING_RATE)
+    parser.add_argument("--lr", type=float, default=effort.LEARNING_RATE)
     parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    refine.EFFORT_ITERATIONS[2] = args.iterations
-    refine.LEARNING_RATE = args.lr
+    effort.EFFORT_ITERATIONS[2] = args.iterations
+    effort.LEARNING_RATE = args.lr
     if args.schedule == "cosine":
         torch.optim.Adam = _cosine_adam(args.iterations)  # refine builds its optimiser by this name
     model, tables = load_model(), entropy_tables(default_model_id())
@@ -65,9 +65,9 @@ def main() -> None:
         gray = jpeg_round_trip(luma(rgb), 90)
         for step in STEPS:
             single = analyse_image(model, rgb, gray, step)
-            refined = refine.refine_symbols(model, tables, rgb, gray, step, single, 2)
-            changes[step].append(refine.refinement_cost(model, tables, rgb, gray, step, refined, "cpu")
-                                 / refine.refinement_cost(model, tables, rgb, gray, step, single, "cpu") - 1)
+            refined = effort.refine_symbols(model, tables, rgb, gray, step, single, 2)
+            changes[step].append(effort.refinement_cost(model, tables, rgb, gray, step, refined, "cpu")
+                                 / effort.refinement_cost(model, tables, rgb, gray, step, single, "cpu") - 1)
     cells = " | ".join(f"{100 * np.mean(changes[step]):+.2f} %" for step in STEPS)
     print(f"| {args.iterations} | {args.lr:g} | {args.schedule} | {cells} | {time.perf_counter() - started:.0f} s |")
 

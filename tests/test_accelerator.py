@@ -145,9 +145,9 @@ def test_multiply_adds_probe_follows_the_network_device() -> None:
 
 def test_effort_refines_on_the_device_and_the_file_decodes_on_the_cpu(small_rgb: np.ndarray,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from invgray_cli.codec import refine
+    from invgray_cli.codec import effort
 
-    monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 8)
+    monkeypatch.setitem(effort.EFFORT_ITERATIONS, 2, 8)
     plain, refined = encode(small_rgb, device=DEVICE), encode(small_rgb, device=DEVICE, effort=2)
     assert refined.model_id == plain.model_id and refined.gray == plain.gray
     assert not np.array_equal(read_symbols(read_residual(refined.residual)), read_symbols(read_residual(plain.residual)))

@@ -57,7 +57,7 @@ class EncodeSettings:
     max_pixels: int = 200_000_000
     force: bool = False
     device: str = "cpu"
-    effort: int = 1  # invgray_cli.codec.refine: 2 and 3 refine each photo's symbols
+    effort: int = 1  # invgray_cli.codec.effort: 2 and 3 refine each photo's symbols
 
 
 @dataclass(frozen=True)

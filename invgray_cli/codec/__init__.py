@@ -1,7 +1,7 @@
 """The codec: photos to (gray image bytes, residual bytes) and back, as arrays and bytes.
 No files and no CLI: :mod:`~invgray_cli.codec.encoding` and
 :mod:`~invgray_cli.codec.decoding` are the two directions, :mod:`~invgray_cli.codec.symbols`
-the payload in either residual format, :mod:`~invgray_cli.codec.refine` the encoder's
+the payload in either residual format, :mod:`~invgray_cli.codec.effort` the encoder's
 extra effort and :mod:`~invgray_cli.codec.rate_control` quality and size targets."""
 
 from invgray_cli.codec.decoding import (

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from invgray_cli.codec.refine import DEFAULT_EFFORT, EFFORTS, refine_symbols
+from invgray_cli.codec.effort import DEFAULT_EFFORT, EFFORTS, refine_symbols
 from invgray_cli.codec.symbols import symbol_payload
 from invgray_cli.engines.engine import Engine, analyse, device_name, engine_for
 from invgray_cli.engines.registry import bundled_spec, model_spec
@@ -203,7 +203,7 @@ def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | No
     (losslessly, in the residual); EXIF and XMP go into the gray image and the ICC
     profile into the residual unless ``keep_metadata`` is False. ``model``: a torch
     network or an engine; default the bundled model on ``device`` (onnxruntime on the CPU).
-    ``effort`` 2 and 3 refine the symbols for this photo (:mod:`invgray_cli.codec.refine`):
+    ``effort`` 2 and 3 refine the symbols for this photo (:mod:`invgray_cli.codec.effort`):
     smaller and truer files, seconds per photo, torch needed.
     """
     check_effort(effort)

@@ -180,7 +180,7 @@ def encode_to_target(image: Photo | Image.Image | np.ndarray, *, target_psnr: fl
     """Encode a photo at the step that meets ``target_psnr`` (dB) or ``max_bytes``
     (residual file size); see the module's notes for unreachable targets. ``effort`` 2
     and 3: the step is searched at effort 1, then the chosen files are refined
-    (:mod:`invgray_cli.codec.refine`) where that keeps the target and is no worse on the
+    (:mod:`invgray_cli.codec.effort`) where that keeps the target and is no worse on the
     other side (bytes for a PSNR target, PSNR for a byte budget)."""
     from invgray_cli.codec import check_effort, check_refinable
 

@@ -10,7 +10,7 @@
 * :class:`LearnedTables`, format 2 (range-coded, ``format/entropy.py``): the code length
   of the coder's own context tables, learned with the network and frozen into the
   integer tables a file is coded with. Used by ``train --rate tables`` and by the
-  encoder's refinement (``codec/refine.py``).
+  encoder's refinement (``codec/effort.py``).
 """
 
 from __future__ import annotations

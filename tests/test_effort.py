@@ -1,4 +1,4 @@
-"""Encoder effort (invgray_cli/codec/refine.py): refined symbols are ordinary symbols of the same
+"""Encoder effort (invgray_cli/codec/effort.py): refined symbols are ordinary symbols of the same
 model, never cost more than the single pass, and tiles cover large photos."""
 
 from __future__ import annotations
