@@ -58,6 +58,7 @@ class EncodeSettings:
     force: bool = False
     device: str = "cpu"
     effort: int = 1  # invgray_cli.codec.effort: 2 and 3 refine each photo's symbols
+    max_error: int | None = None  # a refinement layer in the RGB space: every channel within this (0: lossless)
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def encode_file(job: Job, settings: EncodeSettings, retried: Retried = None) -> 
         encoded, reached, met, notes = result.encoded, result.psnr, result.met, result.notes
     else:
         encoded = encode_photo(photo, quality=s.quality, gray_format=s.gray_format, level=s.level, step=s.step,
-                               device=s.device, keep_metadata=not s.strip, effort=s.effort)
+                               device=s.device, keep_metadata=not s.strip, effort=s.effort, max_error=s.max_error)
     if s.embed:
         write_all([(job.outputs[0], encoded.embedded())], s.force)
     else:
@@ -209,6 +210,9 @@ def encode_file(job: Job, settings: EncodeSettings, retried: Retried = None) -> 
             f"{where} ({len(encoded.residual)} bytes, {len(encoded.residual) * 8 / pixels:.4f} bpp)")
     if reached is not None:
         text += f", step {encoded.step:.4g}, RGB PSNR {reached:.2f} dB"
+    exact = s.max_error is not None and encoded.refinement is not None
+    if exact:
+        text += ", lossless" if s.max_error == 0 else f", every channel within {s.max_error}"
     text += "".join(f" (warning: {note})" for note in notes)
     details = {
         "gray": str(job.outputs[0]), "residual": None if s.embed else str(job.outputs[1]), "embedded": s.embed,
@@ -216,7 +220,8 @@ def encode_file(job: Job, settings: EncodeSettings, retried: Retried = None) -> 
         "gray_bytes": len(encoded.gray), "residual_bytes": len(encoded.residual),
         "gray_bpp": round(len(encoded.gray) * 8 / pixels, 5),
         "residual_bpp": round(len(encoded.residual) * 8 / pixels, 5),
-        "level": level_of(encoded.model_id, encoded.step), "step": encoded.step,
+        "level": None if exact else level_of(encoded.model_id, encoded.step), "step": None if exact else encoded.step,
+        "max_error": s.max_error,
         "psnr": None if reached is None else round(reached, 3), "target_psnr": s.target_psnr,
         "max_bytes": s.max_bytes, "target_met": met, "warnings": notes, "model": encoded.model_id, "effort": s.effort,
         "engine": engine_name(encoded.model_id, s.device)}

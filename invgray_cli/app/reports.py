@@ -17,14 +17,15 @@ KEYS: dict[str, tuple[str, ...]] = {
     "encode": COMMON_KEYS + (
         "gray", "residual", "embedded", "width", "height", "gray_path", "gray_note", "gray_bytes", "residual_bytes", "gray_bpp",
         "residual_bpp", "level", "step", "psnr", "target_psnr", "max_bytes", "target_met", "warnings", "model",
-        "engine", "effort"),
+        "engine", "effort", "max_error"),
     "decode": COMMON_KEYS + (
         "residual", "output", "format", "width", "height", "output_bytes", "level", "step", "psnr", "warnings",
         "model", "engine"),
     "info": COMMON_KEYS + (
         "format_version", "model", "model_bundled", "width", "height", "symbols", "cell", "level", "step",
         "monochrome", "alpha", "icc_profile_bytes", "gray_fingerprint", "payload_bytes", "raw_bytes",
-        "residual_bytes", "residual_bpp", "embedded", "gray_made_by"),
+        "residual_bytes", "residual_bpp", "embedded", "gray_made_by", "refinement", "refinement_step",
+        "refinement_bytes"),
 }
 
 

@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from invgray_cli.codec.refinement import decode_layer
 from invgray_cli.codec.symbols import read_symbols
 from invgray_cli.engines.engine import Engine, engine_for
 from invgray_cli.engines.registry import bundled_spec, model_id_of, model_spec
 from invgray_cli.format import embedding
+from invgray_cli.format.entropy import EntropyCodingError
 from invgray_cli.format.container import (
     RECOMPRESSION_TOLERANCE,
+    REFINED,
     GrayMismatchError,
     InvalidResidualError,
     Residual,
@@ -76,6 +79,9 @@ def decode_photo(gray: bytes | Image.Image | np.ndarray, residual: bytes | None 
     notes: list[str] = []
     if header.gray_fingerprint != gray_fingerprint(pixels):
         distance = signature_distance(header.gray_signature, gray_signature(pixels))
+        if header.version == REFINED:  # its corrections are integers of these very pixels
+            raise GrayMismatchError("residual has a refinement layer for other gray pixels (the gray was "
+                                    "changed or re-saved since encoding; a refinement needs the exact gray)")
         if distance > RECOMPRESSION_TOLERANCE:
             raise GrayMismatchError("residual does not belong to this gray image (gray pixels differ "
                                     "from the ones it was encoded with)")
@@ -92,6 +98,8 @@ def _restore_colour(header: Residual, pixels: np.ndarray, device: str | torch.de
                     model: Model | None, batcher: NetworkBatcher | None = None) -> np.ndarray:
     if header.monochrome:
         return np.repeat(pixels[:, :, None], 3, axis=2)
+    if not header.uses_network:
+        return _refined(header, pixels, None)
     if batcher is not None and model is None and model_id_of(batcher.model) == header.model_id:
         model = batcher.model
     else:
@@ -106,8 +114,17 @@ def _restore_colour(header: Residual, pixels: np.ndarray, device: str | torch.de
                                    f"{engine.symbol_stride} px")
     symbols = read_symbols(header, spec)
     if batcher is not None:
-        return batcher.synthesise(pixels, symbols, header.step)
-    return engine.synthesise(pixels, symbols, header.step)
+        prediction = batcher.synthesise(pixels, symbols, header.step)
+    else:
+        prediction = engine.synthesise(pixels, symbols, header.step)
+    return _refined(header, pixels, prediction) if header.version == REFINED else prediction
+
+
+def _refined(header: Residual, pixels: np.ndarray, prediction: np.ndarray | None) -> np.ndarray:
+    try:
+        return decode_layer(header.refinement_space, header.refinement_step, header.refinement, pixels, prediction)
+    except EntropyCodingError as exc:
+        raise InvalidResidualError(str(exc)) from None
 
 
 def decode_array(gray: bytes | Image.Image | np.ndarray, residual: bytes | None = None, *,

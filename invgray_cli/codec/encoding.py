@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image
 
 from invgray_cli.codec.effort import DEFAULT_EFFORT, EFFORTS, refine_symbols
+from invgray_cli.codec.refinement import SPACE_CHROMA, SPACE_RGB, encode_chroma, encode_exact
+from invgray_cli.format.refinement import MAX_STEP as MAX_REFINE_STEP
 from invgray_cli.codec.symbols import symbol_payload
 from invgray_cli.engines.engine import Engine, analyse, device_name, engine_for
 from invgray_cli.engines.registry import bundled_spec, model_spec
@@ -26,6 +28,7 @@ from invgray_cli.format.container import (
     MAX_SIDE,
     MAX_STEP,
     RANGE_CODED,
+    REFINED,
     Residual,
     gray_fingerprint,
     gray_signature,
@@ -55,6 +58,7 @@ class Encoded:
     gray_note: str = ""  # why a JPEG input's luma was re-encoded rather than kept, when it was
     step: float = 0.0  # the quantisation step recorded in the residual
     model_id: str = ""
+    refinement: tuple[int, int] | None = None  # (space, step) of a format-3 refinement layer
 
     def embedded(self) -> bytes:
         """The single-file form: the gray image with the residual inside it."""
@@ -119,22 +123,42 @@ class Prepared:
             done = _re_encoded(self.photo, self.gray_format, DEFAULT_QUALITY, self.keep_metadata, str(exc))
         return done, bool(np.array_equal(done.decoded_gray, self.decoded_gray))
 
-    def encoded(self, engine: Engine, step: float, symbols: np.ndarray | None) -> Encoded:
-        """The gray and residual files for these symbols (None: a gray photo)."""
+    def encoded(self, engine: Engine, step: float, symbols: np.ndarray | None,
+                refinement: Refinement | None = None) -> Encoded:
+        """The gray and residual files for these symbols (None: a gray photo, or a refinement
+        in the RGB space alone), with a format-3 ``refinement`` layer when one is given."""
         if self.pending is not None:
             raise RuntimeError("Prepared.encoded before settled(): the gray file is still being made")
         height, width = self.decoded_gray.shape
         stored_step = float(np.float32(step))
         version, payload, raw_size = symbol_payload(bundled_spec(engine.model_id), symbols, stored_step)
+        refined = refinement is not None and not self.photo.is_gray
+        if refined:
+            if symbols is not None and version != RANGE_CODED:
+                raise ValueError(f"a refinement layer builds on range-coded symbols (format {RANGE_CODED}); "
+                                 f"model {engine.model_id} writes format {version}")
+            version = REFINED
         residual = Residual(
             engine.model_id, width, height, engine.symbol_planes, engine.symbol_stride, stored_step,
             gray_fingerprint(self.decoded_gray), gray_signature(self.decoded_gray),
             raw_size, payload, version=version,
-            flags=FLAG_MONOCHROME if symbols is None else 0,
+            flags=FLAG_MONOCHROME if self.photo.is_gray else 0,
             alpha=self.photo.alpha.tobytes() if self.photo.alpha is not None else b"",
-            icc_profile=(self.photo.icc_profile or b"") if self.keep_metadata else b"")
+            icc_profile=(self.photo.icc_profile or b"") if self.keep_metadata else b"",
+            refinement_space=refinement.space if refined else 0, refinement_step=refinement.step if refined else 0,
+            refinement=refinement.payload if refined else b"")
         return Encoded(self.gray_bytes, write_residual(residual), self.gray_format, self.gray_path, self.gray_note,
-                       stored_step, engine.model_id)
+                       stored_step, engine.model_id, (refinement.space, refinement.step) if refined else None)
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """A format-3 refinement layer, coded (:mod:`invgray_cli.codec.refinement`)."""
+
+    space: int
+    step: int
+    payload: bytes
+    restored: np.ndarray = field(repr=False, compare=False)  # the RGB a decoder will restore
 
 
 def prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | None = None,
@@ -192,7 +216,8 @@ def check_step(step: float) -> None:
 def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | None = None,
            gray_format: GrayFormat = "jpg", level: str = DEFAULT_LEVEL, step: float | None = None,
            device: str | torch.device = "cpu", model: Model | None = None,
-           keep_metadata: bool = True, effort: int = DEFAULT_EFFORT) -> Encoded:
+           keep_metadata: bool = True, effort: int = DEFAULT_EFFORT, max_error: int | None = None,
+           refine: int | None = None) -> Encoded:
     """Encode a photo (:class:`Photo`, image file bytes, PIL image or uint8 array) into
     gray image bytes + residual bytes.
 
@@ -205,8 +230,16 @@ def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | No
     network or an engine; default the bundled model on ``device`` (onnxruntime on the CPU).
     ``effort`` 2 and 3 refine the symbols for this photo (:mod:`invgray_cli.codec.effort`):
     smaller and truer files, seconds per photo, torch needed.
+
+    ``max_error`` K adds a refinement layer that brings every channel of every pixel
+    within K of the input's 8-bit RGB (0: the exact original; the network does not run,
+    and a PNG gray, ``gray_format="png"``, is what makes it small). ``refine`` adds a
+    layer of chroma corrections on the network's colour in steps of ``refine`` half
+    levels (1: the original's chroma, to half a level, on this gray).
     """
     check_effort(effort)
+    if max_error is not None and refine is not None:
+        raise ValueError("max_error and refine are two kinds of refinement: choose one")
     prepared = _prepare(image, quality=quality, gray_format=gray_format, keep_metadata=keep_metadata)
     engine = engine_for(device=device, model=model)
     if step is None:
@@ -216,13 +249,41 @@ def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | No
         check_refinable(engine.model_id)
     if prepared.photo.is_gray:
         return prepared.settled()[0].encoded(engine, step, None)
+    if max_error is not None:
+        prepared = prepared.settled()[0]
+        return prepared.encoded(engine, EXACT_LAYER_STEP, None, exact_refinement(prepared, max_error))
     symbols = analyse(engine, prepared.photo.rgb, prepared.decoded_gray, step)  # while a lossless gray is made
     prepared, unchanged = prepared.settled()
     if not unchanged:
         symbols = analyse(engine, prepared.photo.rgb, prepared.decoded_gray, step)
     if effort != DEFAULT_EFFORT:
         symbols = refined_symbols(engine, prepared, step, symbols, effort, device)
+    if refine is not None:
+        return prepared.encoded(engine, step, symbols, chroma_refinement(engine, prepared, step, symbols, refine))
     return prepared.encoded(engine, step, symbols)
+
+
+EXACT_LAYER_STEP = 1.0  # the header's step of a file whose network does not run (any valid value would do)
+
+
+def exact_refinement(prepared: Prepared, max_error: int) -> Refinement:
+    """The RGB-space layer: every channel within ``max_error`` of the photo's."""
+    payload, step, restored = encode_exact(prepared.photo.rgb, prepared.decoded_gray, max_error)
+    return Refinement(SPACE_RGB, step, payload, restored)
+
+
+def chroma_refinement(engine: Engine, prepared: Prepared, step: float, symbols: np.ndarray,
+                      refine: int) -> Refinement:
+    """The chroma-space layer over what the network restores from these symbols."""
+    check_refine_step(refine)
+    prediction = engine.synthesise(prepared.decoded_gray, symbols, float(np.float32(step)))
+    payload, restored = encode_chroma(prepared.photo.rgb, prepared.decoded_gray, prediction, refine)
+    return Refinement(SPACE_CHROMA, refine, payload, restored)
+
+
+def check_refine_step(refine: int) -> None:
+    if not 1 <= refine <= MAX_REFINE_STEP:
+        raise ValueError(f"refinement step must be 1 to {MAX_REFINE_STEP} half levels, got {refine}")
 
 
 def check_effort(effort: int) -> None:
@@ -290,5 +351,5 @@ def _check_encodable(width: int, height: int, gray_format: GrayFormat) -> None:
                          f"(use --gray-format png)")
 
 
-__all__ = ["DEFAULT_LEVEL", "Encoded", "Prepared", "check_effort", "check_refinable", "check_step", "encode",
+__all__ = ["DEFAULT_LEVEL", "Encoded", "Prepared", "Refinement", "check_refine_step", "check_effort", "check_refinable", "check_step", "encode",
            "own_y_plane", "prepare", "resolve_device"]

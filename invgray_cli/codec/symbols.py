@@ -10,6 +10,7 @@ from invgray_cli.engines.registry import ModelSpec, bundled_spec
 from invgray_cli.format.container import (
     PACKED,
     RANGE_CODED,
+    REFINED,
     InvalidResidualError,
     Residual,
 )
@@ -43,7 +44,7 @@ def read_symbols(header: Residual, spec: ModelSpec | None = None) -> np.ndarray:
     """The integer symbols of a residual, whichever format coded them. ``spec``: the
     header's model, where the caller has resolved it already."""
     spec = spec or bundled_spec(header.model_id)
-    if header.version == RANGE_CODED:
+    if header.version in (RANGE_CODED, REFINED):  # format 3 codes its symbols as format 2 does
         if spec is None:
             raise InvalidResidualError(f"model {header.model_id} is not bundled: no entropy tables to decode with")
         try:

@@ -19,7 +19,8 @@ from invgray_cli.format.signatures import RESIDUAL_MAGIC
 MAGIC = RESIDUAL_MAGIC
 PACKED = 1  # format 1: the payload is zstd-packed symbols (invgray_cli.format.packing)
 RANGE_CODED = 2  # format 2: the payload is range-coded 32-bit words (invgray_cli.format.entropy), not zstd
-SUPPORTED_VERSIONS = (PACKED, RANGE_CODED)
+REFINED = 3  # format 3: format 2 plus a refinement section (invgray_cli.format.refinement)
+SUPPORTED_VERSIONS = (PACKED, RANGE_CODED, REFINED)
 MAX_SIDE = 1 << 18
 MAX_PIXELS = 1 << 28  # 268 megapixels, above Pillow's own decompression-bomb limit
 MAX_PLANES = 1024
@@ -31,6 +32,7 @@ FLAG_ICC = 0x0004  # an ICC-profile section follows (after the alpha section, if
 KNOWN_FLAGS = FLAG_MONOCHROME | FLAG_ALPHA | FLAG_ICC
 MAX_ICC_SIZE = 4 << 20
 _SECTION_LENGTH = struct.Struct("<I")
+_REFINEMENT = struct.Struct("<BBI")  # space, step, payload length
 
 # magic, version, flags, model id, width, height, symbol planes, symbol cell size, step,
 # gray fingerprint, gray signature, raw (decompressed) payload size, payload length
@@ -66,6 +68,16 @@ class Residual:
     flags: int = 0  # FLAG_MONOCHROME; FLAG_ALPHA and FLAG_ICC follow from the fields below
     alpha: bytes = b""  # (height x width) uint8 alpha plane, row-major; empty when opaque
     icc_profile: bytes = b""  # ICC profile of the photo's RGB; empty for untagged (sRGB)
+    refinement_space: int = 0  # format 3: invgray_cli.format.refinement's SPACE_CHROMA or SPACE_RGB
+    refinement_step: int = 0  # format 3: the corrections' quantisation step (1: exact)
+    refinement: bytes = b""  # format 3: range-coded 32-bit words
+
+    @property
+    def uses_network(self) -> bool:
+        """Whether decoding runs the network (a format-3 file in the RGB space needs only the gray)."""
+        from invgray_cli.format.refinement import SPACE_RGB
+
+        return not self.monochrome and not (self.version == REFINED and self.refinement_space == SPACE_RGB)
 
     @property
     def monochrome(self) -> bool:
@@ -120,14 +132,21 @@ def write_residual(residual: Residual) -> bytes:
     flags |= FLAG_ICC if residual.icc_profile else 0
     if residual.version not in SUPPORTED_VERSIONS:
         raise ValueError(f"unknown residual format version {residual.version}")
-    if residual.version == RANGE_CODED and (residual.raw_size or len(residual.payload) % 4):
+    if residual.version in (RANGE_CODED, REFINED) and (residual.raw_size or len(residual.payload) % 4):
         raise ValueError("a range-coded payload is whole 32-bit words and has no raw size")
+    if (residual.version == REFINED) != bool(residual.refinement_space):
+        raise ValueError("a refinement section is what format 3 adds, and only format 3 has one")
+    if len(residual.refinement) % 4:
+        raise ValueError("a refinement payload is whole 32-bit words")
     header = _HEADER.pack(
         MAGIC, residual.version, flags, bytes.fromhex(residual.model_id), residual.width, residual.height,
         residual.planes, residual.cell, residual.step, residual.gray_fingerprint, residual.gray_signature,
         residual.raw_size, len(residual.payload),
     )
     body = header + residual.payload
+    if residual.version == REFINED:
+        body += _REFINEMENT.pack(residual.refinement_space, residual.refinement_step, len(residual.refinement))
+        body += residual.refinement
     if residual.alpha:
         body += _compress_section(residual.alpha)
     if residual.icc_profile:
@@ -188,7 +207,7 @@ def read_residual(data: bytes, image_size: tuple[int, int] | None = None) -> Res
     expected = OVERHEAD + payload_length
     if len(data) < expected:
         raise InvalidResidualError(f"truncated residual file ({len(data)} of {expected} bytes)")
-    if len(data) > expected and not flags & (FLAG_ALPHA | FLAG_ICC):
+    if len(data) > expected and not flags & (FLAG_ALPHA | FLAG_ICC) and version != REFINED:
         raise InvalidResidualError(f"residual file has {len(data) - expected} unexpected trailing bytes")
     (checksum,) = _CHECKSUM.unpack_from(data, len(data) - _CHECKSUM.size)
     if zlib.crc32(data[:len(data) - _CHECKSUM.size]) != checksum:
@@ -205,7 +224,7 @@ def read_residual(data: bytes, image_size: tuple[int, int] | None = None) -> Res
         raise InvalidResidualError(f"residual declares an invalid quantisation step {step}")
     if flags & FLAG_MONOCHROME and (payload_length or raw_size):
         raise InvalidResidualError("monochrome residual must not carry a payload")
-    if version == RANGE_CODED and (raw_size or payload_length % 4):
+    if version in (RANGE_CODED, REFINED) and (raw_size or payload_length % 4):
         raise InvalidResidualError("range-coded payload must be whole 32-bit words with raw size 0")
     from invgray_cli.format.packing import max_raw_size
 
@@ -216,6 +235,10 @@ def read_residual(data: bytes, image_size: tuple[int, int] | None = None) -> Res
         raise GrayMismatchError(f"residual is for a {width}x{height} image, the gray is "
                                 f"{image_size[0]}x{image_size[1]}")
     pos, end = HEADER_SIZE + payload_length, len(data) - _CHECKSUM.size
+    space = refinement_step = 0
+    refinement = b""
+    if version == REFINED:
+        space, refinement_step, refinement, pos = _read_refinement(data, pos, end, flags)
     alpha = icc = b""
     if flags & FLAG_ALPHA:
         alpha, pos = _read_section(data, pos, end, width * height, width * height, "alpha")
@@ -225,4 +248,26 @@ def read_residual(data: bytes, image_size: tuple[int, int] | None = None) -> Res
         raise InvalidResidualError(f"residual file has {end - pos} unexpected trailing bytes")
     return Residual(model_id.hex(), width, height, planes, cell, float(step), fingerprint, signature, raw_size,
                     bytes(data[HEADER_SIZE:HEADER_SIZE + payload_length]), version, flags & FLAG_MONOCHROME,
-                    alpha, icc)
+                    alpha, icc, space, refinement_step, refinement)
+
+
+def _read_refinement(data: bytes, pos: int, end: int, flags: int) -> tuple[int, int, bytes, int]:
+    """Format 3's refinement section at ``pos``: (space, step, payload, position after it)."""
+    from invgray_cli.format.refinement import MAX_STEP as MAX_REFINEMENT_STEP
+    from invgray_cli.format.refinement import SPACES
+
+    if flags & FLAG_MONOCHROME:
+        raise InvalidResidualError("monochrome residual must not carry a refinement")
+    if pos + _REFINEMENT.size > end:
+        raise InvalidResidualError("truncated residual file (no refinement section)")
+    space, step, length = _REFINEMENT.unpack_from(data, pos)
+    if space not in SPACES:
+        raise InvalidResidualError(f"residual declares an unknown refinement space {space}")
+    if not 1 <= step <= MAX_REFINEMENT_STEP:
+        raise InvalidResidualError(f"residual declares an invalid refinement step {step}")
+    if length % 4:
+        raise InvalidResidualError("refinement payload must be whole 32-bit words")
+    start = pos + _REFINEMENT.size
+    if start + length > end:
+        raise InvalidResidualError("truncated residual file (refinement section runs past the end)")
+    return space, step, bytes(data[start:start + length]), start + length

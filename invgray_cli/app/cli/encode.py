@@ -35,6 +35,12 @@ EFFORT = typer.Option("--effort", "-e", min=1, max=3,
                       help="Encoder effort: 1 (default) one network pass; 2 and 3 refine the residual for each "
                            "photo (truer colour for its bytes; seconds per photo, torch needed). Decoding is "
                            "unchanged.")
+LOSSLESS = typer.Option("--lossless",
+                        help="Restore the exact original: the 8-bit RGB (and alpha) bit for bit. A PNG gray unless "
+                             "-q/--gray-format/-o ask for a JPEG one; the network does not run.")
+MAX_ERROR = typer.Option("--max-error", min=0, max=127, metavar="K",
+                         help="Every channel of every pixel within K of the input's 8-bit RGB (checked before "
+                              "writing; 0 is --lossless). A PNG gray unless -q/--gray-format/-o ask for a JPEG one.")
 EMBED = typer.Option("--embed", help="Put the residual inside the gray image (JPEG APP11 / PNG chunk): one file.")
 STRIP = typer.Option("--strip", help="Drop EXIF, XMP and ICC metadata.")
 MAX_PIXELS = typer.Option("--max-pixels", min=0,
@@ -53,6 +59,8 @@ def encode_command(
     target_psnr: Annotated[Optional[float], TARGET_PSNR] = None,
     max_bytes: Annotated[Optional[int], MAX_BYTES] = None,
     effort: Annotated[int, EFFORT] = 1,
+    lossless: Annotated[bool, LOSSLESS] = False,
+    max_error: Annotated[Optional[int], MAX_ERROR] = None,
     embed: Annotated[bool, EMBED] = False,
     strip: Annotated[bool, STRIP] = False,
     max_pixels: Annotated[int, MAX_PIXELS] = 200_000_000,
@@ -71,14 +79,15 @@ def encode_command(
     inputs, remote, target, folder = opt.names_of(inputs, output, out_dir, run)
     _check_arguments(inputs, target, folder, force, skip_existing)
     _check_rate(level, step, target_psnr, max_bytes)
+    max_error = _check_exact(lossless, max_error, level, step, target_psnr, max_bytes, effort)
     _check_effort(effort)
-    fmt = _gray_format(target, gray_format, embed)
+    fmt = _gray_format(target, gray_format, embed, png_unless_told=max_error is not None and quality is None)
     opt.check_out_dir(folder)
     planned_jobs = _jobs(inputs, target, folder, fmt, embed, recursive, stream=remote or engine is opt.EngineChoice.ray)
     settings = EncodeSettings(
         inputs=tuple(inputs), gray_format=fmt, quality=quality, level=(level or opt.LevelChoice.default).value, step=step,
         target_psnr=target_psnr, max_bytes=max_bytes, embed=embed, strip=strip, max_pixels=max_pixels, force=force,
-        effort=effort)
+        effort=effort, max_error=max_error)
     to_stdout = target is not None and str(target) == STDIO
     if engine is opt.EngineChoice.ray:
         opt.run_on_cluster("encode", planned_jobs, settings, run, to_stdout)
@@ -108,6 +117,22 @@ def _check_rate(level: opt.LevelChoice | None, step: float | None, target_psnr: 
         raise opt.usage(f"use one of {', '.join(chosen)}, not several")
 
 
+def _check_exact(lossless: bool, max_error: int | None, level: opt.LevelChoice | None, step: float | None,
+                 target_psnr: float | None, max_bytes: int | None, effort: int) -> int | None:
+    """The error bound asked for (--lossless is 0), alone: it replaces the network's rate settings."""
+    if lossless and max_error not in (None, 0):
+        raise opt.usage("--lossless is --max-error 0: use one of them")
+    bound = 0 if lossless else max_error
+    if bound is None:
+        return None
+    flag = "--lossless" if lossless else "--max-error"
+    for name, value in (("--level", level), ("--step", step), ("--target-psnr", target_psnr),
+                        ("--max-bytes", max_bytes), ("--effort", effort if effort != 1 else None)):
+        if value is not None:
+            raise opt.usage(f"{flag} sets the residual by its error bound: drop {name}")
+    return bound
+
+
 def _check_effort(effort: int) -> None:
     """Refinement runs the network backwards, in torch: without the extra, say so before any file is read."""
     if effort == 1:
@@ -120,8 +145,10 @@ def _check_effort(effort: int) -> None:
         raise opt.usage(str(exc)) from None
 
 
-def _gray_format(output: Name | None, gray_format: opt.GrayFormatChoice | None, embed: bool) -> str:
-    """jpg or png: as asked, or as -o's extension says (they must agree)."""
+def _gray_format(output: Name | None, gray_format: opt.GrayFormatChoice | None, embed: bool,
+                 png_unless_told: bool = False) -> str:
+    """jpg or png: as asked, or as -o's extension says (they must agree); otherwise jpg, or
+    png for the exact modes."""
     fmt = gray_format.value if gray_format else None
     if output is not None and str(output) == STDIO:
         if not embed:
@@ -134,7 +161,7 @@ def _gray_format(output: Name | None, gray_format: opt.GrayFormatChoice | None, 
         if fmt is not None and fmt != implied:
             raise opt.usage(f"{output}: extension disagrees with --gray-format {fmt}")
         fmt = implied
-    return fmt or "jpg"
+    return fmt or ("png" if png_unless_told else "jpg")
 
 
 def _jobs(inputs: list[str], output: Name | None, out_dir: Name | None, fmt: str, embed: bool, recursive: bool,

@@ -123,7 +123,8 @@ def _record(label: str, contents: Contents) -> dict[str, Any]:
         icc_profile_bytes=len(header.icc_profile), gray_fingerprint=header.gray_fingerprint.hex(),
         payload_bytes=len(header.payload), raw_bytes=header.raw_size, residual_bytes=len(data),
         residual_bpp=round(len(data) * 8 / (header.width * header.height), 5), embedded=contents.embedded,
-        gray_made_by=made_by)
+        gray_made_by=made_by, refinement=_refinement_name(header), refinement_step=header.refinement_step or None,
+        refinement_bytes=len(header.refinement) if header.refinement_space else None)
 
 
 def _rows(label: str, contents: Contents, several: bool) -> Rows:
@@ -144,6 +145,9 @@ def _rows(label: str, contents: Contents, several: bool) -> Rows:
         ("quantisation step", f"{header.step:g}" + (f" (level {level})" if level else "")),
         ("gray fingerprint", header.gray_fingerprint.hex()),
         ("payload", _payload_description(header)),
+        *([("refinement", f"{_refinement_name(header)}, step {header.refinement_step} "
+                          f"({_refinement_bound(header)}), {len(header.refinement)} bytes")]
+          if header.refinement_space else []),
         ("file size", f"{len(data)} bytes, {len(data) * 8 / pixels:.4f} bpp"),
     ]
 
@@ -152,6 +156,25 @@ def _print_rows(rows: Rows) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key:<{width}}  {value}")
+
+
+def _refinement_name(header: Residual) -> str | None:
+    from invgray_cli.format.refinement import SPACE_RGB
+
+    if not header.refinement_space:
+        return None
+    return "rgb" if header.refinement_space == SPACE_RGB else "chroma"
+
+
+def _refinement_bound(header: Residual) -> str:
+    from invgray_cli.format.refinement import SPACE_RGB
+
+    if header.refinement_space != SPACE_RGB:
+        return "Cb and Cr in half levels on the network's colour"
+    bound = (header.refinement_step - 1) // 2
+    if header.refinement_step % 2 == 0:
+        return f"every channel within {header.refinement_step // 2}"
+    return "lossless" if bound == 0 else f"every channel within {bound}"
 
 
 def _payload_description(header: Residual) -> str:

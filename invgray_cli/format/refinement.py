@@ -1,0 +1,393 @@
+"""The refinement layer's payload (format version 3): what the prediction leaves, coded
+in integers up to the exact original.
+
+The decoder holds a prediction of every pixel (the network's colour, or the gray alone)
+and refines it with integer *corrections*, one per pixel and coded channel, each a
+multiple of the layer's ``step`` away from a prediction made from corrections already
+decoded. With an odd step ``2K + 1`` every corrected value is within ``K`` of the
+original; step 1 is lossless.
+
+Pixels are coded in interlaced passes, coarse to fine, so that every pass is one array
+operation and the decoder never walks pixel by pixel:
+
+* pass 0, the *coarse grid* (every 16th pixel both ways), row by row, each predicted
+  from the one above;
+* then for spacing ``s`` = 16, 8, 4, 2: the *centres* of the ``s`` squares from their
+  four corners, then the *edge midpoints* from their four axial neighbours.
+
+A correction is predicted from its (up to four) decoded neighbours: along the
+direction whose pair differs less, when all four are there (edge-directed
+interpolation), else their mean. Its *context* is the pass group (coarse, centres or
+edges at spacing 2, 4, or 8 and over) and the spread of those neighbours in steps, in 16
+classes. The coder is semi-static: per channel and context the encoder picks the
+cheapest of 64 frozen two-sided geometric tables (integers derived by integer
+arithmetic only) and writes the pick in the payload.
+
+Every quantity the decoder's probabilities depend on is an integer computed from
+integers (the gray, the step, decoded corrections): the same bytes decode to the same
+corrections on every machine. This module is the format only: numpy and constriction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import constriction
+import numpy as np
+
+from invgray_cli.format.entropy import EntropyCodingError, categorical_model
+
+SPACE_CHROMA = 1  # Cb, Cr in half levels on the network's prediction (lossy: up to the gray's bound)
+SPACE_RGB = 2  # R and B on the gray, G from the luma relation; no network (exact and max-error modes)
+SPACES = (SPACE_CHROMA, SPACE_RGB)
+MAX_STEP = 255
+COARSE_SPACING = 16
+DIRECT = 63  # |q| <= DIRECT coded directly
+ESCAPE = 2 * DIRECT + 1  # the index announcing a larger |q|, then q + ESCAPE_OFFSET in ESCAPE_BITS uniform bits
+ALPHABET = ESCAPE + 1
+ESCAPE_BITS = 11
+ESCAPE_OFFSET = 1 << (ESCAPE_BITS - 1)
+ACTIVITY_CLASSES = 16
+GROUPS = 7  # coarse; centres and edges at spacing 2, 4, >= 8
+FREQUENCY_BITS = 16
+# Ratios (of 2^16) of the two-sided geometric tables: scales from about 0.1 to 150 steps.
+GEOMETRIC_RATIOS = (
+    16, 38, 85, 174, 327, 577, 958, 1506, 2255, 3234, 4463, 5949, 7691, 9673, 11871, 14253, 16780, 19414,
+    22114, 24840, 27558, 30235, 32845, 35365, 37778, 40072, 42239, 44272, 46170, 47933, 49565, 51069, 52450,
+    53716, 54871, 55924, 56881, 57750, 58537, 59249, 59892, 60472, 60995, 61465, 61888, 62269, 62611, 62917,
+    63192, 63439, 63660, 63859, 64036, 64195, 64337, 64464, 64578, 64680, 64771, 64852, 64925, 64990, 65049,
+    65101,
+)
+# luma = (R * 19595 + G * 38470 + B * 7471 + 2^15) >> 16, as Pillow's convert("L") computes it
+LUMA_R, LUMA_G, LUMA_B = 19595, 38470, 7471
+
+
+class RefinementError(EntropyCodingError):
+    """A refinement payload that does not decode (damaged, or not for this gray)."""
+
+
+CENTRES = (0, 1, -1)  # tables centred on 0, on +1/2 (p(0) = p(1)) and on -1/2 (p(0) = p(-1))
+TABLES = len(GEOMETRIC_RATIOS) * len(CENTRES)
+
+
+@lru_cache(maxsize=1)
+def geometric_tables() -> np.ndarray:
+    """(TABLES, ALPHABET) uint32 frequencies, each >= 1, rows summing to 2^16: two-sided
+    geometric distributions over -DIRECT..DIRECT (centred on 0, or halfway to +1 or -1)
+    plus their tail on the escape. Integer arithmetic only, so every machine builds the
+    same tables."""
+    rows = []
+    for centre in CENTRES:
+        for ratio in GEOMETRIC_RATIOS:
+            weights = [1 << 48]
+            for _ in range(DIRECT + 2):
+                weights.append((weights[-1] * ratio) >> 16)
+            # centre +1: 0 and 1 are nearest, then -1 and 2, ...; centre -1 mirrors it
+            distance = [abs(q) if centre == 0 else abs(q) - 1 if q * centre > 0 else abs(q)
+                        for q in range(-DIRECT, DIRECT + 1)]
+            row = [weights[d] for d in distance]
+            row.append((2 * weights[DIRECT + 1] << 16) // ((1 << 16) - ratio))
+            total = sum(row)
+            spare = (1 << FREQUENCY_BITS) - ALPHABET
+            frequencies = [1 + (w * spare) // total for w in row]
+            frequencies[DIRECT] += (1 << FREQUENCY_BITS) - sum(frequencies)
+            rows.append(frequencies)
+    return np.array(rows, dtype=np.uint32)
+
+
+@lru_cache(maxsize=1)
+def _table_costs() -> np.ndarray:
+    """Bits of each symbol under each table (the encoder's choice only; never decoded)."""
+    return -np.log2(geometric_tables().astype(np.float64) / (1 << FREQUENCY_BITS))
+
+
+def _model(table: int):  # noqa: ANN202 - a constriction model
+    return categorical_model(geometric_tables()[table].tobytes())
+
+
+@lru_cache(maxsize=1)
+def _index_model():  # noqa: ANN202
+    """The table picks are coded as differences to the previous pick (mod TABLES)."""
+    distance = np.minimum(np.arange(TABLES), TABLES - np.arange(TABLES))
+    weights = (1 << 20) >> np.minimum(2 * distance, 20)
+    return constriction.stream.model.Categorical(weights.astype(np.float64), perfect=False)
+
+
+def _activity_class(spread: np.ndarray, step: int) -> np.ndarray:
+    """floor(2 log2(1 + spread // step)), capped: bit length of the square, exact in integers."""
+    ratio = spread // step + 1
+    square = ratio * ratio
+    bits = np.zeros(square.shape, np.int64)
+    for shift in range(1, 2 * ACTIVITY_CLASSES + 2):
+        bits += square >= (1 << shift)
+    return np.minimum(bits, ACTIVITY_CLASSES - 1)
+
+
+@dataclass(frozen=True)
+class Pass:
+    group: int
+    ys: np.ndarray
+    xs: np.ndarray
+    offsets: tuple[tuple[int, int], ...]  # neighbours; empty for the coarse grid
+
+
+def schedule(height: int, width: int) -> list[Pass]:
+    """The interlaced passes after the coarse grid, coarse to fine."""
+    passes = []
+    spacing = COARSE_SPACING
+    ys, xs = np.mgrid[0:height, 0:width]
+    while spacing > 1:
+        half = spacing // 2
+        level = {2: 0, 4: 1}.get(spacing, 2)
+        centres = (ys % spacing == half) & (xs % spacing == half)
+        edges = ((ys % spacing == 0) & (xs % spacing == half)) | ((ys % spacing == half) & (xs % spacing == 0))
+        for kind, mask, offsets in ((0, centres, ((-half, -half), (-half, half), (half, -half), (half, half))),
+                                    (1, edges, ((-half, 0), (half, 0), (0, -half), (0, half)))):
+            where_y, where_x = np.nonzero(mask)
+            passes.append(Pass(1 + 2 * level + kind, where_y, where_x, offsets))
+        spacing = half
+    return passes
+
+
+def _neighbours(plane: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray]:
+    height, width = plane.shape
+    values, present = [], []
+    for dy, dx in p.offsets:
+        y, x = p.ys + dy, p.xs + dx
+        inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
+        values.append(plane[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)])
+        present.append(inside)
+    return np.stack(values), np.stack(present)
+
+
+def _predict(values: np.ndarray, present: np.ndarray, pair_first: tuple[int, int], pair_second: tuple[int, int]
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction, spread) of each pixel from its neighbours' corrections."""
+    count = present.sum(0)
+    total = np.where(present, values, 0).sum(0)
+    mean = (2 * total + count) // (2 * count)
+    a0, a1 = values[pair_first[0]], values[pair_first[1]]
+    b0, b1 = values[pair_second[0]], values[pair_second[1]]
+    da, db = np.abs(a0 - a1), np.abs(b0 - b1)
+    weight = 2 * (da + db + 2)
+    directed = ((db + 1) * (a0 + a1) + (da + 1) * (b0 + b1) + weight // 2) // weight
+    prediction = np.where(present.all(0), directed, mean)
+    high = np.where(present, values, np.iinfo(np.int64).min).max(0)
+    low = np.where(present, values, np.iinfo(np.int64).max).min(0)
+    return prediction, high - low
+
+
+def _pairs(p: Pass) -> tuple[tuple[int, int], tuple[int, int]]:
+    # centres: the two diagonals (0, 3) and (1, 2); edges: vertical (0, 1) and horizontal (2, 3)
+    return ((0, 3), (1, 2)) if p.group % 2 == 1 else ((0, 1), (2, 3))
+
+
+def quantise(error: np.ndarray, step: int) -> np.ndarray:
+    """The multiple of ``step`` nearest to each error (halves away from zero), as a count of steps."""
+    return np.sign(error) * ((2 * np.abs(error) + step) // (2 * step))
+
+
+def _luma(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (r * LUMA_R + g * LUMA_G + b * LUMA_B + (1 << 15)) >> 16
+
+
+def green_base(gray: np.ndarray, red: np.ndarray, blue: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest green whose luma with ``red`` and ``blue`` reaches the gray, and how many
+    greens (0 to 2) give exactly the gray; all integers."""
+    needed = (gray << 16) - (1 << 15) - LUMA_R * red - LUMA_B * blue
+    green = np.clip(-(-needed // LUMA_G), 0, 255)
+    matches = sum((_luma(red, np.minimum(green + k, 255), blue) == gray) & (green + k <= 255) for k in (0, 1))
+    return green, matches
+
+
+class _Coder:
+    """The pass walk shared by encoder and decoder. ``code(channel, group, classes, ideal)``
+    turns the ideal (encoder) or nothing (decoder) into the coded quantised errors."""
+
+    def __init__(self, space: int, step: int, gray: np.ndarray, bases: list[np.ndarray]) -> None:
+        self.space, self.step, self.gray = space, step, gray.astype(np.int64)
+        self.height, self.width = gray.shape
+        self.bases = bases
+
+    def channel_count(self) -> int:
+        return 3 if self.space == SPACE_RGB else 2
+
+    def run(self, code: Callable[[int, int, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray], np.ndarray],
+            targets: list[np.ndarray] | None) -> list[np.ndarray]:
+        h, w, step = self.height, self.width, self.step
+        channels = self.channel_count()
+        corrections = [np.zeros((h, w), np.int64) for _ in range(channels)]
+        limit = 255 if self.space == SPACE_RGB else 510
+        green_matches = np.zeros((h, w), np.int64)
+
+        def value_range(c: int, ys: np.ndarray, xs: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return -base, limit - base
+
+        def finish(c: int, ys: np.ndarray, xs: np.ndarray, prediction: np.ndarray, classes: np.ndarray,
+                   group: int) -> None:
+            base = self._base(c, ys, xs, corrections, green_matches)
+            low, high = value_range(c, ys, xs, base)
+            prediction = np.clip(prediction, low, high)
+            ideal = None if targets is None else targets[c][ys, xs] - base - prediction
+            q = code(c, group, classes, ideal, low - prediction, high - prediction)
+            corrections[c][ys, xs] = np.clip(prediction + q * step, low, high)
+
+        # pass 0: the coarse grid, row by row, each from the row above
+        coarse_rows = range(0, h, COARSE_SPACING)
+        coarse_xs = np.arange(0, w, COARSE_SPACING)
+        previous = None
+        for y in coarse_rows:
+            ys = np.full(coarse_xs.shape, y)
+            for c in range(channels):
+                if c == 2:
+                    prediction = np.zeros(coarse_xs.shape, np.int64)
+                    spread = np.zeros(coarse_xs.shape, np.int64)
+                elif previous is None:
+                    prediction = spread = np.zeros(coarse_xs.shape, np.int64)
+                else:
+                    prediction = corrections[c][previous, coarse_xs]
+                    above2 = corrections[c][max(previous - COARSE_SPACING, 0), coarse_xs]
+                    spread = np.abs(prediction - above2)
+                classes = self._classes(c, spread, ys, coarse_xs, corrections, green_matches)
+                finish(c, ys, coarse_xs, prediction, classes, 0)
+            previous = y
+        for p in schedule(h, w):
+            pairs = _pairs(p)
+            for c in range(channels):
+                if c == 2:  # green: its base already holds the luma relation
+                    values, present = _neighbours(corrections[c], p)
+                    prediction = np.zeros(p.ys.shape, np.int64)
+                    spread = np.where(present, np.abs(values), 0).sum(0)
+                else:
+                    values, present = _neighbours(corrections[c], p)
+                    prediction, spread = _predict(values, present, *pairs)
+                classes = self._classes(c, spread, p.ys, p.xs, corrections, green_matches)
+                finish(c, p.ys, p.xs, prediction, classes, p.group)
+        return corrections
+
+    def _base(self, c: int, ys: np.ndarray, xs: np.ndarray, corrections: list[np.ndarray],
+              green_matches: np.ndarray) -> np.ndarray:
+        if self.space == SPACE_CHROMA:
+            return self.bases[c][ys, xs]
+        gray = self.gray[ys, xs]
+        if c < 2:
+            return gray
+        red = gray + corrections[0][ys, xs]
+        blue = gray + corrections[1][ys, xs]
+        green, matches = green_base(gray, red, blue)
+        green_matches[ys, xs] = matches
+        return green
+
+    def _classes(self, c: int, spread: np.ndarray, ys: np.ndarray, xs: np.ndarray, corrections: list[np.ndarray],
+                 green_matches: np.ndarray) -> np.ndarray:
+        if c == 2:
+            gray = self.gray[ys, xs]
+            _, matches = green_base(gray, gray + corrections[0][ys, xs], gray + corrections[1][ys, xs])
+            return np.minimum(matches, 2) * 5 + np.minimum(_activity_class(spread, self.step), 4)
+        return _activity_class(spread, self.step)
+
+
+def _context(group: int, classes: np.ndarray) -> np.ndarray:
+    return group * ACTIVITY_CLASSES + classes
+
+
+def _coded_index(q: np.ndarray) -> np.ndarray:
+    return np.where(np.abs(q) <= DIRECT, q + DIRECT, ESCAPE)
+
+
+def encode(space: int, step: int, gray: np.ndarray, targets: list[np.ndarray],
+           bases: list[np.ndarray] | None = None) -> tuple[bytes, list[np.ndarray]]:
+    """Range-code the corrections that bring the prediction to ``targets`` (integer planes:
+    R, B, G in the RGB space; Cb, Cr in half levels in the chroma space, with ``bases``
+    the prediction's). Returns the payload and the decoded corrections (what a decoder
+    will rebuild)."""
+    _check(space, step)
+    coder = _Coder(space, step, gray, bases or [])
+    channels = coder.channel_count()
+    recorded: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(channels)]
+
+    def quantise_and_record(c: int, group: int, classes: np.ndarray, ideal: np.ndarray | None,
+                            low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        q = quantise(ideal, step)
+        # keep the value in range: the clipped reconstruction is what the decoder sees
+        recorded[c].append((_context(group, classes), q))
+        return q
+
+    corrections = coder.run(quantise_and_record, targets)
+    contexts = GROUPS * ACTIVITY_CLASSES
+    picks = np.zeros((channels, contexts), np.int64)
+    costs = _table_costs()
+    for c in range(channels):
+        histogram = np.zeros((contexts, ALPHABET), np.int64)
+        for context, q in recorded[c]:
+            np.add.at(histogram, (context, _coded_index(q)), 1)
+        picks[c] = np.argmin(histogram @ costs.T, axis=1)
+        used = histogram.sum(1) > 0
+        for k in np.flatnonzero(~used):  # an unused context repeats the pick before it: cheapest to write
+            picks[c, k] = picks[c, k - 1] if k else 0
+    encoder = constriction.stream.queue.RangeEncoder()
+    for c in range(channels):
+        previous = 0
+        for pick in picks[c]:
+            encoder.encode(int((pick - previous) % TABLES), _index_model())
+            previous = pick
+    # the symbols: in coding order, each chunk's contexts in increasing order, then its escapes
+    # (the same walk the decoder makes: pass by pass, channel by channel)
+    for chunk in _interleaved(recorded):
+        c, context, q = chunk
+        indices = _coded_index(q)
+        for k in np.unique(context):
+            encoder.encode(indices[context == k].astype(np.int32), _model(int(picks[c, k])))
+        for value in q[indices == ESCAPE]:
+            encoder.encode(int(value) + ESCAPE_OFFSET, constriction.stream.model.Uniform(1 << ESCAPE_BITS))
+    return encoder.get_compressed().astype("<u4").tobytes(), corrections
+
+
+def _interleaved(recorded: list[list[tuple[np.ndarray, np.ndarray]]]):  # noqa: ANN202
+    """Chunks in the order the coder made them: step by step, channel by channel."""
+    for chunks in zip(*recorded, strict=True):
+        for c, (context, q) in enumerate(chunks):
+            yield c, context, q
+
+
+def decode(space: int, step: int, gray: np.ndarray, payload: bytes,
+           bases: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """The corrections :func:`encode` wrote; RefinementError when the payload is damaged."""
+    _check(space, step, RefinementError)
+    if len(payload) % 4:
+        raise RefinementError("refinement payload is not a whole number of 32-bit words")
+    coder = _Coder(space, step, gray, bases or [])
+    channels = coder.channel_count()
+    try:
+        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
+        picks = np.zeros((channels, GROUPS * ACTIVITY_CLASSES), np.int64)
+        for c in range(channels):
+            previous = 0
+            for k in range(picks.shape[1]):
+                previous = (previous + int(decoder.decode(_index_model()))) % TABLES
+                picks[c, k] = previous
+
+        def decode_chunk(c: int, group: int, classes: np.ndarray, ideal: np.ndarray | None,
+                         low: np.ndarray, high: np.ndarray) -> np.ndarray:
+            context = _context(group, classes)
+            indices = np.empty(context.shape, np.int64)
+            for k in np.unique(context):
+                where = context == k
+                indices[where] = decoder.decode(_model(int(picks[c, k])), int(where.sum()))
+            q = indices - DIRECT
+            for i in np.flatnonzero(indices == ESCAPE):
+                q[i] = int(decoder.decode(constriction.stream.model.Uniform(1 << ESCAPE_BITS))) - ESCAPE_OFFSET
+            return q
+
+        return coder.run(decode_chunk, None)
+    except (RuntimeError, ValueError, AssertionError, IndexError) as error:
+        raise RefinementError(f"refinement payload does not decode ({error})") from None
+
+
+def _check(space: int, step: int, error: type[Exception] = ValueError) -> None:
+    if space not in SPACES:
+        raise error(f"unknown refinement space {space}")
+    if not 1 <= step <= MAX_STEP:
+        raise error(f"refinement step {step} outside 1..{MAX_STEP}")
