@@ -202,86 +202,106 @@ def green_base(gray: np.ndarray, red: np.ndarray, blue: np.ndarray) -> tuple[np.
     return green, matches
 
 
+BETA_LIMIT = 16  # cross-channel coefficients in eighths, -2 to 2
+BETA_VALUES = 2 * BETA_LIMIT + 1
+
+
+def cross_channel_coefficients(ideal: np.ndarray, regressors: list[np.ndarray]) -> list[int]:
+    """Least-squares coefficients, in eighths, of the earlier channels' residuals at the same
+    pixels for this channel's error (the encoder's choice; the decoder reads them)."""
+    if not regressors or ideal.size < 16:
+        return [0] * len(regressors)
+    design = np.stack(regressors, axis=1).astype(np.float64)
+    gram = design.T @ design
+    if np.linalg.matrix_rank(gram) < len(regressors):
+        return [0] * len(regressors)
+    solution = np.linalg.solve(gram + 1e-6 * np.eye(len(regressors)), design.T @ ideal.astype(np.float64))
+    return [int(v) for v in np.clip(np.round(8 * solution), -BETA_LIMIT, BETA_LIMIT)]
+
+
 class _Coder:
-    """The pass walk shared by encoder and decoder. ``code(channel, group, classes, ideal)``
-    turns the ideal (encoder) or nothing (decoder) into the coded quantised errors."""
+    """The pass walk shared by encoder and decoder.
+
+    For each chunk (a coarse row, or one pass, of one channel) the walk asks
+    ``coefficients(channel, ideal, regressors)`` for the cross-channel coefficients (the
+    encoder chooses them from the ideal error, the decoder reads them) and then
+    ``code(channel, group, classes, ideal)`` for the quantised errors (the encoder
+    quantises the ideal, the decoder decodes). ``ideal`` is None in the decoder."""
 
     def __init__(self, space: int, step: int, gray: np.ndarray, bases: list[np.ndarray]) -> None:
         self.space, self.step, self.gray = space, step, gray.astype(np.int64)
         self.height, self.width = gray.shape
         self.bases = bases
+        self.channels = 3 if space == SPACE_RGB else 2
+        self.limit = 255 if space == SPACE_RGB else 510
 
-    def channel_count(self) -> int:
-        return 3 if self.space == SPACE_RGB else 2
-
-    def run(self, code: Callable[[int, int, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray], np.ndarray],
+    def run(self, coefficients: Callable[[int, np.ndarray | None, list[np.ndarray]], list[int]],
+            code: Callable[[int, int, np.ndarray, np.ndarray | None], np.ndarray],
             targets: list[np.ndarray] | None) -> list[np.ndarray]:
-        h, w, step = self.height, self.width, self.step
-        channels = self.channel_count()
-        corrections = [np.zeros((h, w), np.int64) for _ in range(channels)]
-        limit = 255 if self.space == SPACE_RGB else 510
-        green_matches = np.zeros((h, w), np.int64)
-
-        def value_range(c: int, ys: np.ndarray, xs: np.ndarray, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return -base, limit - base
-
-        def finish(c: int, ys: np.ndarray, xs: np.ndarray, prediction: np.ndarray, classes: np.ndarray,
-                   group: int) -> None:
-            base = self._base(c, ys, xs, corrections, green_matches)
-            low, high = value_range(c, ys, xs, base)
-            prediction = np.clip(prediction, low, high)
-            ideal = None if targets is None else targets[c][ys, xs] - base - prediction
-            q = code(c, group, classes, ideal, low - prediction, high - prediction)
-            corrections[c][ys, xs] = np.clip(prediction + q * step, low, high)
-
-        # pass 0: the coarse grid, row by row, each from the row above
-        coarse_rows = range(0, h, COARSE_SPACING)
+        h, w = self.height, self.width
+        corrections = [np.zeros((h, w), np.int64) for _ in range(self.channels)]
         coarse_xs = np.arange(0, w, COARSE_SPACING)
         previous = None
-        for y in coarse_rows:
+        for y in range(0, h, COARSE_SPACING):  # pass 0: the coarse grid, row by row, each from the row above
             ys = np.full(coarse_xs.shape, y)
-            for c in range(channels):
-                if c == 2:
-                    prediction = np.zeros(coarse_xs.shape, np.int64)
-                    spread = np.zeros(coarse_xs.shape, np.int64)
-                elif previous is None:
+            spreads, predictions = [], []
+            for c in range(self.channels):
+                if c == 2 or previous is None:
                     prediction = spread = np.zeros(coarse_xs.shape, np.int64)
                 else:
                     prediction = corrections[c][previous, coarse_xs]
-                    above2 = corrections[c][max(previous - COARSE_SPACING, 0), coarse_xs]
-                    spread = np.abs(prediction - above2)
-                classes = self._classes(c, spread, ys, coarse_xs, corrections, green_matches)
-                finish(c, ys, coarse_xs, prediction, classes, 0)
+                    spread = np.abs(prediction - corrections[c][max(previous - COARSE_SPACING, 0), coarse_xs])
+                spreads.append(spread)
+                predictions.append(prediction)
+            self._chunk(0, ys, coarse_xs, predictions, spreads, corrections, targets, coefficients, code)
             previous = y
         for p in schedule(h, w):
             pairs = _pairs(p)
-            for c in range(channels):
+            spreads, predictions = [], []
+            for c in range(self.channels):
+                values, present = _neighbours(corrections[c], p)
                 if c == 2:  # green: its base already holds the luma relation
-                    values, present = _neighbours(corrections[c], p)
-                    prediction = np.zeros(p.ys.shape, np.int64)
-                    spread = np.where(present, np.abs(values), 0).sum(0)
+                    predictions.append(np.zeros(p.ys.shape, np.int64))
+                    spreads.append(np.where(present, np.abs(values), 0).sum(0))
                 else:
-                    values, present = _neighbours(corrections[c], p)
                     prediction, spread = _predict(values, present, *pairs)
-                classes = self._classes(c, spread, p.ys, p.xs, corrections, green_matches)
-                finish(c, p.ys, p.xs, prediction, classes, p.group)
+                    predictions.append(prediction)
+                    spreads.append(spread)
+            self._chunk(p.group, p.ys, p.xs, predictions, spreads, corrections, targets, coefficients, code)
         return corrections
 
-    def _base(self, c: int, ys: np.ndarray, xs: np.ndarray, corrections: list[np.ndarray],
-              green_matches: np.ndarray) -> np.ndarray:
+    def _chunk(self, group: int, ys: np.ndarray, xs: np.ndarray, predictions: list[np.ndarray],
+               spreads: list[np.ndarray], corrections: list[np.ndarray], targets: list[np.ndarray] | None,
+               coefficients: Callable[[int, np.ndarray | None, list[np.ndarray]], list[int]],
+               code: Callable[[int, int, np.ndarray, np.ndarray | None], np.ndarray]) -> None:
+        """Code every channel at these pixels, in order; each later channel's prediction adds
+        the earlier channels' residuals here, times its coefficients."""
+        residuals: list[np.ndarray] = []
+        for c in range(self.channels):
+            base = self._base(c, ys, xs, corrections)
+            low, high = -base, self.limit - base
+            prediction = np.clip(predictions[c], low, high)
+            ideal = None if targets is None else targets[c][ys, xs] - base - prediction
+            betas = coefficients(c, ideal, residuals) if residuals else []
+            if any(betas):
+                shift = (sum(b * r for b, r in zip(betas, residuals, strict=True)) + 4) // 8
+                prediction = np.clip(prediction + shift, low, high)
+                ideal = None if targets is None else targets[c][ys, xs] - base - prediction
+            classes = self._classes(c, spreads[c], ys, xs, corrections)
+            q = code(c, group, classes, ideal)
+            corrections[c][ys, xs] = np.clip(prediction + q * self.step, low, high)
+            residuals.append(corrections[c][ys, xs] - prediction)
+
+    def _base(self, c: int, ys: np.ndarray, xs: np.ndarray, corrections: list[np.ndarray]) -> np.ndarray:
         if self.space == SPACE_CHROMA:
             return self.bases[c][ys, xs]
         gray = self.gray[ys, xs]
         if c < 2:
             return gray
-        red = gray + corrections[0][ys, xs]
-        blue = gray + corrections[1][ys, xs]
-        green, matches = green_base(gray, red, blue)
-        green_matches[ys, xs] = matches
-        return green
+        return green_base(gray, gray + corrections[0][ys, xs], gray + corrections[1][ys, xs])[0]
 
-    def _classes(self, c: int, spread: np.ndarray, ys: np.ndarray, xs: np.ndarray, corrections: list[np.ndarray],
-                 green_matches: np.ndarray) -> np.ndarray:
+    def _classes(self, c: int, spread: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                 corrections: list[np.ndarray]) -> np.ndarray:
         if c == 2:
             gray = self.gray[ys, xs]
             _, matches = green_base(gray, gray + corrections[0][ys, xs], gray + corrections[1][ys, xs])
@@ -297,6 +317,14 @@ def _coded_index(q: np.ndarray) -> np.ndarray:
     return np.where(np.abs(q) <= DIRECT, q + DIRECT, ESCAPE)
 
 
+@dataclass
+class _Chunk:
+    channel: int
+    betas: list[int]
+    context: np.ndarray
+    q: np.ndarray
+
+
 def encode(space: int, step: int, gray: np.ndarray, targets: list[np.ndarray],
            bases: list[np.ndarray] | None = None) -> tuple[bytes, list[np.ndarray]]:
     """Range-code the corrections that bring the prediction to ``targets`` (integer planes:
@@ -305,51 +333,52 @@ def encode(space: int, step: int, gray: np.ndarray, targets: list[np.ndarray],
     will rebuild)."""
     _check(space, step)
     coder = _Coder(space, step, gray, bases or [])
-    channels = coder.channel_count()
-    recorded: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(channels)]
+    chunks: list[_Chunk] = []
 
-    def quantise_and_record(c: int, group: int, classes: np.ndarray, ideal: np.ndarray | None,
-                            low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    def choose(c: int, ideal: np.ndarray | None, regressors: list[np.ndarray]) -> list[int]:
+        betas = cross_channel_coefficients(ideal, regressors)
+        chunks.append(_Chunk(c, betas, np.empty(0, np.int64), np.empty(0, np.int64)))
+        return betas
+
+    def quantise_and_record(c: int, group: int, classes: np.ndarray, ideal: np.ndarray | None) -> np.ndarray:
         q = quantise(ideal, step)
-        # keep the value in range: the clipped reconstruction is what the decoder sees
-        recorded[c].append((_context(group, classes), q))
+        if c == 0:
+            chunks.append(_Chunk(c, [], _context(group, classes), q))
+        else:
+            chunks[-1].context, chunks[-1].q = _context(group, classes), q
         return q
 
-    corrections = coder.run(quantise_and_record, targets)
-    contexts = GROUPS * ACTIVITY_CLASSES
-    picks = np.zeros((channels, contexts), np.int64)
-    costs = _table_costs()
-    for c in range(channels):
-        histogram = np.zeros((contexts, ALPHABET), np.int64)
-        for context, q in recorded[c]:
-            np.add.at(histogram, (context, _coded_index(q)), 1)
-        picks[c] = np.argmin(histogram @ costs.T, axis=1)
-        used = histogram.sum(1) > 0
-        for k in np.flatnonzero(~used):  # an unused context repeats the pick before it: cheapest to write
-            picks[c, k] = picks[c, k - 1] if k else 0
+    corrections = coder.run(choose, quantise_and_record, targets)
+    picks = _picks(chunks, coder.channels)
     encoder = constriction.stream.queue.RangeEncoder()
-    for c in range(channels):
+    for c in range(coder.channels):
         previous = 0
         for pick in picks[c]:
             encoder.encode(int((pick - previous) % TABLES), _index_model())
             previous = pick
-    # the symbols: in coding order, each chunk's contexts in increasing order, then its escapes
-    # (the same walk the decoder makes: pass by pass, channel by channel)
-    for chunk in _interleaved(recorded):
-        c, context, q = chunk
-        indices = _coded_index(q)
-        for k in np.unique(context):
-            encoder.encode(indices[context == k].astype(np.int32), _model(int(picks[c, k])))
-        for value in q[indices == ESCAPE]:
+    beta_model = constriction.stream.model.Uniform(BETA_VALUES)
+    for chunk in chunks:  # in the walk's order: betas, then the symbols by context, then escapes
+        for beta in chunk.betas:
+            encoder.encode(beta + BETA_LIMIT, beta_model)
+        indices = _coded_index(chunk.q)
+        for k in np.unique(chunk.context):
+            encoder.encode(indices[chunk.context == k].astype(np.int32), _model(int(picks[chunk.channel, k])))
+        for value in chunk.q[indices == ESCAPE]:
             encoder.encode(int(value) + ESCAPE_OFFSET, constriction.stream.model.Uniform(1 << ESCAPE_BITS))
     return encoder.get_compressed().astype("<u4").tobytes(), corrections
 
 
-def _interleaved(recorded: list[list[tuple[np.ndarray, np.ndarray]]]):  # noqa: ANN202
-    """Chunks in the order the coder made them: step by step, channel by channel."""
-    for chunks in zip(*recorded, strict=True):
-        for c, (context, q) in enumerate(chunks):
-            yield c, context, q
+def _picks(chunks: list[_Chunk], channels: int) -> np.ndarray:
+    """Per channel and context, the cheapest table for the symbols it holds."""
+    contexts = GROUPS * ACTIVITY_CLASSES
+    histogram = np.zeros((channels, contexts, ALPHABET), np.int64)
+    for chunk in chunks:
+        np.add.at(histogram[chunk.channel], (chunk.context, _coded_index(chunk.q)), 1)
+    picks = np.argmin(histogram @ _table_costs().T, axis=2)
+    for c in range(channels):
+        for k in np.flatnonzero(histogram[c].sum(1) == 0):  # unused: repeat the pick before, cheapest to write
+            picks[c, k] = picks[c, k - 1] if k else 0
+    return picks
 
 
 def decode(space: int, step: int, gray: np.ndarray, payload: bytes,
@@ -359,18 +388,20 @@ def decode(space: int, step: int, gray: np.ndarray, payload: bytes,
     if len(payload) % 4:
         raise RefinementError("refinement payload is not a whole number of 32-bit words")
     coder = _Coder(space, step, gray, bases or [])
-    channels = coder.channel_count()
     try:
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
-        picks = np.zeros((channels, GROUPS * ACTIVITY_CLASSES), np.int64)
-        for c in range(channels):
+        picks = np.zeros((coder.channels, GROUPS * ACTIVITY_CLASSES), np.int64)
+        for c in range(coder.channels):
             previous = 0
             for k in range(picks.shape[1]):
                 previous = (previous + int(decoder.decode(_index_model()))) % TABLES
                 picks[c, k] = previous
+        beta_model = constriction.stream.model.Uniform(BETA_VALUES)
 
-        def decode_chunk(c: int, group: int, classes: np.ndarray, ideal: np.ndarray | None,
-                         low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        def read_betas(c: int, ideal: np.ndarray | None, regressors: list[np.ndarray]) -> list[int]:
+            return [int(decoder.decode(beta_model)) - BETA_LIMIT for _ in regressors]
+
+        def decode_chunk(c: int, group: int, classes: np.ndarray, ideal: np.ndarray | None) -> np.ndarray:
             context = _context(group, classes)
             indices = np.empty(context.shape, np.int64)
             for k in np.unique(context):
@@ -381,7 +412,7 @@ def decode(space: int, step: int, gray: np.ndarray, payload: bytes,
                 q[i] = int(decoder.decode(constriction.stream.model.Uniform(1 << ESCAPE_BITS))) - ESCAPE_OFFSET
             return q
 
-        return coder.run(decode_chunk, None)
+        return coder.run(read_betas, decode_chunk, None)
     except (RuntimeError, ValueError, AssertionError, IndexError) as error:
         raise RefinementError(f"refinement payload does not decode ({error})") from None
 

@@ -1,6 +1,7 @@
-"""Regenerate the golden fixtures: ``python tests/golden/make_golden.py``.
+"""Regenerate the golden fixtures: ``python tests/golden/make_golden.py``, and
+``python tests/golden/make_golden.py format3`` for the refinement layer's (format 3).
 
-Run once when a model is added. Fixtures are never regenerated for an existing
+Run once when a model or a format version is added. Fixtures are never regenerated for an existing
 model: they pin what its residual files decode to, so a change that breaks old
 files fails test_golden.py instead of landing silently.
 """
@@ -35,14 +36,26 @@ def cases() -> dict[str, tuple[Photo, dict]]:
     }
 
 
-def main() -> None:
+def format3_cases() -> dict[str, tuple[Photo, dict]]:
+    """The refinement layer (format 3): exact, bounded and chroma layers, with alpha and ICC."""
+    photo, _ = cases()["rgb-q90"]
+    with_extras, _ = cases()["rgba-icc-png"]
+    return {
+        "lossless-png": (photo, {"gray_format": "png", "max_error": 0}),
+        "max-error-2-rgba-icc-png": (with_extras, {"gray_format": "png", "max_error": 2}),
+        "max-error-4-q90": (photo, {"quality": 90, "max_error": 4}),
+        "chroma-step-4-max-q90": (photo, {"quality": 90, "level": "max", "refine": 4}),
+    }
+
+
+def main(which: str = "model") -> None:
     model_id = default_model_id()
-    folder = HERE / model_id
+    folder = HERE / (model_id if which == "model" else f"{which}-{model_id}")
     if folder.exists():
         raise SystemExit(f"{folder} exists: golden files of a shipped model are never regenerated")
     folder.mkdir()
     manifest = {"model_id": model_id, "cases": {}}
-    for name, (photo, options) in cases().items():
+    for name, (photo, options) in (cases() if which == "model" else format3_cases()).items():
         encoded = encode(photo, **options)
         suffix = "png" if options.get("gray_format") == "png" else "jpg"
         (folder / f"{name}.gray.{suffix}").write_bytes(encoded.gray)
@@ -55,12 +68,16 @@ def main() -> None:
             "expected": f"{name}.expected.png", "sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
             "options": options,
         }
-    embedded = encode(cases()["rgb-q90"][0]).embedded()
-    (folder / "embedded.gray.jpg").write_bytes(embedded)
-    manifest["cases"]["embedded"] = {**manifest["cases"]["rgb-q90"], "gray": "embedded.gray.jpg", "residual": None}
+    if which == "model":
+        embedded = encode(cases()["rgb-q90"][0]).embedded()
+        (folder / "embedded.gray.jpg").write_bytes(embedded)
+        manifest["cases"]["embedded"] = {**manifest["cases"]["rgb-q90"], "gray": "embedded.gray.jpg",
+                                         "residual": None}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {len(manifest['cases'])} golden cases to {folder}")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(*sys.argv[1:])
