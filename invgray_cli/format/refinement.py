@@ -103,16 +103,54 @@ def _table_costs() -> np.ndarray:
     return -np.log2(geometric_tables().astype(np.float64) / (1 << FREQUENCY_BITS))
 
 
-def _model(table: int):  # noqa: ANN202 - a constriction model
+def _model(table: int):
     return categorical_model(geometric_tables()[table].tobytes())
 
 
 @lru_cache(maxsize=1)
-def _index_model():  # noqa: ANN202
+def _index_model():
     """The table picks are coded as differences to the previous pick (mod TABLES)."""
-    distance = np.minimum(np.arange(TABLES), TABLES - np.arange(TABLES))
+    return _peaked(TABLES)
+
+
+LEVELS = 41  # an explicit table gives each index a weight 2^((level - 1) / 2); level 0: absent
+
+
+def _peaked(size: int):
+    """Differences mod ``size``, small ones likelier (the picks and levels change slowly)."""
+    distance = np.minimum(np.arange(size), size - np.arange(size))
     weights = (1 << 20) >> np.minimum(2 * distance, 20)
     return constriction.stream.model.Categorical(weights.astype(np.float64), perfect=False)
+
+
+@lru_cache(maxsize=1)
+def _level_delta_model():
+    return _peaked(LEVELS)
+
+
+@lru_cache(maxsize=1)
+def _flag_model():
+    return constriction.stream.model.Categorical(np.array([7.0, 1.0]), perfect=False)  # 1: an explicit table
+
+
+def explicit_frequencies(levels: np.ndarray) -> np.ndarray:
+    """The integer table an explicit context's levels stand for (each entry >= 1, sum 2^16)."""
+    levels = np.asarray(levels, np.int64)
+    exponent = np.maximum(levels - 1, 0)
+    weights = np.where(levels > 0, np.where(exponent % 2 == 0, 1024, 1448) << (exponent // 2), 0)
+    spare = (1 << FREQUENCY_BITS) - ALPHABET
+    frequencies = 1 + (weights * spare) // max(int(weights.sum()), 1)
+    frequencies[int(np.argmax(frequencies))] += (1 << FREQUENCY_BITS) - int(frequencies.sum())
+    return frequencies.astype(np.uint32)
+
+
+def _levels_of(counts: np.ndarray) -> np.ndarray:
+    return np.where(counts > 0, np.clip(np.round(2 * np.log2(np.maximum(counts, 1))) + 1, 1, LEVELS - 1),
+                    0).astype(np.int64)
+
+
+def _model_bits(model_weights: np.ndarray, symbol: int) -> float:
+    return float(-np.log2(model_weights[symbol] / model_weights.sum()))
 
 
 def _activity_class(spread: np.ndarray, step: int) -> np.ndarray:
@@ -349,36 +387,91 @@ def encode(space: int, step: int, gray: np.ndarray, targets: list[np.ndarray],
         return q
 
     corrections = coder.run(choose, quantise_and_record, targets)
-    picks = _picks(chunks, coder.channels)
     encoder = constriction.stream.queue.RangeEncoder()
-    for c in range(coder.channels):
-        previous = 0
-        for pick in picks[c]:
-            encoder.encode(int((pick - previous) % TABLES), _index_model())
-            previous = pick
+    tables = _write_tables(encoder, chunks, coder.channels)
     beta_model = constriction.stream.model.Uniform(BETA_VALUES)
     for chunk in chunks:  # in the walk's order: betas, then the symbols by context, then escapes
         for beta in chunk.betas:
             encoder.encode(beta + BETA_LIMIT, beta_model)
         indices = _coded_index(chunk.q)
         for k in np.unique(chunk.context):
-            encoder.encode(indices[chunk.context == k].astype(np.int32), _model(int(picks[chunk.channel, k])))
+            encoder.encode(indices[chunk.context == k].astype(np.int32), tables[chunk.channel][k])
         for value in chunk.q[indices == ESCAPE]:
             encoder.encode(int(value) + ESCAPE_OFFSET, constriction.stream.model.Uniform(1 << ESCAPE_BITS))
     return encoder.get_compressed().astype("<u4").tobytes(), corrections
 
 
-def _picks(chunks: list[_Chunk], channels: int) -> np.ndarray:
-    """Per channel and context, the cheapest table for the symbols it holds."""
+def _write_tables(encoder, chunks: list[_Chunk], channels: int) -> list[list]:
+    """Choose and write each channel's and context's table: the cheapest of the frozen ones
+    (its index, as a difference to the previous index), or, where it pays for its
+    description, an explicit one (its levels). Returns the coder's models."""
     contexts = GROUPS * ACTIVITY_CLASSES
     histogram = np.zeros((channels, contexts, ALPHABET), np.int64)
     for chunk in chunks:
         np.add.at(histogram[chunk.channel], (chunk.context, _coded_index(chunk.q)), 1)
-    picks = np.argmin(histogram @ _table_costs().T, axis=2)
+    frozen_costs = histogram @ _table_costs().T
+    peaked_tables = _peaked_weights(TABLES)
+    peaked_levels = _peaked_weights(LEVELS)
+    models: list[list] = []
     for c in range(channels):
-        for k in np.flatnonzero(histogram[c].sum(1) == 0):  # unused: repeat the pick before, cheapest to write
-            picks[c, k] = picks[c, k - 1] if k else 0
-    return picks
+        previous = 0
+        row = []
+        for k in range(contexts):
+            counts = histogram[c, k]
+            pick = int(np.argmin(frozen_costs[c, k])) if counts.any() else previous
+            frozen = frozen_costs[c, k, pick] + _model_bits(peaked_tables, (pick - previous) % TABLES)
+            levels = _levels_of(counts)
+            present = np.flatnonzero(levels)
+            explicit = np.inf
+            if present.size:
+                lo, hi = int(present[0]), int(present[-1])
+                description = levels[lo:hi + 1]
+                frequencies = explicit_frequencies(levels)
+                explicit = float(counts @ -np.log2(frequencies / (1 << FREQUENCY_BITS))) + 2 * 7 + 5.4
+                explicit += sum(_model_bits(peaked_levels, int(d) % LEVELS) for d in np.diff(description))
+            if explicit + 3 < frozen:
+                encoder.encode(1, _flag_model())
+                encoder.encode(lo, constriction.stream.model.Uniform(ALPHABET))
+                if lo < ALPHABET - 1:
+                    encoder.encode(hi - lo, constriction.stream.model.Uniform(ALPHABET - lo))
+                encoder.encode(int(description[0]), constriction.stream.model.Uniform(LEVELS))
+                for d in np.diff(description):
+                    encoder.encode(int(d) % LEVELS, _level_delta_model())
+                row.append(categorical_model(frequencies.tobytes()))
+            else:
+                encoder.encode(0, _flag_model())
+                encoder.encode((pick - previous) % TABLES, _index_model())
+                previous = pick
+                row.append(_model(pick))
+        models.append(row)
+    return models
+
+
+def _read_tables(decoder, channels: int) -> list[list]:
+    models: list[list] = []
+    for _ in range(channels):
+        previous = 0
+        row = []
+        for _ in range(GROUPS * ACTIVITY_CLASSES):
+            if decoder.decode(_flag_model()):
+                lo = int(decoder.decode(constriction.stream.model.Uniform(ALPHABET)))
+                hi = lo if lo == ALPHABET - 1 else lo + int(decoder.decode(constriction.stream.model.Uniform(ALPHABET - lo)))
+                levels = np.zeros(ALPHABET, np.int64)
+                levels[lo] = int(decoder.decode(constriction.stream.model.Uniform(LEVELS)))
+                for i in range(lo + 1, hi + 1):
+                    levels[i] = (levels[i - 1] + int(decoder.decode(_level_delta_model()))) % LEVELS
+                row.append(categorical_model(explicit_frequencies(levels).tobytes()))
+            else:
+                previous = (previous + int(decoder.decode(_index_model()))) % TABLES
+                row.append(_model(previous))
+        models.append(row)
+    return models
+
+
+@lru_cache(maxsize=4)
+def _peaked_weights(size: int) -> np.ndarray:
+    distance = np.minimum(np.arange(size), size - np.arange(size))
+    return ((1 << 20) >> np.minimum(2 * distance, 20)).astype(np.float64)
 
 
 def decode(space: int, step: int, gray: np.ndarray, payload: bytes,
@@ -390,12 +483,7 @@ def decode(space: int, step: int, gray: np.ndarray, payload: bytes,
     coder = _Coder(space, step, gray, bases or [])
     try:
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
-        picks = np.zeros((coder.channels, GROUPS * ACTIVITY_CLASSES), np.int64)
-        for c in range(coder.channels):
-            previous = 0
-            for k in range(picks.shape[1]):
-                previous = (previous + int(decoder.decode(_index_model()))) % TABLES
-                picks[c, k] = previous
+        tables = _read_tables(decoder, coder.channels)
         beta_model = constriction.stream.model.Uniform(BETA_VALUES)
 
         def read_betas(c: int, ideal: np.ndarray | None, regressors: list[np.ndarray]) -> list[int]:
@@ -406,15 +494,17 @@ def decode(space: int, step: int, gray: np.ndarray, payload: bytes,
             indices = np.empty(context.shape, np.int64)
             for k in np.unique(context):
                 where = context == k
-                indices[where] = decoder.decode(_model(int(picks[c, k])), int(where.sum()))
+                indices[where] = decoder.decode(tables[c][k], int(where.sum()))
             q = indices - DIRECT
             for i in np.flatnonzero(indices == ESCAPE):
                 q[i] = int(decoder.decode(constriction.stream.model.Uniform(1 << ESCAPE_BITS))) - ESCAPE_OFFSET
             return q
 
         return coder.run(read_betas, decode_chunk, None)
-    except (RuntimeError, ValueError, AssertionError, IndexError) as error:
-        raise RefinementError(f"refinement payload does not decode ({error})") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # noqa: BLE001 - constriction reports damaged input as a Rust panic too
+        raise RefinementError(f"refinement payload does not decode ({type(error).__name__})") from None
 
 
 def _check(space: int, step: int, error: type[Exception] = ValueError) -> None:
