@@ -181,10 +181,11 @@ def schedule(height: int, width: int) -> list[Pass]:
         level = {2: 0, 4: 1}.get(spacing, 2)
         centres = (ys % spacing == half) & (xs % spacing == half)
         edges = ((ys % spacing == 0) & (xs % spacing == half)) | ((ys % spacing == half) & (xs % spacing == 0))
-        for kind, mask, offsets in ((0, centres, ((-half, -half), (-half, half), (half, -half), (half, half))),
-                                    (1, edges, ((-half, 0), (half, 0), (0, -half), (0, half)))):
+        for kind, mask, inner in ((0, centres, ((-half, -half), (-half, half), (half, -half), (half, half))),
+                                  (1, edges, ((-half, 0), (half, 0), (0, -half), (0, half)))):
             where_y, where_x = np.nonzero(mask)
-            passes.append(Pass(1 + 2 * level + kind, where_y, where_x, offsets))
+            outer = tuple((3 * dy, 3 * dx) for dy, dx in inner)  # the same lines, one spacing further
+            passes.append(Pass(1 + 2 * level + kind, where_y, where_x, inner + outer))
         spacing = half
     return passes
 
@@ -202,18 +203,28 @@ def _neighbours(plane: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray]:
 
 def _predict(values: np.ndarray, present: np.ndarray, pair_first: tuple[int, int], pair_second: tuple[int, int]
              ) -> tuple[np.ndarray, np.ndarray]:
-    """(prediction, spread) of each pixel from its neighbours' corrections."""
-    count = present.sum(0)
-    total = np.where(present, values, 0).sum(0)
+    """(prediction, spread) of each pixel from its neighbours' corrections: the four inner
+    ones (two opposite pairs), and beyond each of them the outer one on the same line."""
+    inner, near = values[:4], present[:4]
+    count = near.sum(0)
+    total = np.where(near, inner, 0).sum(0)
     mean = (2 * total + count) // (2 * count)
-    a0, a1 = values[pair_first[0]], values[pair_first[1]]
-    b0, b1 = values[pair_second[0]], values[pair_second[1]]
-    da, db = np.abs(a0 - a1), np.abs(b0 - b1)
-    weight = 2 * (da + db + 2)
-    directed = ((db + 1) * (a0 + a1) + (da + 1) * (b0 + b1) + weight // 2) // weight
-    prediction = np.where(present.all(0), directed, mean)
-    high = np.where(present, values, np.iinfo(np.int64).min).max(0)
-    low = np.where(present, values, np.iinfo(np.int64).max).min(0)
+
+    def along(pair: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Sixteen times the cubic (-1, 9, 9, -1) estimate on the line, or the linear one
+        where an outer point is missing; and the inner pair's difference."""
+        first, second = values[pair[0]], values[pair[1]]
+        cubic = 9 * (first + second) - values[4 + pair[0]] - values[4 + pair[1]]
+        full = present[4 + pair[0]] & present[4 + pair[1]]
+        return np.where(full, cubic, 8 * (first + second)), np.abs(first - second)
+
+    a, da = along(pair_first)
+    b, db = along(pair_second)
+    weight = 16 * (da + db + 2)
+    directed = ((db + 1) * a + (da + 1) * b + weight // 2) // weight
+    prediction = np.where(near.all(0), directed, mean)
+    high = np.where(near, inner, np.iinfo(np.int64).min).max(0)
+    low = np.where(near, inner, np.iinfo(np.int64).max).min(0)
     return prediction, high - low
 
 
@@ -300,7 +311,7 @@ class _Coder:
                 values, present = _neighbours(corrections[c], p)
                 if c == 2:  # green: its base already holds the luma relation
                     predictions.append(np.zeros(p.ys.shape, np.int64))
-                    spreads.append(np.where(present, np.abs(values), 0).sum(0))
+                    spreads.append(np.where(present[:4], np.abs(values[:4]), 0).sum(0))
                 else:
                     prediction, spread = _predict(values, present, *pairs)
                     predictions.append(prediction)
