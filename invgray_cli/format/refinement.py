@@ -251,13 +251,15 @@ def green_base(gray: np.ndarray, red: np.ndarray, blue: np.ndarray) -> tuple[np.
     return green, matches
 
 
-BETA_LIMIT = 16  # cross-channel coefficients in eighths, -2 to 2
+BETA_SCALE = 32  # coefficients are in 32nds, -2 to 2
+BETA_LIMIT = 2 * BETA_SCALE
 BETA_VALUES = 2 * BETA_LIMIT + 1
 
 
 def cross_channel_coefficients(ideal: np.ndarray, regressors: list[np.ndarray]) -> list[int]:
-    """Least-squares coefficients, in eighths, of the earlier channels' residuals at the same
-    pixels for this channel's error (the encoder's choice; the decoder reads them)."""
+    """Least-squares coefficients, in 32nds, of the regressors (the neighbours' departures from
+    the prediction, the earlier channels' residuals at the same pixels) for this channel's
+    error (the encoder's choice; the decoder reads them)."""
     if not regressors or ideal.size < 16:
         return [0] * len(regressors)
     design = np.stack(regressors, axis=1).astype(np.float64)
@@ -265,7 +267,7 @@ def cross_channel_coefficients(ideal: np.ndarray, regressors: list[np.ndarray]) 
     if np.linalg.matrix_rank(gram) < len(regressors):
         return [0] * len(regressors)
     solution = np.linalg.solve(gram + 1e-6 * np.eye(len(regressors)), design.T @ ideal.astype(np.float64))
-    return [int(v) for v in np.clip(np.round(8 * solution), -BETA_LIMIT, BETA_LIMIT)]
+    return [int(v) for v in np.clip(np.round(BETA_SCALE * solution), -BETA_LIMIT, BETA_LIMIT)]
 
 
 class _Coder:
@@ -306,7 +308,7 @@ class _Coder:
             previous = y
         for p in schedule(h, w):
             pairs = _pairs(p)
-            spreads, predictions = [], []
+            spreads, predictions, departures = [], [], []
             for c in range(self.channels):
                 values, present = _neighbours(corrections[c], p)
                 if c == 2:  # green: its base already holds the luma relation
@@ -316,24 +318,29 @@ class _Coder:
                     prediction, spread = _predict(values, present, *pairs)
                     predictions.append(prediction)
                     spreads.append(spread)
-            self._chunk(p.group, p.ys, p.xs, predictions, spreads, corrections, targets, coefficients, code)
+                    departures.append([np.where(present[k], values[k] - prediction, 0) for k in range(len(values))])
+            self._chunk(p.group, p.ys, p.xs, predictions, spreads, corrections, targets, coefficients, code,
+                        departures)
         return corrections
 
     def _chunk(self, group: int, ys: np.ndarray, xs: np.ndarray, predictions: list[np.ndarray],
                spreads: list[np.ndarray], corrections: list[np.ndarray], targets: list[np.ndarray] | None,
                coefficients: Callable[[int, np.ndarray | None, list[np.ndarray]], list[int]],
-               code: Callable[[int, int, np.ndarray, np.ndarray | None], np.ndarray]) -> None:
-        """Code every channel at these pixels, in order; each later channel's prediction adds
-        the earlier channels' residuals here, times its coefficients."""
+               code: Callable[[int, int, np.ndarray, np.ndarray | None], np.ndarray],
+               departures: list[list[np.ndarray]] | None = None) -> None:
+        """Code every channel at these pixels, in order. A prediction adds, times coefficients
+        the encoder fits to this chunk, its neighbours' departures from it (R and B, past
+        the coarse grid) and the earlier channels' residuals here."""
         residuals: list[np.ndarray] = []
         for c in range(self.channels):
             base = self._base(c, ys, xs, corrections)
             low, high = -base, self.limit - base
             prediction = np.clip(predictions[c], low, high)
             ideal = None if targets is None else targets[c][ys, xs] - base - prediction
-            betas = coefficients(c, ideal, residuals) if residuals else []
+            regressors = (departures[c] if departures and c < len(departures) else []) + residuals
+            betas = coefficients(c, ideal, regressors)
             if any(betas):
-                shift = (sum(b * r for b, r in zip(betas, residuals, strict=True)) + 4) // 8
+                shift = (sum(b * r for b, r in zip(betas, regressors, strict=True)) + BETA_SCALE // 2) // BETA_SCALE
                 prediction = np.clip(prediction + shift, low, high)
                 ideal = None if targets is None else targets[c][ys, xs] - base - prediction
             classes = self._classes(c, spreads[c], ys, xs, corrections)
@@ -391,10 +398,7 @@ def encode(space: int, step: int, gray: np.ndarray, targets: list[np.ndarray],
 
     def quantise_and_record(c: int, group: int, classes: np.ndarray, ideal: np.ndarray | None) -> np.ndarray:
         q = quantise(ideal, step)
-        if c == 0:
-            chunks.append(_Chunk(c, [], _context(group, classes), q))
-        else:
-            chunks[-1].context, chunks[-1].q = _context(group, classes), q
+        chunks[-1].context, chunks[-1].q = _context(group, classes), q
         return q
 
     corrections = coder.run(choose, quantise_and_record, targets)
