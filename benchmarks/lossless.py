@@ -49,7 +49,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--bounds", type=int, nargs="+", default=[0, 1, 2, 4])
-    parser.add_argument("--grays", nargs="+", default=["png"], help="png and/or JPEG qualities, e.g. png 95")
+    parser.add_argument("--grays", nargs="+", default=["auto"],
+                        help="auto (the encoder's choice for each bound), png, and/or JPEG qualities, e.g. png 95")
     parser.add_argument("--limit", type=int, default=0)
     args = parser.parse_args()
     files = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
@@ -60,7 +61,7 @@ def main() -> None:
         rgb = np.asarray(Image.open(path).convert("RGB"))
         pixels = rgb.shape[0] * rgb.shape[1]
         for gray in args.grays:
-            fmt, quality = ("png", None) if gray == "png" else ("jpg", int(gray))
+            fmt, quality = {"auto": (None, None), "png": ("png", None)}.get(gray, ("jpg", int(gray)))
             for bound in args.bounds:
                 started = time.perf_counter()
                 encoded = encode(rgb, gray_format=fmt, quality=quality, max_error=bound)

@@ -16,7 +16,14 @@ import numpy as np
 from PIL import Image
 
 from invgray_cli.codec.effort import DEFAULT_EFFORT, EFFORTS, refine_symbols
-from invgray_cli.codec.refinement import SPACE_CHROMA, SPACE_RGB, encode_chroma, encode_exact
+from invgray_cli.codec.refinement import (
+    SPACE_CHROMA,
+    SPACE_RGB,
+    encode_chroma,
+    encode_exact,
+    exact_gray_format,
+    exact_gray_quality,
+)
 from invgray_cli.format.refinement import MAX_STEP as MAX_REFINE_STEP
 from invgray_cli.codec.symbols import symbol_payload
 from invgray_cli.engines.engine import Engine, analyse, device_name, engine_for
@@ -173,7 +180,7 @@ def prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | N
 
 
 def _prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | None, gray_format: GrayFormat,
-             keep_metadata: bool) -> Prepared:
+             keep_metadata: bool, fallback_quality: int = DEFAULT_QUALITY) -> Prepared:
     """:func:`prepare`, possibly with the lossless gray still pending (see :class:`Prepared`)."""
     photo = _as_photo(image, lossless_luma=gray_format == "jpg" and quality is None)
     rgb = photo.rgb
@@ -197,7 +204,7 @@ def _prepare(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | 
             note = str(exc)
     else:
         note = ""
-    return _re_encoded(photo, gray_format, DEFAULT_QUALITY if quality is None else quality, keep_metadata, note)
+    return _re_encoded(photo, gray_format, fallback_quality if quality is None else quality, keep_metadata, note)
 
 
 def _re_encoded(photo: Photo, gray_format: GrayFormat, quality: int, keep_metadata: bool, note: str) -> Prepared:
@@ -214,7 +221,7 @@ def check_step(step: float) -> None:
 
 
 def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | None = None,
-           gray_format: GrayFormat = "jpg", level: str = DEFAULT_LEVEL, step: float | None = None,
+           gray_format: GrayFormat | None = None, level: str = DEFAULT_LEVEL, step: float | None = None,
            device: str | torch.device = "cpu", model: Model | None = None,
            keep_metadata: bool = True, effort: int = DEFAULT_EFFORT, max_error: int | None = None,
            refine: int | None = None) -> Encoded:
@@ -232,15 +239,21 @@ def encode(image: Photo | Image.Image | np.ndarray | bytes, *, quality: int | No
     smaller and truer files, seconds per photo, torch needed.
 
     ``max_error`` K adds a refinement layer that brings every channel of every pixel
-    within K of the input's 8-bit RGB (0: the exact original; the network does not run,
-    and a PNG gray, ``gray_format="png"``, is what makes it small). ``refine`` adds a
+    within K of the input's 8-bit RGB (0: the exact original; the network does not run).
+    ``gray_format=None`` takes the gray that makes the smallest pair: ``jpg`` for the
+    network's levels; for a bound, PNG up to 2 and a JPEG beyond, of a quality that
+    falls with the bound (a JPEG input keeps its own luma). ``refine`` adds a
     layer of chroma corrections on the network's colour in steps of ``refine`` half
     levels (1: the original's chroma, to half a level, on this gray).
     """
     check_effort(effort)
     if max_error is not None and refine is not None:
         raise ValueError("max_error and refine are two kinds of refinement: choose one")
-    prepared = _prepare(image, quality=quality, gray_format=gray_format, keep_metadata=keep_metadata)
+    if gray_format is None:
+        gray_format = exact_gray_format(max_error) if max_error is not None else "jpg"
+    fallback = exact_gray_quality(max_error) if max_error is not None else DEFAULT_QUALITY
+    prepared = _prepare(image, quality=quality, gray_format=gray_format, keep_metadata=keep_metadata,
+                        fallback_quality=fallback)
     engine = engine_for(device=device, model=model)
     if step is None:
         step = model_spec(engine.model_id).level_step(level)

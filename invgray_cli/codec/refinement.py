@@ -37,6 +37,20 @@ def step_for_max_error(max_error: int) -> int:
     return 2 * max_error + 1
 
 
+PNG_GRAY_UP_TO = 2  # the largest bound for which a PNG gray makes the smallest pair
+
+
+def exact_gray_format(max_error: int) -> str:
+    """The gray that makes the smallest gray + residual pair for this bound, measured on
+    held-out photos (docs/RESULTS.md): PNG up to 2; beyond, a JPEG whose own error the
+    bound absorbs (its quality from :func:`exact_gray_quality`, or a JPEG input's own luma)."""
+    return "png" if max_error <= PNG_GRAY_UP_TO else "jpg"
+
+
+def exact_gray_quality(max_error: int) -> int:
+    return max(50, 98 - 2 * max_error)
+
+
 def half_level_chroma(rgb: np.ndarray) -> list[np.ndarray]:
     """Cb and Cr of uint8 RGB in half levels (0 to 510), integer arithmetic, rounded."""
     r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
@@ -97,5 +111,5 @@ def decode_layer(space: int, step: int, payload: bytes, gray: np.ndarray,
                                                           half_level_chroma(prediction)))
 
 
-__all__ = ["MAX_ERROR", "SPACE_CHROMA", "SPACE_RGB", "decode_layer", "encode_chroma", "encode_exact",
+__all__ = ["MAX_ERROR", "exact_gray_format", "exact_gray_quality", "SPACE_CHROMA", "SPACE_RGB", "decode_layer", "encode_chroma", "encode_exact",
            "half_level_chroma", "rgb_from_chroma", "step_for_max_error"]

@@ -40,7 +40,9 @@ LOSSLESS = typer.Option("--lossless",
                              "-q/--gray-format/-o ask for a JPEG one; the network does not run.")
 MAX_ERROR = typer.Option("--max-error", min=0, max=127, metavar="K",
                          help="Every channel of every pixel within K of the input's 8-bit RGB (checked before "
-                              "writing; 0 is --lossless). A PNG gray unless -q/--gray-format/-o ask for a JPEG one.")
+                              "writing; 0 is --lossless). The gray that makes the smallest pair unless "
+                              "-q/--gray-format/-o say: PNG up to K=2, beyond it a JPEG of quality 98-2K (a JPEG "
+                              "input keeps its own luma).")
 EMBED = typer.Option("--embed", help="Put the residual inside the gray image (JPEG APP11 / PNG chunk): one file.")
 STRIP = typer.Option("--strip", help="Drop EXIF, XMP and ICC metadata.")
 MAX_PIXELS = typer.Option("--max-pixels", min=0,
@@ -81,7 +83,7 @@ def encode_command(
     _check_rate(level, step, target_psnr, max_bytes)
     max_error = _check_exact(lossless, max_error, level, step, target_psnr, max_bytes, effort)
     _check_effort(effort)
-    fmt = _gray_format(target, gray_format, embed, png_unless_told=max_error is not None and quality is None)
+    fmt = _gray_format(target, gray_format, embed, max_error if quality is None else None)
     opt.check_out_dir(folder)
     planned_jobs = _jobs(inputs, target, folder, fmt, embed, recursive, stream=remote or engine is opt.EngineChoice.ray)
     settings = EncodeSettings(
@@ -146,9 +148,9 @@ def _check_effort(effort: int) -> None:
 
 
 def _gray_format(output: Name | None, gray_format: opt.GrayFormatChoice | None, embed: bool,
-                 png_unless_told: bool = False) -> str:
+                 max_error: int | None = None) -> str:
     """jpg or png: as asked, or as -o's extension says (they must agree); otherwise jpg, or
-    png for the exact modes."""
+    for an error bound the gray that makes the smallest pair."""
     fmt = gray_format.value if gray_format else None
     if output is not None and str(output) == STDIO:
         if not embed:
@@ -161,7 +163,11 @@ def _gray_format(output: Name | None, gray_format: opt.GrayFormatChoice | None, 
         if fmt is not None and fmt != implied:
             raise opt.usage(f"{output}: extension disagrees with --gray-format {fmt}")
         fmt = implied
-    return fmt or ("png" if png_unless_told else "jpg")
+    if fmt is None and max_error is not None:
+        from invgray_cli.codec.refinement import exact_gray_format
+
+        return exact_gray_format(max_error)
+    return fmt or "jpg"
 
 
 def _jobs(inputs: list[str], output: Name | None, out_dir: Name | None, fmt: str, embed: bool, recursive: bool,
