@@ -61,7 +61,7 @@ def main() -> None:
         rgb = np.asarray(Image.open(path).convert("RGB"))
         pixels = rgb.shape[0] * rgb.shape[1]
         for gray in args.grays:
-            fmt, quality = {"auto": (None, None), "png": ("png", None)}.get(gray, ("jpg", int(gray)))
+            fmt, quality = {"auto": (None, None), "png": ("png", None)}.get(gray) or ("jpg", int(gray))
             for bound in args.bounds:
                 started = time.perf_counter()
                 encoded = encode(rgb, gray_format=fmt, quality=quality, max_error=bound)

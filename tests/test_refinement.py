@@ -34,7 +34,7 @@ def test_the_tables_are_integers_summing_to_two_to_the_sixteen() -> None:
     assert abs(int(centred_half[layer.DIRECT]) - int(centred_half[layer.DIRECT + 1])) <= 2
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (5, 17), (33, 70), (96, 64)])
+@pytest.mark.parametrize("shape", [(1, 1), (5, 17), (33, 70), (96, 64), (20, 1100)])
 def test_lossless_is_bit_exact_at_any_size(shape: tuple[int, int]) -> None:
     rgb = _noisy(shape, sum(shape))
     encoded = encode(rgb, gray_format="png", max_error=0)

@@ -54,13 +54,14 @@ def exact_gray_quality(max_error: int) -> int:
 def half_level_chroma(rgb: np.ndarray) -> list[np.ndarray]:
     """Cb and Cr of uint8 RGB in half levels (0 to 510), integer arithmetic, rounded."""
     r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
-    return [((256 << 16) + 2 * (k[0] * r + k[1] * g + k[2] * b) + (1 << 15)) >> 16 for k in (_CB, _CR)]
+    return [(((256 << 16) + 2 * (k[0] * r + k[1] * g + k[2] * b) + (1 << 15)) >> 16).astype(np.int16)
+            for k in (_CB, _CR)]
 
 
 def rgb_from_chroma(gray: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
     """uint8 RGB from the gray and half-level Cb, Cr, in integers (rounded, clipped)."""
     y = gray.astype(np.int64)
-    cb, cr = cb - 256, cr - 256
+    cb, cr = cb.astype(np.int64) - 256, cr.astype(np.int64) - 256
     half = 1 << 16
     r = y + ((_R_CR * cr + half) >> 17)
     g = y + ((-_G_CB * cb - _G_CR * cr + half) >> 17)
@@ -69,19 +70,22 @@ def rgb_from_chroma(gray: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndar
 
 
 def rgb_from_exact(gray: np.ndarray, corrections: list[np.ndarray]) -> np.ndarray:
-    y = gray.astype(np.int64)
-    red, blue = y + corrections[0], y + corrections[1]
-    green = green_base(y, red, blue)[0] + corrections[2]
-    return np.stack([red, green, blue], axis=-1).astype(np.uint8)
+    out = np.empty(gray.shape + (3,), np.uint8)
+    for rows in range(0, gray.shape[0], 256):  # in bands: int64 intermediates stay small
+        band = slice(rows, rows + 256)
+        y = gray[band].astype(np.int64)
+        red, blue = y + corrections[0][band], y + corrections[1][band]
+        green = green_base(y, red, blue)[0] + corrections[2][band]
+        out[band] = np.stack([red, green, blue], axis=-1)
+    return out
 
 
 def encode_exact(rgb: np.ndarray, gray: np.ndarray, max_error: int) -> tuple[bytes, int, np.ndarray]:
     """(payload, step, restored RGB) of the RGB-space layer; checks the bound it promises."""
     step = step_for_max_error(max_error)
-    channels = rgb.astype(np.int64)
-    payload, corrections = layer.encode(SPACE_RGB, step, gray, [channels[..., 0], channels[..., 2], channels[..., 1]])
+    payload, corrections = layer.encode(SPACE_RGB, step, gray, [rgb[..., 0], rgb[..., 2], rgb[..., 1]])
     restored = rgb_from_exact(gray, corrections)
-    worst = int(np.abs(restored.astype(np.int64) - channels).max()) if rgb.size else 0
+    worst = int(np.abs(restored.astype(np.int16) - rgb.astype(np.int16)).max()) if rgb.size else 0
     if worst > max_error:  # the layer's own guarantee: never write a file that breaks it
         raise RuntimeError(f"refinement missed its bound: a channel is {worst} off, the limit is {max_error}")
     return payload, step, restored

@@ -23,6 +23,9 @@ classes. The coder is semi-static: per channel and context the encoder picks the
 cheapest of 64 frozen two-sided geometric tables (integers derived by integer
 arithmetic only) and writes the pick in the payload.
 
+The image is coded in independent tiles of 1024 x 1024 pixels, so memory stays bounded
+on any photo.
+
 Every quantity the decoder's probabilities depend on is an integer computed from
 integers (the gray, the step, decoded corrections): the same bytes decode to the same
 corrections on every machine. This module is the format only: numpy and constriction.
@@ -30,6 +33,7 @@ corrections on every machine. This module is the format only: numpy and constric
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -381,13 +385,59 @@ class _Chunk:
     q: np.ndarray
 
 
+TILE = 1024  # tiles are coded independently: memory stays bounded on any photo
+_WORDS = struct.Struct("<I")
+
+
+def tiles(height: int, width: int) -> list[tuple[slice, slice]]:
+    """The tiles, row-major."""
+    return [(slice(y, min(y + TILE, height)), slice(x, min(x + TILE, width)))
+            for y in range(0, height, TILE) for x in range(0, width, TILE)]
+
+
 def encode(space: int, step: int, gray: np.ndarray, targets: list[np.ndarray],
            bases: list[np.ndarray] | None = None) -> tuple[bytes, list[np.ndarray]]:
     """Range-code the corrections that bring the prediction to ``targets`` (integer planes:
     R, B, G in the RGB space; Cb, Cr in half levels in the chroma space, with ``bases``
     the prediction's). Returns the payload and the decoded corrections (what a decoder
-    will rebuild)."""
+    will rebuild). The payload is each tile's word count (u32) and words, row-major."""
     _check(space, step)
+    corrections = [np.zeros(gray.shape, np.int16) for _ in targets]
+    payload = bytearray()
+    for rows, cols in tiles(*gray.shape):
+        words, tile_corrections = _encode_tile(space, step, gray[rows, cols],
+                                               [t[rows, cols].astype(np.int64) for t in targets],
+                                               [b[rows, cols].astype(np.int64) for b in bases or []])
+        payload += _WORDS.pack(len(words) // 4) + words
+        for whole, part in zip(corrections, tile_corrections, strict=True):
+            whole[rows, cols] = part
+    return bytes(payload), corrections
+
+
+def decode(space: int, step: int, gray: np.ndarray, payload: bytes,
+           bases: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """The corrections :func:`encode` wrote; RefinementError when the payload is damaged."""
+    _check(space, step, RefinementError)
+    corrections = [np.zeros(gray.shape, np.int16) for _ in range(3 if space == SPACE_RGB else 2)]
+    position = 0
+    for rows, cols in tiles(*gray.shape):
+        if position + _WORDS.size > len(payload):
+            raise RefinementError("refinement payload ends before its last tile")
+        (count,) = _WORDS.unpack_from(payload, position)
+        start, position = position + _WORDS.size, position + _WORDS.size + 4 * count
+        if position > len(payload):
+            raise RefinementError("refinement payload ends inside a tile")
+        parts = _decode_tile(space, step, gray[rows, cols], payload[start:position],
+                             [b[rows, cols].astype(np.int64) for b in bases or []])
+        for whole, part in zip(corrections, parts, strict=True):
+            whole[rows, cols] = part
+    if position != len(payload):
+        raise RefinementError(f"refinement payload has {len(payload) - position} bytes after its last tile")
+    return corrections
+
+
+def _encode_tile(space: int, step: int, gray: np.ndarray, targets: list[np.ndarray],
+                 bases: list[np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
     coder = _Coder(space, step, gray, bases or [])
     chunks: list[_Chunk] = []
 
@@ -489,13 +539,9 @@ def _peaked_weights(size: int) -> np.ndarray:
     return ((1 << 20) >> np.minimum(2 * distance, 20)).astype(np.float64)
 
 
-def decode(space: int, step: int, gray: np.ndarray, payload: bytes,
-           bases: list[np.ndarray] | None = None) -> list[np.ndarray]:
-    """The corrections :func:`encode` wrote; RefinementError when the payload is damaged."""
-    _check(space, step, RefinementError)
-    if len(payload) % 4:
-        raise RefinementError("refinement payload is not a whole number of 32-bit words")
-    coder = _Coder(space, step, gray, bases or [])
+def _decode_tile(space: int, step: int, gray: np.ndarray, payload: bytes,
+                 bases: list[np.ndarray]) -> list[np.ndarray]:
+    coder = _Coder(space, step, gray, bases)
     try:
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
         tables = _read_tables(decoder, coder.channels)
