@@ -1,6 +1,7 @@
 """Large-image check: peak memory and time per megapixel of the CLI on a ~50 MP photo.
 
     python benchmarks/large_image.py [--megapixels 50] [--workdir /tmp/invgray-large]
+    python benchmarks/large_image.py --encode-args="--lossless" --cli-only
 
 Upscales the bundled sample (Lanczos) to about MEGAPIXELS and saves it as a JPEG
 q95, then runs ``invgray encode`` and ``invgray decode`` on it under
@@ -40,7 +41,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--megapixels", type=float, default=50.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/invgray-large"))
+    parser.add_argument("--encode-args", default="", help="more encode options, e.g. --lossless")
+    parser.add_argument("--cli-only", action="store_true", help="only the CLI's time and memory")
     args = parser.parse_args()
+    extra = args.encode_args.split()
     args.workdir.mkdir(parents=True, exist_ok=True)
     sample = Image.open(SAMPLE).convert("RGB")
     scale = (args.megapixels * 1e6 / (sample.width * sample.height)) ** 0.5
@@ -55,9 +59,12 @@ def main() -> None:
     for path in (small_path, big_path):
         with Image.open(path) as image:
             mp = image.width * image.height / 1e6
-        enc = timed_cli("encode", str(path), "--force")
         stem = path.with_suffix("").name
-        dec = timed_cli("decode", str(path.with_name(f"{stem}.gray.jpg")), "--force")
+        for old in path.parent.glob(f"{stem}.gray.*"):
+            old.unlink()
+        enc = timed_cli("encode", str(path), "--force", *extra)
+        (gray,) = path.parent.glob(f"{stem}.gray.*")
+        dec = timed_cli("decode", str(gray), "--force")
         rows.append((path.name, mp, enc, dec))
     print("| image | MP | encode s | encode s/MP | encode peak MB | decode s | decode s/MP | decode peak MB |")
     print("|---|---|---|---|---|---|---|---|")
@@ -65,6 +72,8 @@ def main() -> None:
         print(f"| {name} | {mp:.1f} | {enc_s:.1f} | {enc_s / mp:.2f} | {enc_mb:.0f} | {dec_s:.1f} | "
               f"{dec_s / mp:.2f} | {dec_mb:.0f} |")
     print("(wall times include starting Python and loading the network)")
+    if args.cli_only:
+        return
 
     import time
 

@@ -144,3 +144,24 @@ def test_cli_refuses_a_rate_setting_beside_lossless(tmp_path: Path, small_png: P
                            "--out-dir", str(tmp_path), *extra], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert not list(tmp_path.glob("*.bin"))
+
+
+def test_a_psnr_target_past_the_network_is_reached_through_the_layers(small_rgb: np.ndarray) -> None:
+    from invgray_cli.codec.rate_control import encode_to_target
+
+    finest = encode(small_rgb, step=0.5)
+    ceiling = psnr(decode_array(finest.gray, finest.residual), small_rgb)
+    for target in (ceiling + 1.0, ceiling + 8.0):
+        result = encode_to_target(small_rgb, target_psnr=target)
+        assert result.met and result.encoded.refinement is not None
+        assert psnr(decode_array(result.encoded.gray, result.encoded.residual), small_rgb) >= target
+
+
+def test_a_large_byte_budget_buys_a_refinement_within_it(small_rgb: np.ndarray) -> None:
+    from invgray_cli.codec.rate_control import encode_to_target
+
+    finest = encode(small_rgb, step=0.5)
+    budget = 4 * len(finest.residual)
+    result = encode_to_target(small_rgb, max_bytes=budget)
+    assert result.met and result.residual_bytes <= budget and result.encoded.refinement is not None
+    assert result.psnr > psnr(decode_array(finest.gray, finest.residual), small_rgb)

@@ -42,9 +42,8 @@ def test_max_bytes_is_never_exceeded(small_rgb: np.ndarray) -> None:
 
 
 def test_unreachable_targets_give_the_closest_result_with_a_note(small_rgb: np.ndarray) -> None:
-    best = encode_to_target(small_rgb, target_psnr=80.0)
-    assert not best.met and "not reachable" in best.notes[0]
-    assert best.step == np.float32(STEP_RANGE[0])
+    best = encode_to_target(small_rgb, target_psnr=80.0)  # past the network: the layers, up to lossless
+    assert best.met and best.encoded.refinement is not None and best.psnr >= 80.0
     smallest = encode_to_target(small_rgb, max_bytes=20)
     assert not smallest.met and str(smallest.residual_bytes) in smallest.notes[0]
     assert smallest.step == np.float32(STEP_RANGE[1])

@@ -213,6 +213,10 @@ def encode_file(job: Job, settings: EncodeSettings, retried: Retried = None) -> 
     exact = s.max_error is not None and encoded.refinement is not None
     if exact:
         text += ", lossless" if s.max_error == 0 else f", every channel within {s.max_error}"
+    elif encoded.refinement is not None:
+        space, layer_step = encoded.refinement
+        text += (f", refined: chroma in steps of {layer_step} half levels" if space == 1 else
+                 f", refined: every channel within {(layer_step - 1) // 2}")
     text += "".join(f" (warning: {note})" for note in notes)
     details = {
         "gray": str(job.outputs[0]), "residual": None if s.embed else str(job.outputs[1]), "embedded": s.embed,

@@ -9,7 +9,14 @@ falsi (Illinois) once the target is bracketed,
 until the reached PSNR is within 0.05 dB above the target (or the size within 1 %
 under the limit), or the bracket is narrower than 1 % in step.
 
-Unreachable targets follow cwebp (``-psnr``, ``-size``): the closest achievable result
+Past the network's finest step the search goes on through the refinement layer
+(:mod:`invgray_cli.codec.refinement`): first chroma corrections on the network's colour,
+their step from 64 half levels down to 1 (up to the gray's own bound), then corrections
+of R, G and B on the gray, every channel within K, K from 127 down to 0 (the exact
+original). So a PSNR target is always reachable, and a byte budget is used up to the
+exact original; the residual grows without a jump where a layer starts.
+
+Unreachable targets (a byte budget under the smallest residual) follow cwebp (``-psnr``, ``-size``): the closest achievable result
 is written (the finest step for a PSNR target, the coarsest for a size target), the
 file counts as done (exit status 0), and the result says ``met=False`` so that the CLI
 prints a warning and ``--json`` reports ``"target_met": false``.
@@ -27,7 +34,11 @@ import numpy as np
 from PIL import Image
 
 from invgray_cli.codec import Encoded, Prepared, decode_photo, prepare
+from invgray_cli.codec.encoding import Refinement
+from invgray_cli.codec.refinement import SPACE_CHROMA, SPACE_RGB, encode_chroma, encode_exact
 from invgray_cli.engines.engine import Engine, engine_for
+from invgray_cli.engines.registry import bundled_spec
+from invgray_cli.format.container import RANGE_CODED
 from invgray_cli.engines.tiling import quantise
 from invgray_cli.imaging.gray import GrayFormat
 from invgray_cli.imaging.images import Photo
@@ -102,6 +113,81 @@ class StepTrials:
             restored = decode_photo(trial.encoded.gray, trial.encoded.residual, model=self.engine).rgb
             trial.psnr = psnr(restored, self.reference)
         return trial
+
+
+CHROMA_STEPS = (64, 1)  # the chroma layer's steps, coarse to fine, in half levels
+MAX_ERRORS = (127, 0)  # the RGB layer's bounds, coarse to fine
+
+
+class RefinementTrials:
+    """The refinement layers on top of the network's finest step: a chroma layer of step
+    ``d`` (:meth:`chroma`) or an RGB layer within ``k`` (:meth:`rgb`), each measured on
+    the pixels a decoder restores (the encoder computes them exactly)."""
+
+    def __init__(self, trials: StepTrials) -> None:
+        self.trials = trials
+        self.finest = trials.at(STEP_RANGE[0], measure=False)
+        self.symbols = quantise(trials.latent, trials.engine.plane_steps(self.finest.step), trials.thresholds)
+        self.prediction: np.ndarray | None = None
+        self.done: dict[tuple[int, int], Trial] = {}
+
+    def chroma(self, step: int) -> Trial:
+        key = (SPACE_CHROMA, step)
+        if key not in self.done:
+            prepared = self.trials.prepared
+            if self.prediction is None:
+                self.prediction = self.trials.engine.synthesise(prepared.decoded_gray, self.symbols, self.finest.step)
+            payload, restored = encode_chroma(prepared.photo.rgb, prepared.decoded_gray, self.prediction, step)
+            layer = Refinement(SPACE_CHROMA, step, payload, restored)
+            self.done[key] = self._trial(prepared.encoded(self.trials.engine, self.finest.step, self.symbols, layer),
+                                         restored)
+        return self.done[key]
+
+    def rgb(self, max_error: int) -> Trial:
+        key = (SPACE_RGB, max_error)
+        if key not in self.done:
+            prepared = self.trials.prepared
+            payload, step, restored = encode_exact(prepared.photo.rgb, prepared.decoded_gray, max_error)
+            layer = Refinement(SPACE_RGB, step, payload, restored)
+            self.done[key] = self._trial(prepared.encoded(self.trials.engine, 1.0, None, layer), restored)
+        return self.done[key]
+
+    def _trial(self, encoded: Encoded, restored: np.ndarray) -> Trial:
+        return Trial(encoded.step, encoded, psnr(restored, self.trials.reference))
+
+    def search(self, target_psnr: float | None, max_bytes: int | None) -> Trial:
+        """The coarsest refinement meeting a PSNR target (always one: the exact original),
+        or the finest within a byte budget (None when even the coarsest chroma layer is over)."""
+        def meets(trial: Trial) -> bool:
+            if target_psnr is not None:
+                return trial.psnr >= target_psnr
+            return trial.residual_bytes <= max_bytes
+
+        layers = ((self.chroma, CHROMA_STEPS), (self.rgb, MAX_ERRORS))
+        best = None
+        for make, (coarse, fine) in layers:
+            if target_psnr is not None and not meets(make(fine)):
+                continue  # even this layer's finest is short of the target: the next layer
+            if max_bytes is not None and not meets(make(coarse)):
+                return best
+            # settings fall from coarse to fine; bisect for the last one on the right side
+            low, high = fine, coarse  # integers: make(low) is the finest, make(high) the coarsest
+            if target_psnr is not None:
+                if meets(make(high)):
+                    return make(high)
+                while high - low > 1:  # make(low) meets, make(high) does not
+                    middle = (low + high) // 2
+                    low, high = (middle, high) if meets(make(middle)) else (low, middle)
+                return make(low)
+            if meets(make(low)):
+                best = make(low)
+                continue  # the whole layer fits: the next one may too
+            while high - low > 1:  # make(high) fits, make(low) does not
+                middle = (low + high) // 2
+                low, high = (low, middle) if meets(make(middle)) else (middle, high)
+            # a coarse RGB layer can be worse than the finest chroma one: the better of the two
+            return make(high) if best is None or make(high).psnr > best.psnr else best
+        return best
 
 
 def _largest_feasible(score: Callable[[float], float], start: float, lower: float, upper: float, slope: float,
@@ -192,8 +278,19 @@ def encode_to_target(image: Photo | Image.Image | np.ndarray, *, target_psnr: fl
         check_refinable(engine.model_id)
     trials = StepTrials(prepared, engine)
     best, met = search(trials, target_psnr, max_bytes)
-    trials.at(best.step)  # measure the PSNR of the chosen files if the search did not
-    if effort != 1 and not trials.monochrome:
+    tries = len(trials.trials)
+    spec = bundled_spec(engine.model_id)
+    refinable = not trials.monochrome and spec is not None and spec.format_version == RANGE_CODED
+    at_finest = best.step == float(np.float32(STEP_RANGE[0]))
+    if refinable and ((target_psnr is not None and not met) or (max_bytes is not None and met and at_finest)):
+        layers = RefinementTrials(trials)
+        refined = layers.search(target_psnr, max_bytes)
+        tries += len(layers.done)
+        if refined is not None and (target_psnr is not None or refined.psnr > trials.at(best.step).psnr):
+            best, met = refined, True
+    if best.psnr is None:
+        trials.at(best.step)  # measure the PSNR of the chosen files if the search did not
+    if effort != 1 and not trials.monochrome and best.encoded.refinement is None:
         best = _refined_trial(trials, best, effort, device, target_psnr if met else None, max_bytes if met else None)
     notes = []
     if not met:
@@ -202,7 +299,7 @@ def encode_to_target(image: Photo | Image.Image | np.ndarray, *, target_psnr: fl
                          f"step {best.step:.4g} (a higher gray quality or a PNG gray raises the limit)")
         else:
             notes.append(f"{max_bytes} bytes not reachable: the smallest residual is {best.residual_bytes} bytes")
-    return TargetResult(best.encoded, best.step, best.psnr, best.residual_bytes, met, len(trials.trials),
+    return TargetResult(best.encoded, best.step, best.psnr, best.residual_bytes, met, tries,
                         time.perf_counter() - started, notes)
 
 
