@@ -54,7 +54,7 @@ ALPHABET = ESCAPE + 1
 ESCAPE_BITS = 11
 ESCAPE_OFFSET = 1 << (ESCAPE_BITS - 1)
 ACTIVITY_CLASSES = 16
-GROUPS = 7  # coarse; centres and edges at spacing 2, 4, >= 8
+GROUPS = 10  # coarse; centres, row edges and column edges at spacing 2, 4, >= 8
 FREQUENCY_BITS = 16
 # Ratios (of 2^16) of the two-sided geometric tables: scales from about 0.1 to 150 steps.
 GEOMETRIC_RATIOS = (
@@ -172,32 +172,41 @@ class Pass:
     group: int
     ys: np.ndarray
     xs: np.ndarray
-    offsets: tuple[tuple[int, int], ...]  # neighbours; empty for the coarse grid
+    offsets: tuple[tuple[int, int], ...]  # the inner neighbours, in opposite pairs (0, 1), (2, 3), ...
+
+    @property
+    def pairs(self) -> int:
+        return len(self.offsets) // 2
 
 
 def schedule(height: int, width: int) -> list[Pass]:
-    """The interlaced passes after the coarse grid, coarse to fine."""
+    """The interlaced passes after the coarse grid, coarse to fine: at each spacing s
+    (h = s / 2) the centres of the s-squares, then the midpoints of their horizontal
+    sides, then those of their vertical sides (which see the row midpoints too)."""
     passes = []
     spacing = COARSE_SPACING
     ys, xs = np.mgrid[0:height, 0:width]
     while spacing > 1:
         half = spacing // 2
         level = {2: 0, 4: 1}.get(spacing, 2)
-        centres = (ys % spacing == half) & (xs % spacing == half)
-        edges = ((ys % spacing == 0) & (xs % spacing == half)) | ((ys % spacing == half) & (xs % spacing == 0))
-        for kind, mask, inner in ((0, centres, ((-half, -half), (-half, half), (half, -half), (half, half))),
-                                  (1, edges, ((-half, 0), (half, 0), (0, -half), (0, half)))):
+        diagonals = ((-half, -half), (half, half), (-half, half), (half, -half))
+        axes = ((-half, 0), (half, 0), (0, -half), (0, half))
+        for kind, mask, inner in (
+                (0, (ys % spacing == half) & (xs % spacing == half), diagonals),
+                (1, (ys % spacing == 0) & (xs % spacing == half), axes),
+                (2, (ys % spacing == half) & (xs % spacing == 0), axes + diagonals)):
             where_y, where_x = np.nonzero(mask)
-            outer = tuple((3 * dy, 3 * dx) for dy, dx in inner)  # the same lines, one spacing further
-            passes.append(Pass(1 + 2 * level + kind, where_y, where_x, inner + outer))
+            passes.append(Pass(1 + 3 * level + kind, where_y, where_x, inner))
         spacing = half
     return passes
 
 
 def _neighbours(plane: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray]:
+    """Values and presence of the inner neighbours, then of the outer ones (the same
+    lines, one spacing further: three times the inner offsets)."""
     height, width = plane.shape
     values, present = [], []
-    for dy, dx in p.offsets:
+    for dy, dx in p.offsets + tuple((3 * dy, 3 * dx) for dy, dx in p.offsets):
         y, x = p.ys + dy, p.xs + dx
         inside = (y >= 0) & (y < height) & (x >= 0) & (x < width)
         values.append(plane[np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)])
@@ -205,36 +214,30 @@ def _neighbours(plane: np.ndarray, p: Pass) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(values), np.stack(present)
 
 
-def _predict(values: np.ndarray, present: np.ndarray, pair_first: tuple[int, int], pair_second: tuple[int, int]
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """(prediction, spread) of each pixel from its neighbours' corrections: the four inner
-    ones (two opposite pairs), and beyond each of them the outer one on the same line."""
-    inner, near = values[:4], present[:4]
-    count = near.sum(0)
-    total = np.where(near, inner, 0).sum(0)
-    mean = (2 * total + count) // (2 * count)
-
-    def along(pair: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Sixteen times the cubic (-1, 9, 9, -1) estimate on the line, or the linear one
-        where an outer point is missing; and the inner pair's difference."""
-        first, second = values[pair[0]], values[pair[1]]
-        cubic = 9 * (first + second) - values[4 + pair[0]] - values[4 + pair[1]]
-        full = present[4 + pair[0]] & present[4 + pair[1]]
-        return np.where(full, cubic, 8 * (first + second)), np.abs(first - second)
-
-    a, da = along(pair_first)
-    b, db = along(pair_second)
-    weight = 16 * (da + db + 2)
-    directed = ((db + 1) * a + (da + 1) * b + weight // 2) // weight
+def _predict(values: np.ndarray, present: np.ndarray, pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction, spread) of each pixel from its neighbours' corrections: along each
+    line through an opposite pair, the cubic (-1, 9, 9, -1) estimate where the outer
+    points are there (else the pair's mean), weighted by 1 / (1 + the pair's difference);
+    the rounded mean of the inner neighbours where one is missing."""
+    count = 2 * pairs
+    inner, near = values[:count], present[:count]
+    number = near.sum(0)
+    mean = (2 * np.where(near, inner, 0).sum(0) + number) // (2 * number)
+    total = np.zeros(values.shape[1], np.int64)
+    weights = np.zeros(values.shape[1], np.int64)
+    for k in range(pairs):
+        first, second = values[2 * k], values[2 * k + 1]
+        outer = present[count + 2 * k] & present[count + 2 * k + 1]
+        estimate = np.where(outer, 9 * (first + second) - values[count + 2 * k] - values[count + 2 * k + 1],
+                            8 * (first + second))
+        weight = (1 << 16) // (np.abs(first - second) + 1)
+        total += weight * estimate
+        weights += weight
+    directed = (total + 8 * weights) // (16 * weights)
     prediction = np.where(near.all(0), directed, mean)
     high = np.where(near, inner, np.iinfo(np.int64).min).max(0)
     low = np.where(near, inner, np.iinfo(np.int64).max).min(0)
     return prediction, high - low
-
-
-def _pairs(p: Pass) -> tuple[tuple[int, int], tuple[int, int]]:
-    # centres: the two diagonals (0, 3) and (1, 2); edges: vertical (0, 1) and horizontal (2, 3)
-    return ((0, 3), (1, 2)) if p.group % 2 == 1 else ((0, 1), (2, 3))
 
 
 def quantise(error: np.ndarray, step: int) -> np.ndarray:
@@ -311,15 +314,14 @@ class _Coder:
             self._chunk(0, ys, coarse_xs, predictions, spreads, corrections, targets, coefficients, code)
             previous = y
         for p in schedule(h, w):
-            pairs = _pairs(p)
             spreads, predictions, departures = [], [], []
             for c in range(self.channels):
                 values, present = _neighbours(corrections[c], p)
                 if c == 2:  # green: its base already holds the luma relation
                     predictions.append(np.zeros(p.ys.shape, np.int64))
-                    spreads.append(np.where(present[:4], np.abs(values[:4]), 0).sum(0))
+                    spreads.append(np.where(present[:2 * p.pairs], np.abs(values[:2 * p.pairs]), 0).sum(0))
                 else:
-                    prediction, spread = _predict(values, present, *pairs)
+                    prediction, spread = _predict(values, present, p.pairs)
                     predictions.append(prediction)
                     spreads.append(spread)
                     departures.append([np.where(present[k], values[k] - prediction, 0) for k in range(len(values))])
