@@ -155,39 +155,45 @@ class RefinementTrials:
     def _trial(self, encoded: Encoded, restored: np.ndarray) -> Trial:
         return Trial(encoded.step, encoded, psnr(restored, self.trials.reference))
 
-    def search(self, target_psnr: float | None, max_bytes: int | None) -> Trial:
-        """The coarsest refinement meeting a PSNR target (always one: the exact original),
-        or the finest within a byte budget (None when even the coarsest chroma layer is over)."""
-        def meets(trial: Trial) -> bool:
-            if target_psnr is not None:
-                return trial.psnr >= target_psnr
-            return trial.residual_bytes <= max_bytes
+    def search(self, target_psnr: float | None, max_bytes: int | None) -> Trial | None:
+        """For a PSNR target: the smallest residual meeting it, of each layer's coarsest
+        setting that does (there is always one: the exact original). For a byte budget:
+        the highest PSNR within it, of each layer's finest setting that fits (None when
+        nothing fits)."""
+        candidates = [found for found in (self._search_layer(self.chroma, CHROMA_STEPS, target_psnr, max_bytes),
+                                          self._search_layer(self.rgb, MAX_ERRORS, target_psnr, max_bytes))
+                      if found is not None]
+        if not candidates:
+            return None
+        if target_psnr is not None:
+            return min(candidates, key=lambda trial: trial.residual_bytes)
+        return max(candidates, key=lambda trial: trial.psnr)
 
-        layers = ((self.chroma, CHROMA_STEPS), (self.rgb, MAX_ERRORS))
-        best = None
-        for make, (coarse, fine) in layers:
-            if target_psnr is not None and not meets(make(fine)):
-                continue  # even this layer's finest is short of the target: the next layer
-            if max_bytes is not None and not meets(make(coarse)):
-                return best
-            # settings fall from coarse to fine; bisect for the last one on the right side
-            low, high = fine, coarse  # integers: make(low) is the finest, make(high) the coarsest
-            if target_psnr is not None:
-                if meets(make(high)):
-                    return make(high)
-                while high - low > 1:  # make(low) meets, make(high) does not
-                    middle = (low + high) // 2
-                    low, high = (middle, high) if meets(make(middle)) else (low, middle)
-                return make(low)
-            if meets(make(low)):
-                best = make(low)
-                continue  # the whole layer fits: the next one may too
-            while high - low > 1:  # make(high) fits, make(low) does not
+    @staticmethod
+    def _search_layer(make: Callable[[int], Trial], settings: tuple[int, int], target_psnr: float | None,
+                      max_bytes: int | None) -> Trial | None:
+        """Bisect one layer's integer setting (quality falls and size shrinks from ``fine``
+        to ``coarse``) for the coarsest meeting the PSNR target or the finest within budget."""
+        coarse, fine = settings
+        if target_psnr is not None:
+            if make(fine).psnr < target_psnr:
+                return None
+            if make(coarse).psnr >= target_psnr:
+                return make(coarse)
+            low, high = fine, coarse  # make(low) meets the target, make(high) does not
+            while high - low > 1:
                 middle = (low + high) // 2
-                low, high = (low, middle) if meets(make(middle)) else (middle, high)
-            # a coarse RGB layer can be worse than the finest chroma one: the better of the two
-            return make(high) if best is None or make(high).psnr > best.psnr else best
-        return best
+                low, high = (middle, high) if make(middle).psnr >= target_psnr else (low, middle)
+            return make(low)
+        if make(coarse).residual_bytes > max_bytes:
+            return None
+        if make(fine).residual_bytes <= max_bytes:
+            return make(fine)
+        low, high = fine, coarse  # make(high) fits, make(low) does not
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if make(middle).residual_bytes <= max_bytes else (middle, high)
+        return make(high)
 
 
 def _largest_feasible(score: Callable[[float], float], start: float, lower: float, upper: float, slope: float,

@@ -158,13 +158,11 @@ def _model_bits(model_weights: np.ndarray, symbol: int) -> float:
 
 
 def _activity_class(spread: np.ndarray, step: int) -> np.ndarray:
-    """floor(2 log2(1 + spread // step)), capped: bit length of the square, exact in integers."""
+    """floor(2 log2(1 + spread // step)), capped: the bit length of the square minus one,
+    exact (frexp of an integer below 2^53 is exact)."""
     ratio = spread // step + 1
-    square = ratio * ratio
-    bits = np.zeros(square.shape, np.int64)
-    for shift in range(1, 2 * ACTIVITY_CLASSES + 2):
-        bits += square >= (1 << shift)
-    return np.minimum(bits, ACTIVITY_CLASSES - 1)
+    bits = np.frexp((ratio * ratio).astype(np.float64))[1] - 1
+    return np.minimum(bits, ACTIVITY_CLASSES - 1).astype(np.int64)
 
 
 @dataclass(frozen=True)
