@@ -13,7 +13,7 @@ from PIL import Image
 
 from invgray_cli.codec import decode_array, encode
 from invgray_cli.codec.refinement import half_level_chroma, rgb_from_chroma
-from invgray_cli.format import refinement as layer
+from invgray_cli.format import context_tables
 from invgray_cli.format.container import REFINED, InvalidResidualError, read_residual
 from invgray_cli.imaging.gray import luma
 from invgray_cli.imaging.metrics import psnr
@@ -27,11 +27,14 @@ def _noisy(shape: tuple[int, int], seed: int) -> np.ndarray:
 
 
 def test_the_tables_are_integers_summing_to_two_to_the_sixteen() -> None:
-    tables = layer.geometric_tables()
-    assert tables.shape == (layer.TABLES, layer.ALPHABET) and tables.min() >= 1
-    assert set(tables.sum(axis=1).tolist()) == {1 << layer.FREQUENCY_BITS}
-    centred_half = tables[len(layer.GEOMETRIC_RATIOS)]  # the most peaked table centred on +1/2
-    assert abs(int(centred_half[layer.DIRECT]) - int(centred_half[layer.DIRECT + 1])) <= 2
+    tables = context_tables.geometric_tables()
+    assert tables.shape == (context_tables.TABLES, context_tables.ALPHABET) and tables.min() >= 1
+    assert set(tables.sum(axis=1).tolist()) == {1 << context_tables.FREQUENCY_BITS}
+    centred_half = tables[len(context_tables.GEOMETRIC_RATIOS)]  # the most peaked table centred on +1/2
+    direct = context_tables.DIRECT
+    assert abs(int(centred_half[direct]) - int(centred_half[direct + 1])) <= 2
+    explicit = context_tables.explicit_frequencies(np.r_[np.zeros(60, int), [3, 40, 12], np.zeros(65, int)])
+    assert explicit.min() >= 1 and int(explicit.sum()) == 1 << context_tables.FREQUENCY_BITS
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 17), (33, 70), (96, 64), (20, 1100)])
