@@ -84,7 +84,7 @@ def test_the_chroma_layer_decodes_to_what_the_encoder_saw(small_rgb: np.ndarray)
         previous = quality
     bound = psnr(rgb_from_chroma(np.asarray(Image.open(__import__("io").BytesIO(encoded.gray))),
                                  *half_level_chroma(small_rgb)), small_rgb)
-    assert previous == pytest.approx(bound, abs=1e-9)  # step 1: the original's chroma, to half a level
+    assert bound - 0.2 < previous <= bound  # step 1: the original's chroma to within a fraction of a level
     assert previous > before + 0.5
 
 

@@ -1,27 +1,28 @@
 """The refinement layer's payload (format version 3): what the prediction leaves, coded
 in integers up to the exact original.
 
-The decoder holds a prediction of every pixel (the network's colour, or the gray alone)
-and refines it with integer *corrections*, one per pixel and coded channel, each a
-multiple of the layer's ``step`` away from a prediction made from corrections already
-decoded. With an odd step ``2K + 1`` every corrected value is within ``K`` of the
-original; step 1 is lossless.
+Two spaces. The **chroma** space corrects the network's Cb and Cr, transform-coded
+(:mod:`invgray_cli.format.chroma_transform`). The **RGB** space rebuilds R, G and B
+from the gray alone, each a multiple of the layer's ``step`` away from a prediction made
+from what is already decoded; with an odd step ``2K + 1`` every value is within ``K``
+of the original, and step 1 is lossless. This module holds the RGB coder, the tiles and
+the payload's framing.
 
-Pixels are coded in interlaced passes, coarse to fine, so that every pass is one array
-operation and the decoder never walks pixel by pixel:
+RGB pixels are coded in interlaced passes, coarse to fine, so that every pass is one
+array operation and the decoder never walks pixel by pixel:
 
 * pass 0, the *coarse grid* (every 16th pixel both ways), row by row, each predicted
   from the one above;
 * then for spacing ``s`` = 16, 8, 4, 2: the *centres* of the ``s`` squares from their
-  four corners, then the *edge midpoints* from their four axial neighbours.
+  four corners, the midpoints of their horizontal sides, then those of their vertical
+  sides, which also see the horizontal ones.
 
-A correction is predicted from its (up to four) decoded neighbours: along the
-direction whose pair differs less, when all four are there (edge-directed
-interpolation), else their mean. Its *context* is the pass group (coarse, centres or
-edges at spacing 2, 4, or 8 and over) and the spread of those neighbours in steps, in 16
-classes. The coder is semi-static: per channel and context the encoder picks the
-cheapest of 64 frozen two-sided geometric tables (integers derived by integer
-arithmetic only) and writes the pick in the payload.
+A correction is predicted along the lines through opposite neighbours (a cubic where
+the line's outer points are decoded), weighted towards the line that changes least,
+plus coefficients the encoder fits per pass: of the neighbours' departures from that
+prediction and of the earlier channels' residuals at the same pixel. Its *context* is
+the pass group and the spread of its neighbours in steps; green, whose base already
+satisfies the luma relation, has its own. Tables: :mod:`invgray_cli.format.context_tables`.
 
 The image is coded in independent tiles of 1024 x 1024 pixels, so memory stays bounded
 on any photo.
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
+from invgray_cli.format import chroma_transform
 from invgray_cli.format.context_tables import Chunk, read_symbols, read_tables, write_symbols, write_tables
 from invgray_cli.format.entropy import EntropyCodingError
 
@@ -186,12 +188,12 @@ class _Coder:
     ``code(channel, group, classes, ideal)`` for the quantised errors (the encoder
     quantises the ideal, the decoder decodes). ``ideal`` is None in the decoder."""
 
-    def __init__(self, space: int, step: int, gray: np.ndarray, bases: list[np.ndarray]) -> None:
-        self.space, self.step, self.gray = space, step, gray.astype(np.int64)
+    channels = 3  # R, B, G
+    limit = 255
+
+    def __init__(self, step: int, gray: np.ndarray) -> None:
+        self.step, self.gray = step, gray.astype(np.int64)
         self.height, self.width = gray.shape
-        self.bases = bases
-        self.channels = 3 if space == SPACE_RGB else 2
-        self.limit = 255 if space == SPACE_RGB else 510
 
     def run(self, coefficients: Callable[[int, np.ndarray | None, list[np.ndarray]], list[int]],
             code: Callable[[int, int, np.ndarray, np.ndarray | None], np.ndarray],
@@ -255,8 +257,6 @@ class _Coder:
             residuals.append(corrections[c][ys, xs] - prediction)
 
     def _base(self, c: int, ys: np.ndarray, xs: np.ndarray, corrections: list[np.ndarray]) -> np.ndarray:
-        if self.space == SPACE_CHROMA:
-            return self.bases[c][ys, xs]
         gray = self.gray[ys, xs]
         if c < 2:
             return gray
@@ -328,7 +328,9 @@ def decode(space: int, step: int, gray: np.ndarray, payload: bytes,
 
 def _encode_tile(space: int, step: int, gray: np.ndarray, targets: list[np.ndarray],
                  bases: list[np.ndarray]) -> tuple[bytes, list[np.ndarray]]:
-    coder = _Coder(space, step, gray, bases or [])
+    if space == SPACE_CHROMA:
+        return chroma_transform.encode_tile(step, targets, bases)
+    coder = _Coder(step, gray)
     chunks: list[Chunk] = []
 
     def choose(c: int, ideal: np.ndarray | None, regressors: list[np.ndarray]) -> list[int]:
@@ -354,8 +356,10 @@ def _encode_tile(space: int, step: int, gray: np.ndarray, targets: list[np.ndarr
 
 def _decode_tile(space: int, step: int, gray: np.ndarray, payload: bytes,
                  bases: list[np.ndarray]) -> list[np.ndarray]:
-    coder = _Coder(space, step, gray, bases)
     try:
+        if space == SPACE_CHROMA:
+            return chroma_transform.decode_tile(step, payload, bases)
+        coder = _Coder(step, gray)
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, "<u4").astype(np.uint32))
         tables = read_tables(decoder, coder.channels, CONTEXTS)
         beta_model = constriction.stream.model.Uniform(BETA_VALUES)
