@@ -10,11 +10,11 @@ until the reached PSNR is within 0.05 dB above the target (or the size within 1 
 under the limit), or the bracket is narrower than 1 % in step.
 
 Past the network's finest step the search goes on through the refinement layer
-(:mod:`invgray_cli.codec.refinement`): first chroma corrections on the network's colour,
-their step from 64 half levels down to 1 (up to the gray's own bound), then corrections
-of R, G and B on the gray, every channel within K, K from 127 down to 0 (the exact
-original). So a PSNR target is always reachable, and a byte budget is used up to the
-exact original; the residual grows without a jump where a layer starts.
+(:mod:`invgray_cli.codec.refinement`), taking the cheaper of its two kinds: chroma
+corrections on the network's colour at its ``high`` level, transform-coded in steps from
+64 half levels down to 1 (up to the gray's own bound), or corrections of R, G and B on
+the gray, every channel within K, K from 127 down to 0 (the exact original). So a PSNR
+target is always reachable, and a byte budget is used up to the exact original.
 
 Unreachable targets (a byte budget under the smallest residual) follow cwebp (``-psnr``, ``-size``): the closest achievable result
 is written (the finest step for a PSNR target, the coarsest for a size target), the
@@ -37,7 +37,7 @@ from invgray_cli.codec import Encoded, Prepared, decode_photo, prepare
 from invgray_cli.codec.encoding import Refinement
 from invgray_cli.codec.refinement import SPACE_CHROMA, SPACE_RGB, encode_chroma, encode_exact
 from invgray_cli.engines.engine import Engine, engine_for
-from invgray_cli.engines.registry import bundled_spec
+from invgray_cli.engines.registry import bundled_spec, model_spec
 from invgray_cli.format.container import RANGE_CODED
 from invgray_cli.engines.tiling import quantise
 from invgray_cli.imaging.gray import GrayFormat
@@ -119,14 +119,19 @@ CHROMA_STEPS = (64, 1)  # the chroma layer's steps, coarse to fine, in half leve
 MAX_ERRORS = (127, 0)  # the RGB layer's bounds, coarse to fine
 
 
+CHROMA_BASE_LEVEL = "high"  # the network's level under a chroma layer: a finer one buys less than the layer
+
+
 class RefinementTrials:
-    """The refinement layers on top of the network's finest step: a chroma layer of step
-    ``d`` (:meth:`chroma`) or an RGB layer within ``k`` (:meth:`rgb`), each measured on
-    the pixels a decoder restores (the encoder computes them exactly)."""
+    """The refinement layers past the network's finest step: a chroma layer of step ``d``
+    (:meth:`chroma`) on the model's ``high`` level, or an RGB layer within ``k``
+    (:meth:`rgb`), each measured on the pixels a decoder restores (the encoder computes
+    them exactly)."""
 
     def __init__(self, trials: StepTrials) -> None:
         self.trials = trials
-        self.finest = trials.at(STEP_RANGE[0], measure=False)
+        base_step = model_spec(trials.engine.model_id).level_step(CHROMA_BASE_LEVEL)
+        self.finest = trials.at(base_step, measure=False)
         self.symbols = quantise(trials.latent, trials.engine.plane_steps(self.finest.step), trials.thresholds)
         self.prediction: np.ndarray | None = None
         self.done: dict[tuple[int, int], Trial] = {}
