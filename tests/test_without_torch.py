@@ -119,6 +119,6 @@ def test_invgray_v2s_integer_prior_needs_no_torch(no_torch: dict[str, str], tmp_
     script = ("import sys, numpy as np; from invgray_cli.model import integer_prior as p; "
               "f = p.logits_to_frequencies(np.zeros((2, p.ALPHABET), np.int64)); "
               "assert 'torch' not in sys.modules and (f.sum(-1) == 1 << 16).all(); print('ok')")
-    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=tmp_path, env=no_torch, capture_output=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=tmp_path, env=no_torch,
+                            capture_output=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == b"ok", result.stderr.decode()

@@ -214,10 +214,12 @@ class ConditionalPrior(nn.Module):
         for k, layer in enumerate(self.gray_layers):
             tensors[f"gray{k}.weight"] = integer(layer.weight).reshape(layer.weight.shape[0], -1)
             tensors[f"gray{k}.bias"] = integer(layer.bias)
-        tensors["gray_cell.weight"], tensors["gray_cell.bias"] = integer(self.gray_cell.weight), integer(self.gray_cell.bias)
+        tensors["gray_cell.weight"] = integer(self.gray_cell.weight)
+        tensors["gray_cell.bias"] = integer(self.gray_cell.bias)
         tensors["side.weight"] = integer(self.side.weight)[:, :, 0, 0]
         tensors["side.bias"] = integer(self.side.bias)
-        tensors["planes.weight"] = integer(self.planes.weight)[:, :, 0, 0] * plane_mask(self.cfg.planes, self.cfg.hidden)
+        mask = plane_mask(self.cfg.planes, self.cfg.hidden)
+        tensors["planes.weight"] = integer(self.planes.weight)[:, :, 0, 0] * mask
         tensors["spatial.weight"] = integer(self.spatial.weight)
         tensors["out.weight"] = integer(self.out.weight)[:, :, 0, 0]
         tensors["out.bias"] = integer(self.out.bias)

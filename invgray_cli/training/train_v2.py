@@ -1,4 +1,4 @@
-"""Training invgray-v2: ``python -m invgray_cli.training.train_v2 --data ../shared/data/train --val ../shared/data/val/cbsd68``.
+"""Training invgray-v2: ``python -m invgray_cli.training.train_v2 --data TRAIN_FOLDER --val VAL_FOLDER``.
 
 invgray-v1's network (``model/network.py``) trained from scratch on the true code length
 of the gray-conditioned checkerboard prior (``model/conditional.py``, ``model/integer_prior.py``):
