@@ -104,7 +104,7 @@ def test_decoding_on_cuda_without_torch_says_which_extra(no_torch: dict[str, str
                                              f"{TORCH_EXTRA}"
 
 
-@pytest.mark.parametrize("module", ["train", "tables", "validation", "export", "export_onnx", "trainpack"])
+@pytest.mark.parametrize("module", ["train", "train_v2", "tables", "validation", "export", "export_onnx", "trainpack"])
 def test_training_commands_without_torch_say_which_extra(no_torch: dict[str, str], tmp_path: Path,
                                                          module: str) -> None:
     result = subprocess.run([sys.executable, "-m", f"invgray_cli.training.{module}", "--help"], cwd=tmp_path,
@@ -112,3 +112,13 @@ def test_training_commands_without_torch_say_which_extra(no_torch: dict[str, str
     lines = result.stderr.decode().strip().splitlines()
     assert result.returncode == 2
     assert lines == [f"python -m invgray_cli.training.{module} needs torch, which is not installed: {TORCH_EXTRA}"]
+
+
+def test_invgray_v2s_integer_prior_needs_no_torch(no_torch: dict[str, str], tmp_path: Path) -> None:
+    """The model that a decoder codes with is numpy only (invgray_cli/model/integer_prior.py)."""
+    script = ("import sys, numpy as np; from invgray_cli.model import integer_prior as p; "
+              "f = p.logits_to_frequencies(np.zeros((2, p.ALPHABET), np.int64)); "
+              "assert 'torch' not in sys.modules and (f.sum(-1) == 1 << 16).all(); print('ok')")
+    result = subprocess.run([sys.executable, "-c", script], check=False, cwd=tmp_path, env=no_torch,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == b"ok", result.stderr.decode()

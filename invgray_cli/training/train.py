@@ -206,7 +206,7 @@ class TrainingRun:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.device = prepare_process(args)
-        self.model, self.tables = build_network(args, self.device)
+        self.model, self.tables = self.build_network()
         parameters = list(self.model.parameters()) + (list(self.tables.parameters()) if self.tables is not None else [])
         self.optimiser = torch.optim.Adam(parameters, lr=args.lr)
         self.step, self.best, self.trained_before = 0, math.inf, 0.0
@@ -230,6 +230,10 @@ class TrainingRun:
         self.lr = args.lr
         self.t_start = self.last_save = self.window_start = time.time()
         self.step_at_window = self.step
+
+    def build_network(self) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+        """The network to train and its learned rate term (a subclass trains another family)."""
+        return build_network(self.args, self.device)
 
     def elapsed(self) -> float:
         return time.time() - self.t_start
@@ -280,10 +284,7 @@ class TrainingRun:
         rgb, gray = rgb.to(self.device, non_blocking=True), gray.to(self.device, non_blocking=True)
         out = self.model(rgb, gray, q_step)
         mse = torch.mean((out["rgb"] - rgb) ** 2)
-        if self.tables is not None:
-            bits = self.tables.code_length(out["gated"], q_step, out["gate"], out["latent"])
-        else:
-            bits = estimated_bits(out["gated"], out["gate"])
+        bits = self.rate_bits(out, gray, q_step)
         bpp = bits.mean() / (rgb.shape[2] * rgb.shape[3])
         rate_weight = rate_lambda(args, q_step) * min(1.0, self.step / max(1, args.warmup))
         loss = mse + rate_weight * bpp
@@ -296,6 +297,13 @@ class TrainingRun:
         self.optimiser.step()
         self.window.append({"psnr": -10 * math.log10(max(mse.item(), 1e-12)), "bpp": bpp.item(),
                             "nonzero": out["gate"].mean().item()})
+
+    def rate_bits(self, out: dict[str, torch.Tensor], gray: torch.Tensor, q_step: float) -> torch.Tensor:
+        """(N,) bits of each crop's symbols under the rate term (``gray``: for a family whose
+        probability model reads the decoded gray)."""
+        if self.tables is not None:
+            return self.tables.code_length(out["gated"], q_step, out["gate"], out["latent"])
+        return estimated_bits(out["gated"], out["gate"])
 
     def accept(self, loss_value: float) -> bool:
         """False for a batch to skip: a non-finite loss, or one far above the running loss
