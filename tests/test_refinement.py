@@ -101,10 +101,12 @@ def test_a_refined_file_refuses_another_gray(small_rgb: np.ndarray) -> None:
         decode_array(other.gray, encoded.residual)
 
 
-def test_damaged_refinement_payloads_fail_with_one_line(small_rgb: np.ndarray) -> None:
+@pytest.mark.parametrize("options", [{"gray_format": "png", "max_error": 1}, {"level": "high", "refine": 4}],
+                         ids=["rgb", "chroma"])
+def test_damaged_refinement_payloads_fail_with_one_line(small_rgb: np.ndarray, options: dict) -> None:
     import zlib
 
-    encoded = encode(small_rgb[:48, :64], gray_format="png", max_error=1)
+    encoded = encode(small_rgb[:48, :64], **options)
     data = bytearray(encoded.residual)
     rng = np.random.default_rng(0)
     header = read_residual(bytes(data))

@@ -45,11 +45,12 @@ def _objects(values: list[Any]) -> np.ndarray:
     return array
 
 
-def encode_batch(batch: Any, *, quality: int | None = None, gray_format: str = "jpg",  # noqa: ANN401
+def encode_batch(batch: Any, *, quality: int | None = None, gray_format: str | None = None,  # noqa: ANN401
                  level: str = "default", step: float | None = None, device: str = "cpu",
-                 keep_metadata: bool = True, effort: int = 1) -> dict[str, np.ndarray]:
+                 keep_metadata: bool = True, effort: int = 1, max_error: int | None = None) -> dict[str, np.ndarray]:
     """``ds.map_batches(encode_batch, fn_kwargs=...)``: encode the photo file bytes of
-    column ``bytes`` (as ``ray.data.read_binary_files`` gives them) as the CLI does.
+    column ``bytes`` (as ``ray.data.read_binary_files`` gives them) as the CLI does
+    (``gray_format=None``: jpg, or for a ``max_error`` bound the gray the CLI picks).
 
     Returns the batch's columns plus ``gray`` and ``residual`` (file bytes) and
     ``error`` ('' when the photo encoded; else the one-line reason, and empty outputs):
@@ -59,9 +60,9 @@ def encode_batch(batch: Any, *, quality: int | None = None, gray_format: str = "
     grays, residuals, errors = [], [], []
     for data in columns["bytes"]:
         try:
-            photo = read_photo(bytes(data), lossless_luma=gray_format == "jpg" and quality is None)
+            photo = read_photo(bytes(data), lossless_luma=gray_format in ("jpg", None) and quality is None)
             encoded = encode(photo, quality=quality, gray_format=gray_format, level=level, step=step, device=device,
-                             keep_metadata=keep_metadata, effort=effort)
+                             keep_metadata=keep_metadata, effort=effort, max_error=max_error)
             grays.append(encoded.gray)
             residuals.append(encoded.residual)
             errors.append("")
