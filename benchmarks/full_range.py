@@ -74,7 +74,12 @@ def main() -> None:
     parser.add_argument("--grays", nargs="+", default=["90", "95", "png"])
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--plot", type=Path)
+    parser.add_argument("--from-table", type=Path, help="draw the plot from a table this script printed, no encoding")
     args = parser.parse_args()
+    if args.from_table:
+        summary, title = read_table(args.from_table)
+        plot(summary, args.plot, title)
+        return
     files = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
     files = files[:args.limit] if args.limit else files
     curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
@@ -102,6 +107,20 @@ def main() -> None:
         plot(summary, args.plot, f"{len(files)} photos of {args.folder.name}")
 
 
+def read_table(path: Path) -> tuple[dict[str, list[tuple[str, float, float]]], str]:
+    """The summary and title back from this script's printed output."""
+    summary: dict[str, list[tuple[str, float, float]]] = {}
+    title = ""
+    for line in path.read_text().splitlines():
+        if " photos of " in line and not title:
+            title = line.split(";")[0]
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[2].replace(".", "", 1).isdigit():
+            quality = math.inf if cells[3] == "exact" else float(cells[3])
+            summary.setdefault(cells[0], []).append((cells[1], float(cells[2]), quality))
+    return summary, title
+
+
 def plot(summary: dict[str, list[tuple[str, float, float]]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -118,9 +137,12 @@ def plot(summary: dict[str, list[tuple[str, float, float]]], path: Path, title: 
                 if not name.startswith("colour JPEG"):
                     axes.plot(bpp, min(quality, exact_at), marker="s", linestyle="none", label=name)
             continue
-        xs = [b for _, b, _ in points]
-        ys = [min(q, exact_at) for _, _, q in points]
-        axes.plot(xs, ys, marker="o", label=curve)
+        network = [(b, min(q, exact_at)) for n, b, q in points if not n.startswith("max-error")]
+        bounded = [(b, min(q, exact_at)) for n, b, q in points if n.startswith("max-error")]
+        line, = axes.plot(*zip(*network), marker="o", label=f"{curve}: levels, then chroma layer")
+        if bounded:
+            axes.plot(*zip(*bounded), marker="^", linestyle=":", color=line.get_color(),
+                      label=f"{curve}: --max-error 8, 4, 2, 1, lossless")
     axes.axhline(exact_at, color="gray", linewidth=0.5)
     axes.set_xscale("log")
     axes.set_xlabel("bits per pixel (gray + residual, or the colour file)")
