@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -40,6 +42,31 @@ def estimated_bits(gated: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     """Total estimated bits of each batch element: (N,) from (N, C, h, w) tensors."""
     magnitude_bits = BITS_PER_MAGNITUDE_OCTAVE * torch.log2(1.0 + gated.abs())
     return (gate * BITS_PER_NONZERO + magnitude_bits).flatten(1).sum(dim=1)
+
+
+def interpolated_bits(bits_at: Callable[[torch.Tensor], torch.Tensor], values: torch.Tensor, rounded: torch.Tensor,
+                      gate: torch.Tensor | None, latent: torch.Tensor | None) -> torch.Tensor:
+    """(N,) bits of each batch element's symbols, with ``bits_at`` the cost of integer
+    symbols: exact at integers, and between two integers the linear interpolation of the
+    costs of the magnitudes around it (same sign), so the encoder gets the table's slope
+    towards cheaper, smaller symbols. With the SEP ``gate`` and the ungated ``latent``, a
+    closed entry costs a zero and an open one its latent's interpolated cost."""
+    # Interpolate along the magnitude, towards zero: a symbol at exactly zero (the SEP
+    # dead zone) gets no push either way, where a one-sided slope would drag it negative
+    # until it opened.
+    def interpolated(v: torch.Tensor) -> torch.Tensor:
+        sign = torch.sign(v.detach())
+        magnitude = v.abs()
+        low = torch.floor(magnitude.detach())
+        fraction = magnitude - low
+        return (1 - fraction) * bits_at(sign * low) + fraction * bits_at(sign * (low + 1))
+
+    if gate is None or latent is None:
+        cost = interpolated(values)
+    else:
+        closed = bits_at(torch.zeros_like(rounded))
+        cost = closed + gate * (interpolated(latent) - closed)
+    return cost.flatten(1).sum(dim=1)
 
 
 class LearnedTables(nn.Module):
@@ -111,22 +138,7 @@ class LearnedTables(nn.Module):
             escape = -prefix_log2p[length] + length.float() + 1.0  # length, its bits, the sign
             return bits + torch.where(inside, torch.zeros_like(bits), escape)
 
-        # Interpolate along the magnitude, towards zero: a symbol at exactly zero (the SEP
-        # dead zone) gets no push either way, where a one-sided slope would drag it negative
-        # until it opened.
-        def interpolated(v: torch.Tensor) -> torch.Tensor:
-            sign = torch.sign(v.detach())
-            magnitude = v.abs()
-            low = torch.floor(magnitude.detach())
-            fraction = magnitude - low
-            return (1 - fraction) * bits_at(sign * low) + fraction * bits_at(sign * (low + 1))
-
-        if gate is None or latent is None:
-            cost = interpolated(values)
-        else:
-            closed = bits_at(torch.zeros_like(rounded))
-            cost = closed + gate * (interpolated(latent) - closed)
-        return cost.flatten(1).sum(dim=1)
+        return interpolated_bits(bits_at, values, rounded, gate, latent)
 
     def freeze(self) -> EntropyTables:
         with torch.no_grad():

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from invgray_cli.format.entropy import ALPHABET, ESCAPE, FREQUENCY_BITS, HEAD, MAX_PREFIX
+from invgray_cli.model.code_length import interpolated_bits
 from invgray_cli.model.integer_prior import (
     ACTIVATION_MAX,
     ESCAPE_PREFIX,
@@ -191,19 +192,7 @@ class ConditionalPrior(nn.Module):
             prefix = -torch.log2(self.escape_prefix[length.long()] / float(1 << FREQUENCY_BITS))
             return bits + torch.where(inside, torch.zeros_like(bits), prefix + length + 1.0)
 
-        def interpolated(v: torch.Tensor) -> torch.Tensor:
-            sign = torch.sign(v.detach())
-            magnitude = v.abs()
-            low = torch.floor(magnitude.detach())
-            fraction = magnitude - low
-            return (1 - fraction) * bits_at(sign * low) + fraction * bits_at(sign * (low + 1))
-
-        if gate is None or latent is None:
-            cost = interpolated(values)
-        else:
-            closed = bits_at(torch.zeros_like(rounded))
-            cost = closed + gate * (interpolated(latent) - closed)
-        return cost.flatten(1).sum(dim=1)
+        return interpolated_bits(bits_at, values, rounded, gate, latent)
 
     def export(self) -> IntegerPrior:
         """The integer network (``integer_prior.IntegerPrior``) that these weights are."""
