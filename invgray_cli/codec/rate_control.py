@@ -12,7 +12,7 @@ under the limit), or the bracket is narrower than 1 % in step.
 Past the network's finest step the search goes on through the refinement layer
 (:mod:`invgray_cli.codec.refinement`), taking the cheaper of its two kinds: chroma
 corrections on the network's colour at its ``high`` level, transform-coded in steps from
-64 half levels down to 1 (the original's chroma on the network's luma), or corrections of R, G and B on
+64 half levels down to 1 (up to the gray's own bound), or corrections of R, G and B on
 the gray, every channel within K, K from 127 down to 0 (the exact original). So a PSNR
 target is always reachable, and a byte budget is used up to the exact original.
 

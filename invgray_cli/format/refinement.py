@@ -45,7 +45,7 @@ from invgray_cli.format import chroma_transform
 from invgray_cli.format.context_tables import Chunk, read_symbols, read_tables, write_symbols, write_tables
 from invgray_cli.format.entropy import EntropyCodingError
 
-SPACE_CHROMA = 1  # Cb, Cr in half levels on the network's prediction (lossy: up to the original's chroma)
+SPACE_CHROMA = 1  # Cb, Cr in half levels on the network's prediction (lossy: up to the gray's bound)
 SPACE_RGB = 2  # R and B on the gray, G from the luma relation; no network (exact and max-error modes)
 SPACES = (SPACE_CHROMA, SPACE_RGB)
 MAX_STEP = 255
