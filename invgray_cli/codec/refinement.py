@@ -7,11 +7,10 @@ Two spaces (:mod:`invgray_cli.format.refinement` codes both):
   are known (with an exact gray: one of at most two values). No network runs, so the
   restored pixels are integers of integers: the same on every machine and engine, and
   each channel within K of the input's.
-* **Chroma on the network's prediction** (``refine=STEP``, and the targets beyond the
-  model's finest step): Cb and Cr in half levels, corrected from the prediction's own,
-  and turned back into RGB with the prediction's own luma (which the network has
-  already corrected for the gray's JPEG error). At step 1 this is the original's chroma
-  on the network's luma. The probabilities are integers as above; the
+* **Chroma on the network's prediction** (``--refine STEP``, and the targets beyond the
+  model's ``max`` level): Cb and Cr in half levels, corrected from the prediction's own,
+  and turned back into RGB with the decoded gray. This reaches the gray's bound (the
+  original's exact chroma on this gray). The probabilities are integers as above; the
   prediction is the network's, so pixels may differ by a level between engines where
   the network's output rounds differently, as in every lossy decode.
 """
@@ -21,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from invgray_cli.format import refinement as layer
-from invgray_cli.format.refinement import LUMA_B, LUMA_G, LUMA_R, SPACE_CHROMA, SPACE_RGB, green_base
+from invgray_cli.format.refinement import SPACE_CHROMA, SPACE_RGB, green_base
 
 MAX_ERROR = (layer.MAX_STEP - 1) // 2
 
@@ -59,20 +58,14 @@ def half_level_chroma(rgb: np.ndarray) -> list[np.ndarray]:
             for k in (_CB, _CR)]
 
 
-def half_level_luma(rgb: np.ndarray) -> np.ndarray:
-    """Y' of uint8 RGB in half levels (0 to 510), integer arithmetic, rounded."""
-    r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
-    return ((2 * (LUMA_R * r + LUMA_G * g + LUMA_B * b) + (1 << 15)) >> 16).astype(np.int16)
-
-
-def rgb_from_chroma(luma: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
-    """uint8 RGB from half-level Y', Cb and Cr, in integers (rounded, clipped)."""
-    y = luma.astype(np.int64) << 16
+def rgb_from_chroma(gray: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
+    """uint8 RGB from the gray and half-level Cb, Cr, in integers (rounded, clipped)."""
+    y = gray.astype(np.int64)
     cb, cr = cb.astype(np.int64) - 256, cr.astype(np.int64) - 256
     half = 1 << 16
-    r = (y + _R_CR * cr + half) >> 17
-    g = (y - _G_CB * cb - _G_CR * cr + half) >> 17
-    b = (y + _B_CB * cb + half) >> 17
+    r = y + ((_R_CR * cr + half) >> 17)
+    g = y + ((-_G_CB * cb - _G_CR * cr + half) >> 17)
+    b = y + ((_B_CB * cb + half) >> 17)
     return np.clip(np.stack([r, g, b], axis=-1), 0, 255).astype(np.uint8)
 
 
@@ -107,10 +100,8 @@ def encode_chroma(rgb: np.ndarray, gray: np.ndarray, prediction: np.ndarray, ste
 
 
 def _restore_chroma(gray: np.ndarray, prediction: np.ndarray, corrections: list[np.ndarray]) -> np.ndarray:
-    """The prediction's own luma (the network corrects the gray's JPEG error too) with the
-    corrected chroma."""
     bases = half_level_chroma(prediction)
-    return rgb_from_chroma(half_level_luma(prediction), bases[0] + corrections[0], bases[1] + corrections[1])
+    return rgb_from_chroma(gray, bases[0] + corrections[0], bases[1] + corrections[1])
 
 
 def decode_layer(space: int, step: int, payload: bytes, gray: np.ndarray,
