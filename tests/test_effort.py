@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from invgray_cli.app.cli import app
-from invgray_cli.codec import decode_array, encode, read_symbols, refine
+from invgray_cli.codec import decode_array, encode, read_symbols, effort
 from invgray_cli.engines.registry import (
     default_model_id,
     entropy_tables,
@@ -35,7 +35,7 @@ def _single_pass(rgb: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
 
 def test_effort_one_is_the_single_pass_itself(small_rgb: np.ndarray) -> None:
     gray, symbols = _single_pass(small_rgb, 3.0)
-    assert refine.refine_symbols(load_model(), entropy_tables(default_model_id()), small_rgb, gray, 3.0, symbols,
+    assert effort.refine_symbols(load_model(), entropy_tables(default_model_id()), small_rgb, gray, 3.0, symbols,
                                  1) is symbols
     assert encode(small_rgb, step=3.0, effort=1).residual == encode(small_rgb, step=3.0).residual
 
@@ -45,29 +45,29 @@ def test_refined_symbols_cost_no_more_than_the_single_pass(small_rgb: np.ndarray
                                                            tile: int | None) -> None:
     """Whole photo, and in 64 px tiles (a 203 x 157 photo in 12 tiles, each with its halo)."""
     if tile:
-        monkeypatch.setattr(refine, "REFINE_TILE", tile)
-    monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 8)  # the test's budget; the product runs 30
+        monkeypatch.setattr(effort, "REFINE_TILE", tile)
+    monkeypatch.setitem(effort.EFFORT_ITERATIONS, 2, 8)  # the test's budget; the product runs 30
     model, tables = load_model(), entropy_tables(default_model_id())
     step = float(np.float32(model_spec(default_model_id()).level_step("high")))
     gray, symbols = _single_pass(small_rgb, step)
-    refined = refine.refine_symbols(model, tables, small_rgb, gray, step, symbols, 2)
+    refined = effort.refine_symbols(model, tables, small_rgb, gray, step, symbols, 2)
     assert refined.shape == symbols.shape and refined.dtype == symbols.dtype
     assert not np.array_equal(refined, symbols), "8 steps of descent changed nothing"
-    assert refine.refinement_cost(model, tables, small_rgb, gray, step, refined, "cpu") \
-        < refine.refinement_cost(model, tables, small_rgb, gray, step, symbols, "cpu")
+    assert effort.refinement_cost(model, tables, small_rgb, gray, step, refined, "cpu") \
+        < effort.refinement_cost(model, tables, small_rgb, gray, step, symbols, "cpu")
     # only the latent learned: the shared network is left as it was, without gradients
     assert all(p.requires_grad and p.grad is None for p in model.parameters())
 
 
 def test_a_refined_file_is_an_ordinary_file_of_the_same_model(small_rgb: np.ndarray,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 8)
+    monkeypatch.setitem(effort.EFFORT_ITERATIONS, 2, 8)
     plain, refined = encode(small_rgb), encode(small_rgb, effort=2)
     assert refined.gray == plain.gray and refined.model_id == plain.model_id and refined.step == plain.step
     header = read_residual(refined.residual)
     assert header.version == read_residual(plain.residual).version
     gray, single_pass = decode_gray(plain.gray), read_symbols(read_residual(plain.residual))
-    expected = refine.refine_symbols(load_model(), entropy_tables(plain.model_id), small_rgb, gray, plain.step,
+    expected = effort.refine_symbols(load_model(), entropy_tables(plain.model_id), small_rgb, gray, plain.step,
                                      single_pass, 2)
     assert np.array_equal(read_symbols(header), expected)
     assert psnr(decode_array(refined.gray, refined.residual), small_rgb) > 30
@@ -81,7 +81,7 @@ def test_effort_needs_a_model_with_tables_and_a_known_value(small_rgb: np.ndarra
 
 
 def test_cli_effort(small_png: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 4)
+    monkeypatch.setitem(effort.EFFORT_ITERATIONS, 2, 4)
     out = tmp_path / "out"
     result = runner.invoke(app, ["encode", str(small_png), "--effort", "2", "--out-dir", str(out), "--json"])
     assert result.exit_code == 0, result.output
@@ -102,7 +102,7 @@ def test_targets_refine_the_chosen_files_only_where_the_target_holds(small_rgb: 
                                                                      target: dict) -> None:
     from invgray_cli.codec.rate_control import encode_to_target
 
-    monkeypatch.setitem(refine.EFFORT_ITERATIONS, 2, 8)
+    monkeypatch.setitem(effort.EFFORT_ITERATIONS, 2, 8)
     single, refined = encode_to_target(small_rgb, **target), encode_to_target(small_rgb, effort=2, **target)
     assert single.met and refined.met and refined.step == single.step
     assert refined.encoded.residual != single.encoded.residual  # refined, and kept
