@@ -141,7 +141,7 @@ def test_info_json_on_v1_golden_files_and_new_ones(small_png: Path) -> None:
     for report in reports:
         assert list(report) == list(KEYS["info"]) and report["status"] == "ok"
         assert report["format_version"] >= 1 and report["model_bundled"] is True
-    assert {r["format_version"] for r in reports[:-1]} == {1, 2}  # golden files of v1 and v1.1
+    assert {r["format_version"] for r in reports[:-1]} == {1, 2, 3}  # golden files of v1, v1.1 and the refinement layer
     assert reports[-1]["format_version"] == 2
     assert reports[-1]["embedded"] is True and reports[-1]["width"] == 203
     assert any(r["monochrome"] for r in reports) and any(r["alpha"] for r in reports)
