@@ -131,8 +131,8 @@ class RefinementTrials:
     def __init__(self, trials: StepTrials) -> None:
         self.trials = trials
         base_step = model_spec(trials.engine.model_id).level_step(CHROMA_BASE_LEVEL)
-        self.finest = trials.at(base_step, measure=False)
-        self.symbols = quantise(trials.latent, trials.engine.plane_steps(self.finest.step), trials.thresholds)
+        self.base = trials.at(base_step, measure=False)
+        self.symbols = quantise(trials.latent, trials.engine.plane_steps(self.base.step), trials.thresholds)
         self.prediction: np.ndarray | None = None
         self.done: dict[tuple[int, int], Trial] = {}
 
@@ -141,10 +141,10 @@ class RefinementTrials:
         if key not in self.done:
             prepared = self.trials.prepared
             if self.prediction is None:
-                self.prediction = self.trials.engine.synthesise(prepared.decoded_gray, self.symbols, self.finest.step)
+                self.prediction = self.trials.engine.synthesise(prepared.decoded_gray, self.symbols, self.base.step)
             payload, restored = encode_chroma(prepared.photo.rgb, prepared.decoded_gray, self.prediction, step)
             layer = Refinement(SPACE_CHROMA, step, payload, restored)
-            self.done[key] = self._trial(prepared.encoded(self.trials.engine, self.finest.step, self.symbols, layer),
+            self.done[key] = self._trial(prepared.encoded(self.trials.engine, self.base.step, self.symbols, layer),
                                          restored)
         return self.done[key]
 

@@ -94,13 +94,12 @@ def encode_exact(rgb: np.ndarray, gray: np.ndarray, max_error: int) -> tuple[byt
 def encode_chroma(rgb: np.ndarray, gray: np.ndarray, prediction: np.ndarray, step: int
                   ) -> tuple[bytes, np.ndarray]:
     """(payload, restored RGB) of the chroma-space layer over the network's ``prediction``."""
-    payload, corrections = layer.encode(SPACE_CHROMA, step, gray, half_level_chroma(rgb),
-                                        half_level_chroma(prediction))
-    return payload, _restore_chroma(gray, prediction, corrections)
-
-
-def _restore_chroma(gray: np.ndarray, prediction: np.ndarray, corrections: list[np.ndarray]) -> np.ndarray:
     bases = half_level_chroma(prediction)
+    payload, corrections = layer.encode(SPACE_CHROMA, step, gray, half_level_chroma(rgb), bases)
+    return payload, _restore_chroma(gray, bases, corrections)
+
+
+def _restore_chroma(gray: np.ndarray, bases: list[np.ndarray], corrections: list[np.ndarray]) -> np.ndarray:
     return rgb_from_chroma(gray, bases[0] + corrections[0], bases[1] + corrections[1])
 
 
@@ -111,9 +110,10 @@ def decode_layer(space: int, step: int, payload: bytes, gray: np.ndarray,
         return rgb_from_exact(gray, layer.decode(SPACE_RGB, step, gray, payload))
     if prediction is None:
         raise ValueError("a chroma refinement refines the network's prediction: none given")
-    return _restore_chroma(gray, prediction, layer.decode(SPACE_CHROMA, step, gray, payload,
-                                                          half_level_chroma(prediction)))
+    bases = half_level_chroma(prediction)
+    return _restore_chroma(gray, bases, layer.decode(SPACE_CHROMA, step, gray, payload, bases))
 
 
-__all__ = ["MAX_ERROR", "exact_gray_format", "exact_gray_quality", "SPACE_CHROMA", "SPACE_RGB", "decode_layer", "encode_chroma", "encode_exact",
+__all__ = ["MAX_ERROR", "SPACE_CHROMA", "SPACE_RGB", "decode_layer", "encode_chroma", "encode_exact",
+           "exact_gray_format", "exact_gray_quality",
            "half_level_chroma", "rgb_from_chroma", "step_for_max_error"]

@@ -241,7 +241,7 @@ class _Coder:
         the coarse grid) and the earlier channels' residuals here."""
         residuals: list[np.ndarray] = []
         for c in range(self.channels):
-            base = self._base(c, ys, xs, corrections)
+            base, matches = self._base(c, ys, xs, corrections)
             low, high = -base, self.limit - base
             prediction = np.clip(predictions[c], low, high)
             ideal = None if targets is None else targets[c][ys, xs] - base - prediction
@@ -251,22 +251,21 @@ class _Coder:
                 shift = (sum(b * r for b, r in zip(betas, regressors, strict=True)) + BETA_SCALE // 2) // BETA_SCALE
                 prediction = np.clip(prediction + shift, low, high)
                 ideal = None if targets is None else targets[c][ys, xs] - base - prediction
-            classes = self._classes(c, spreads[c], ys, xs, corrections)
+            classes = self._classes(spreads[c], matches)
             q = code(c, group, classes, ideal)
             corrections[c][ys, xs] = np.clip(prediction + q * self.step, low, high)
             residuals.append(corrections[c][ys, xs] - prediction)
 
-    def _base(self, c: int, ys: np.ndarray, xs: np.ndarray, corrections: list[np.ndarray]) -> np.ndarray:
+    def _base(self, c: int, ys: np.ndarray, xs: np.ndarray,
+              corrections: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The base of channel ``c`` here, and for green how many greens give the gray."""
         gray = self.gray[ys, xs]
         if c < 2:
-            return gray
-        return green_base(gray, gray + corrections[0][ys, xs], gray + corrections[1][ys, xs])[0]
+            return gray, None
+        return green_base(gray, gray + corrections[0][ys, xs], gray + corrections[1][ys, xs])
 
-    def _classes(self, c: int, spread: np.ndarray, ys: np.ndarray, xs: np.ndarray,
-                 corrections: list[np.ndarray]) -> np.ndarray:
-        if c == 2:
-            gray = self.gray[ys, xs]
-            _, matches = green_base(gray, gray + corrections[0][ys, xs], gray + corrections[1][ys, xs])
+    def _classes(self, spread: np.ndarray, matches: np.ndarray | None) -> np.ndarray:
+        if matches is not None:  # green
             return np.minimum(matches, 2) * 5 + np.minimum(_activity_class(spread, self.step), 4)
         return _activity_class(spread, self.step)
 
