@@ -19,8 +19,8 @@ run cut short still returns what it did:
 5. ``speed``: ``benchmarks/speed.py`` on the carried speed set (float32, TF32,
    float16, bfloat16; batches 1, 8, 32; fresh-process folder decodes; 2 photos encoded
    at ``--effort`` 2 and 3, the refinement on the device);
-6. ``train``: ``python -m invgray_cli.training.train`` for 283 s (``--train-seconds``), resumed from
-   the carried checkpoint (else from ``--init``, by default the bundled invgray-v1.4), ``last.pt`` saved
+6. ``train``: ``python -m invgray_cli.training.train_v2`` (``--trainer``) for 283 s (``--train-seconds``),
+   resumed from the carried checkpoint (else from ``--init``, or from scratch), ``last.pt`` saved
    into ``OUT/train`` at least every ``--save-every`` seconds, crops/s in its log. The run
    is longer than a session (``--steps`` in ``--train-args``): the learning rate follows one
    cosine over its steps, and each session, CPU or GPU, goes on where the carried checkpoint
@@ -85,16 +85,21 @@ GPU_PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_
 # second run went on from invgray-v1.3 on a second cosine (a warm restart at half the first peak
 # rate, the rate term at full weight from the first step): 10,867 steps on the third GPU session's
 # H200, then 17,133 on the CPU, 28,000 in all, shipped as invgray-v1.4 (BD-rate -6.81 % against
-# v1.3 on CBSD68). The next run is a third warm restart, from invgray-v1.4, in runs/gpu/ (what
-# `prepare` carries and `collect` brings back). A CPU session resumes it with
-#   python -m invgray_cli.training.train --data ../shared/data/train --out runs/gpu --resume --stop-after S <DEFAULT_TRAIN_ARGS>
-# and starts it, the first time, with --init models/invgray-v1.4.pt instead of --resume.
-LONG_RUN_STEPS = 28_000
-LONG_RUN_INIT = "models/invgray-v1.4.pt"  # also what `collect` scores against
-LONG_RUN_TABLES = "models/invgray-v1.4.entropy.npz"
-DEFAULT_TRAIN_ARGS = ("--batch 64 --crop 128 --lr 3e-4 --warmup 1 --lmbda 2e-3 --step-range 0.5 4 "
-                      f"--rate tables --tables {LONG_RUN_TABLES} "
-                      f"--steps {LONG_RUN_STEPS} --val-every 1000000000 --seed 3 --latent-channels 6 --bf16")
+# v1.3 on CBSD68). The v1 network has converged since (issue 25); the run that matters now is
+# invgray-v2's, from scratch on the gray-conditioned integer prior (training/train_v2.py) at a
+# constant rate, shared by CPU sessions and lent GPUs in runs/v2-long/ (what `prepare` carries
+# and `collect` brings back when it is further on). A CPU session resumes it with
+#   python -m invgray_cli.training.train_v2 --data ../shared/data/train --val ../shared/data/val/cbsd68
+#       --out runs/v2-long --resume --threads 1 --workers 0 --save-every 300 <DEFAULT_TRAIN_ARGS>
+# (README, "invgray-v2's long run"). A GPU session trains at the CPU run's batch and rate.
+LONG_RUN_DIR = REPO / "runs" / "v2-long"
+LONG_RUN_TRAINER = "invgray_cli.training.train_v2"
+LONG_RUN_INIT = ""  # from scratch; every later session resumes the carried checkpoint
+SHIPPED_MODEL = "models/invgray-v1.4.pt"  # what `collect` scores a v1 checkpoint against
+SHIPPED_TABLES = "models/invgray-v1.4.entropy.npz"
+DEFAULT_TRAIN_ARGS = ("--batch 16 --crop 128 --lr 5e-4 --lr-warmup 1000 --schedule constant --warmup 1000 "
+                      "--lmbda 2e-3 --step-range 0.5 4 --latent-channels 6 --seed 1 --steps 100000000 "
+                      "--val-every 1000000000")
 DEFAULT_TRAIN_SECONDS = 283.0  # the train stage's share of a session's 900 s
 STAGES = ("environment", "install", "tests", "cross-device", "speed", "train")
 
@@ -411,7 +416,7 @@ def stage_train(session: Session) -> tuple[str, dict]:
     workers = args.workers if args.workers >= 0 else max(1, min(12, (os.cpu_count() or 2) - 2))
     # the limits cover the loop; loading the pack and starting workers come before it
     this_call = max(5.0, seconds - 25)
-    command = [sys.executable, "-m", "invgray_cli.training.train", "--data", str(pack), "--out", str(out),
+    command = [sys.executable, "-m", args.trainer, "--data", str(pack), "--out", str(out),
                "--device", args.device, "--workers", str(workers),
                *([] if args.step_schedule else ["--time-limit", f"{args.run_seconds or this_call:.0f}"]),
                "--stop-after", f"{this_call:.0f}", "--save-every", str(args.save_every), *start,
@@ -471,6 +476,12 @@ def collect(args: argparse.Namespace) -> None:
     if not checkpoint.is_file():
         print("\nno checkpoint came back")
         return
+    import torch
+
+    returned = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if returned["args"].get("rate") == "prior":  # train_v2's: the shared long run
+        _keep_long_run(results, returned["step"])
+        return
     keep = REPO / "runs" / "gpu" / "last.pt"  # prepare --checkpoint takes it to the next session
     keep.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(checkpoint, keep)
@@ -485,6 +496,26 @@ def collect(args: argparse.Namespace) -> None:
     validation_main([str(keep), *map(str, args.against), "--val", str(args.val), *coded_by])
 
 
+def _keep_long_run(results: Path, step: int) -> None:
+    """A returned v2 checkpoint goes on in runs/v2-long when it is further on than the CPU's
+    (stop the CPU run first: it would write over it); otherwise it stays where it came back."""
+    here = LONG_RUN_DIR / "last.pt"
+    import torch
+
+    local = torch.load(here, map_location="cpu", weights_only=False)["step"] if here.is_file() else -1
+    if step <= local:
+        print(f"\nthe returned checkpoint (step {step}) is not ahead of {here} (step {local}): kept in {results}")
+        return
+    LONG_RUN_DIR.mkdir(parents=True, exist_ok=True)
+    for name in ("last.pt", "prior.npz"):
+        if (results / "train" / name).is_file():
+            shutil.copy2(results / "train" / name, LONG_RUN_DIR / name)
+    with (LONG_RUN_DIR / "log.txt").open("a") as log:
+        log.write(f"[gpu session {results}: the run went on there from step {local} to {step}]\n")
+    print(f"\nstep {step} (here: {local}) kept as {here}; the CPU run resumes it with --resume, and validates "
+          "at its next --val-every")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -497,8 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop-size", type=int, default=256)
     p.add_argument("--speed-images", type=Path, default=SHARED / "test" / "kodak24")
     p.add_argument("--speed-limit", type=int, default=24, help="images in the speed set")
-    p.add_argument("--checkpoint", type=Path, help="training checkpoint to resume there (default: runs/gpu/last.pt "
-                   "when it exists, else training starts from the bundled model)")
+    p.add_argument("--checkpoint", type=Path, help="training checkpoint to resume there (default: runs/v2-long/last.pt "
+                   "when it exists, else training starts from scratch)")
     p.add_argument("--no-wheels", action="store_true", help="carry no wheels (a machine that has every requirement)")
     p.add_argument("--all-wheels", action="store_true", help="carry every requirement but torch and numpy")
     p.add_argument("--limit-mib", type=float, default=TRANSFER_LIMIT_MIB)
@@ -524,9 +555,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--speed-loop-images", type=int, default=4, help="photos in the one-call-per-file rows")
     r.add_argument("--speed-effort-images", type=int, default=2,
                    help="photos encoded at --effort 2 and 3 (refinement on the device)")
+    r.add_argument("--trainer", default=LONG_RUN_TRAINER, help="the training module (invgray_cli.training.train "
+                   "for a v1 run, with --init and its --train-args)")
     r.add_argument("--init", default=LONG_RUN_INIT, help="weights to start from without a carried checkpoint "
                    "('': from scratch)")
-    r.add_argument("--train-args", default=DEFAULT_TRAIN_ARGS, help="further arguments of invgray_cli.training.train")
+    r.add_argument("--train-args", default=DEFAULT_TRAIN_ARGS, help="further arguments of the trainer")
     r.add_argument("--train-seconds", type=float, default=DEFAULT_TRAIN_SECONDS,
                    help="cap on training time (0: the rest of the budget)")
     r.add_argument("--run-seconds", type=float, default=0.0,
@@ -549,14 +582,14 @@ def main(argv: list[str] | None = None) -> int:
     c = commands.add_parser("collect", help="score what a session brought back")
     c.add_argument("results", type=Path, help="the session's OUT folder as it came back")
     c.add_argument("--val", type=Path, default=SHARED / "val" / "cbsd68")
-    c.add_argument("--against", type=Path, nargs="*", default=[REPO / LONG_RUN_INIT])
-    c.add_argument("--against-tables", type=Path, default=REPO / LONG_RUN_TABLES,
+    c.add_argument("--against", type=Path, nargs="*", default=[REPO / SHIPPED_MODEL])
+    c.add_argument("--against-tables", type=Path, default=REPO / SHIPPED_TABLES,
                    help="tables that code --against (format 2 bytes), when the session trained tables")
 
     args = parser.parse_args(argv)
     if args.command == "prepare":
-        if args.checkpoint is None and (REPO / "runs" / "gpu" / "last.pt").is_file():
-            args.checkpoint = REPO / "runs" / "gpu" / "last.pt"
+        if args.checkpoint is None and (LONG_RUN_DIR / "last.pt").is_file():
+            args.checkpoint = LONG_RUN_DIR / "last.pt"
         prepare(args)
     elif args.command == "run":
         return run(args)

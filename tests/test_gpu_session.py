@@ -30,7 +30,8 @@ def _photos(folder: Path, count: int, size: tuple[int, int]) -> Path:
     return folder
 
 
-def test_rehearsal_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
+def test_rehearsal_runs_every_stage_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu_session, "LONG_RUN_DIR", tmp_path / "runs" / "v2-long")  # not this checkout's run
     photos = _photos(tmp_path / "photos", 3, (200, 264))
     carry, out = tmp_path / "carry", tmp_path / "out"
     gpu_session.main(["prepare", "--carry", str(carry), "--data", str(photos), "--crops", "6", "--crop-size", "128",
@@ -42,7 +43,7 @@ def test_rehearsal_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
          "--speed-repeat", "1", "--speed-jobs", "1", "--speed-effort-images", "1", "--min-train-seconds", "5",
          "--train-seconds", "35",
          "--save-every", "3", "--workers", "1", "--site", str(tmp_path / "site"),
-         "--train-args", gpu_session.DEFAULT_TRAIN_ARGS.replace("--batch 64 --crop 128", "--batch 2 --crop 64")],
+         "--train-args", gpu_session.DEFAULT_TRAIN_ARGS.replace("--batch 16 --crop 128", "--batch 2 --crop 64")],
         cwd=REPO, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -55,7 +56,7 @@ def test_rehearsal_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
     assert stages["speed"]["encode at effort 2 s/image"] > 0 and stages["speed"]["encode at effort 3 s/image"] > 0
     assert stages["train"]["crops_per_s"] > 0 and stages["train"]["last_step"] > 0
     checkpoint = torch.load(out / "train" / "last.pt", weights_only=False)
-    assert checkpoint["tables"] is not None and (out / "train" / "tables.entropy.npz").is_file()
+    assert checkpoint["args"]["rate"] == "prior" and (out / "train" / "prior.npz").is_file()  # invgray-v2's run
     assert checkpoint["step"] >= stages["train"]["last_step"]
     assert len(re.findall(r"\] stage [\w-]+: ", (out / "session.log").read_text())) == len(gpu_session.STAGES)
     # every file the device would bring back: at most 8, two folders deep, none over 16 MiB
@@ -72,7 +73,7 @@ def test_rehearsal_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
         [sys.executable, str(SCRIPT), "run", "--train-only", "--device", "cpu", "--carry", str(carry),
          "--out", str(again), "--budget", "45", "--margin", "15", "--min-train-seconds", "5", "--save-every", "3",
          "--workers", "1", "--site", str(tmp_path / "site"),
-         "--train-args", gpu_session.DEFAULT_TRAIN_ARGS.replace("--batch 64 --crop 128", "--batch 2 --crop 64")],
+         "--train-args", gpu_session.DEFAULT_TRAIN_ARGS.replace("--batch 16 --crop 128", "--batch 2 --crop 64")],
         cwd=REPO, capture_output=True, text=True, timeout=200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     stages = json.loads((again / "summary.json").read_text())["stages"]
@@ -80,6 +81,14 @@ def test_rehearsal_runs_every_stage_on_the_cpu(tmp_path: Path) -> None:
                                                                                          "speed"]
     assert stages["train"]["status"] == "ok" and "--resume" in (again / "session.log").read_text()
     assert stages["train"]["last_step"] > checkpoint["step"]
+
+    # collect keeps the furthest checkpoint as the shared run's, and never an older one over it
+    gpu_session.main(["collect", str(again)])
+    kept = gpu_session.LONG_RUN_DIR / "last.pt"
+    furthest = torch.load(again / "train" / "last.pt", weights_only=False)["step"]
+    assert torch.load(kept, weights_only=False)["step"] == furthest
+    gpu_session.main(["collect", str(out)])
+    assert torch.load(kept, weights_only=False)["step"] == furthest
 
 
 def test_missing_requirement_without_a_wheel_stops_the_session_early(tmp_path: Path,
