@@ -164,11 +164,11 @@ def encode_symbols(symbols: np.ndarray, step: float, tables: EntropyTables) -> b
         for ctx in np.unique(context):
             encoder.encode(coded[context == ctx], _model(tables.frequencies[rate, plane, ctx]))
         for value in flat[coded == ESCAPE]:
-            _encode_escape(encoder, int(value), tables.prefix[rate])
+            encode_escape(encoder, int(value), tables.prefix[rate])
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
-def _encode_escape(encoder, value: int, prefix_table: np.ndarray) -> None:  # noqa: ANN001
+def encode_escape(encoder, value: int, prefix_table: np.ndarray) -> None:  # noqa: ANN001
     magnitude = abs(value) - HEAD - 1
     length = (magnitude + 1).bit_length() - 1
     if length >= MAX_PREFIX:
@@ -199,7 +199,7 @@ def decode_symbols(payload: bytes, shape: tuple[int, int, int], step: float, tab
                 coded[where] = decoder.decode(_model(tables.frequencies[rate, plane, ctx]), int(where.sum()))
             flat = coded - HEAD
             for index in np.flatnonzero(coded == ESCAPE):
-                flat[index] = _decode_escape(decoder, tables.prefix[rate])
+                flat[index] = decode_escape(decoder, tables.prefix[rate])
             out[plane] = flat.reshape(rows, cols)
             magnitudes[plane] = np.abs(out[plane])
     except (RuntimeError, ValueError, AssertionError) as error:
@@ -207,7 +207,7 @@ def decode_symbols(payload: bytes, shape: tuple[int, int, int], step: float, tab
     return out
 
 
-def _decode_escape(decoder, prefix_table: np.ndarray) -> int:  # noqa: ANN001
+def decode_escape(decoder, prefix_table: np.ndarray) -> int:  # noqa: ANN001
     length = int(decoder.decode(_model(prefix_table)))
     rest = int(decoder.decode(_uniform(1 << length))) if length else 0
     negative = int(decoder.decode(_uniform(2)))

@@ -95,7 +95,8 @@ class ConditionalPrior(nn.Module):
         self.gray_cell = nn.Conv2d(channels, channels, 3, padding=1)
         self.side = nn.Conv2d(cfg.gray_features + 1, planes * hidden, 1)
         self.planes = nn.Conv2d(2 * planes, planes * hidden, 1, bias=False)
-        self.register_buffer("plane_mask", torch.from_numpy(plane_mask(planes, hidden)).float()[:, :, None, None],
+        mask = plane_mask(planes, hidden, cfg.plane_group)
+        self.register_buffer("plane_mask", torch.from_numpy(mask).float()[:, :, None, None],
                              persistent=False)
         self.spatial = nn.Conv2d(2 * planes, planes * hidden, 3, padding=1, bias=False,
                                  groups=planes // cfg.planes_per_channel)
@@ -207,7 +208,7 @@ class ConditionalPrior(nn.Module):
         tensors["gray_cell.bias"] = integer(self.gray_cell.bias)
         tensors["side.weight"] = integer(self.side.weight)[:, :, 0, 0]
         tensors["side.bias"] = integer(self.side.bias)
-        mask = plane_mask(self.cfg.planes, self.cfg.hidden)
+        mask = plane_mask(self.cfg.planes, self.cfg.hidden, self.cfg.plane_group)
         tensors["planes.weight"] = integer(self.planes.weight)[:, :, 0, 0] * mask
         tensors["spatial.weight"] = integer(self.spatial.weight)
         tensors["out.weight"] = integer(self.out.weight)[:, :, 0, 0]

@@ -86,12 +86,16 @@ class PriorConfig:
     gray_widths: tuple[int, ...] = (16, 32, 32, 32)  # outputs of the strided gray layers
     gray_strides: tuple[int, ...] = (4, 2, 2, 2)  # their strides (= kernels): product CELL
     weight_bits: int = 10  # fractional bits of every weight: the right shift after each sum
+    # planes decoded together: a plane sees the planes of the groups before its own (1: every plane before it)
+    plane_group: int = 1
 
     def __post_init__(self) -> None:
         if int(np.prod(self.gray_strides)) != CELL or len(self.gray_widths) != len(self.gray_strides):
             raise ValueError(f"the gray layers' strides must multiply to {CELL}")
         if self.planes % self.planes_per_channel:
             raise ValueError("planes must be whole latent channels")
+        if self.plane_group < 1 or self.planes_per_channel % self.plane_group:
+            raise ValueError("plane groups must divide a latent channel's planes")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,11 +149,12 @@ def anchor_mask(rows: int, cols: int) -> np.ndarray:
     return ((np.arange(rows)[:, None] + np.arange(cols)[None, :]) % 2 == 0).astype(np.int64)
 
 
-def plane_mask(planes: int, hidden: int) -> np.ndarray:
-    """(planes * hidden, 2 * planes) 0/1: plane p's hidden units see the inputs of planes q < p."""
+def plane_mask(planes: int, hidden: int, group: int = 1) -> np.ndarray:
+    """(planes * hidden, 2 * planes) 0/1: plane p's hidden units see the inputs of the planes
+    of the groups (``group`` consecutive planes) before p's: with groups of 1, every q < p."""
     mask = np.zeros((planes * hidden, 2 * planes), np.int64)
     for p in range(planes):
-        mask[p * hidden:(p + 1) * hidden, :2 * p] = 1
+        mask[p * hidden:(p + 1) * hidden, :2 * (p - p % group)] = 1
     return mask
 
 
@@ -175,8 +180,23 @@ def unshuffle(x: np.ndarray, r: int) -> np.ndarray:
     return x.reshape(n, c, h // r, r, w // r, r).transpose(0, 1, 3, 5, 2, 4).reshape(n, c * r * r, h // r, w // r)
 
 
+EXACT_FLOAT = 1 << 53  # every integer of smaller magnitude is a float64, and so is every partial sum of them
+
+
+def integer_matmul(weight: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """weight (..., O, K) @ x (..., K, M) in int64, exactly. Through float64 (BLAS) when no
+    partial sum can reach 2^53: then every product and every partial sum is an integer that
+    float64 holds exactly, in whatever order the library adds them."""
+    if weight.size and x.size:
+        bound = int(np.abs(weight).max()) * int(np.abs(x).max()) * weight.shape[-1]
+        if bound < EXACT_FLOAT:
+            return np.matmul(weight.astype(np.float64), x.astype(np.float64)).astype(np.int64)
+    return np.matmul(weight, x)
+
+
 def conv1x1(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    out = np.einsum("oi,nihw->nohw", weight, x)
+    n, c, h, w = x.shape
+    out = integer_matmul(weight, x.reshape(n, c, h * w)).reshape(n, -1, h, w)
     return out if bias is None else out + bias[None, :, None, None]
 
 
@@ -185,13 +205,10 @@ def conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, g
     n, c, h, w = x.shape
     o = weight.shape[0]
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    xg = padded.reshape(n, groups, c // groups, h + 2, w + 2)
-    wg = weight.reshape(groups, o // groups, c // groups, 3, 3)
-    out = np.zeros((n, groups, o // groups, h, w), np.int64)
-    for dy in range(3):
-        for dx in range(3):
-            out += np.einsum("goi,ngihw->ngohw", wg[:, :, :, dy, dx], xg[:, :, :, dy:dy + h, dx:dx + w])
-    out = out.reshape(n, o, h, w)
+    # im2col: (n, groups, c / groups * 9, h * w), rows in the weight's (input, dy, dx) order
+    columns = np.stack([padded[:, :, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], axis=2)
+    columns = columns.reshape(n, groups, c // groups * 9, h * w)
+    out = integer_matmul(weight.reshape(groups, o // groups, c // groups * 9), columns).reshape(n, o, h, w)
     return out if bias is None else out + bias[None, :, None, None]
 
 
@@ -201,17 +218,21 @@ def exp_table(d: np.ndarray) -> np.ndarray:
     return EXP_BASE[e % LOGIT_SCALE] >> np.minimum(e // LOGIT_SCALE, EXP_MAX_SHIFT)
 
 
+_EXP_LOOKUP = exp_table(np.arange(-2 * LOGIT_MAX, 1))  # every difference of two clipped logits
+
+
 def logits_to_frequencies(z: np.ndarray, axis: int = -1) -> np.ndarray:
     """Integer logits -> integer frequencies along ``axis``: every entry >= 1, each row
     summing to 2^FREQUENCY_BITS; the rounding's shortfall goes to the row's (first) largest."""
-    z = np.moveaxis(z.astype(np.int64), axis, -1)
-    weights = exp_table(z - z.max(axis=-1, keepdims=True))
-    room = (1 << FREQUENCY_BITS) - z.shape[-1]
-    freq = 1 + weights * room // weights.sum(axis=-1, keepdims=True)
-    short = (1 << FREQUENCY_BITS) - freq.sum(axis=-1)
-    np.put_along_axis(freq, weights.argmax(axis=-1)[..., None],
-                      np.take_along_axis(freq, weights.argmax(axis=-1)[..., None], -1) + short[..., None], -1)
-    return np.moveaxis(freq, -1, axis).astype(np.uint32)
+    z = np.moveaxis(np.asarray(z, np.int64), axis, -1)
+    shape, alphabet = z.shape, z.shape[-1]
+    z = z.reshape(-1, alphabet)
+    d = z - z.max(axis=1, keepdims=True)
+    weights = _EXP_LOOKUP[d + 2 * LOGIT_MAX] if d.size and d.min() >= -2 * LOGIT_MAX else exp_table(d)
+    room = (1 << FREQUENCY_BITS) - alphabet
+    freq = 1 + weights * room // weights.sum(axis=1, keepdims=True)
+    freq[np.arange(len(freq)), weights.argmax(axis=1)] += (1 << FREQUENCY_BITS) - freq.sum(axis=1)
+    return np.moveaxis(freq.reshape(shape), -1, axis).astype(np.uint32)
 
 
 # ------------------------------------------------------------------ the network
@@ -237,7 +258,7 @@ def logits(prior: IntegerPrior, gray: np.ndarray, symbols: np.ndarray, step: flo
         side.insert(0, gray_features(prior, gray))
     acc = conv1x1(np.concatenate(side, axis=1), t["side.weight"], t["side.bias"])
     inputs = symbol_inputs(symbols)
-    acc = acc + conv1x1(inputs, t["planes.weight"] * plane_mask(planes, cfg.hidden))
+    acc = acc + conv1x1(inputs, t["planes.weight"] * plane_mask(planes, cfg.hidden, cfg.plane_group))
     if cfg.checkerboard:
         anchors = anchor_mask(h, w)
         spatial = conv3x3(inputs * anchors, t["spatial.weight"], groups=planes // cfg.planes_per_channel)

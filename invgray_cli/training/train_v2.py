@@ -52,6 +52,9 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                        help="ablation: the prior does not see the decoded gray (in-cell and checkerboard context only)")
     group.add_argument("--no-checkerboard", action="store_true", help="ablation: no anchor cells, one pass")
     group.add_argument("--hidden", type=int, default=8, help="the prior's hidden units per symbol plane")
+    group.add_argument("--plane-group", type=int, default=1,
+                       help="planes decoded together (each sees the groups before its own): fewer, larger "
+                            "decoding steps")
     group.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                        help="learning rate: constant after --lr-warmup (runs continued across sessions), or "
                             "train's cosine to zero over --steps / --time-limit")
@@ -103,7 +106,8 @@ class ConditionalRun(train.TrainingRun):
         args = self.args
         cfg = ConditionalConfig.build(NetworkConfig(latent_channels=args.latent_channels,
                                                     decoder_blocks=args.decoder_blocks),
-                                      hidden=args.hidden, gray=not args.no_gray, checkerboard=not args.no_checkerboard)
+                                      hidden=args.hidden, gray=not args.no_gray, checkerboard=not args.no_checkerboard,
+                                      plane_group=args.plane_group)
         model = ConditionalNet(cfg).to(self.device)
         if args.init and not (args.resume and (args.out / "last.pt").exists()):
             grow_from(model.net, args.init)

@@ -1,0 +1,72 @@
+"""Range coding under invgray-v2's integer prior (invgray_cli/model/prior_coding.py): the
+decoder's plane-by-plane frequencies are the prior's own, symbols survive the round trip
+with escapes and odd sizes, the bytes come close to the ideal code length, and damage or
+a different gray fails with the format's error rather than a crash."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from invgray_cli.format.entropy import EntropyCodingError
+from invgray_cli.model.integer_prior import CELL, frequencies, ideal_bits
+from invgray_cli.model.prior_coding import PlaneModel, decode_symbols, encode_symbols
+from tests.test_integer_prior import PLANES, random_inputs, random_prior
+
+
+@pytest.mark.parametrize("options", [{}, {"checkerboard": False}, {"gray": False}, {"plane_group": 4}])
+def test_group_by_group_frequencies_are_the_priors(options: dict) -> None:
+    prior = random_prior(3, **options)
+    gray, symbols = random_inputs(4, n=1)
+    whole = frequencies(prior, gray, symbols, 1.5)[0]  # (P, h, w, A)
+    _, rows, cols = symbols[0].shape
+    model = PlaneModel(prior, gray[0], 1.5, rows, cols)
+    flat = symbols[0].reshape(PLANES, -1)
+    size = prior.config.plane_group
+    for phase, cells in enumerate(model.phases):
+        for group in range(PLANES // size):
+            planes = slice(group * size, (group + 1) * size)
+            expected = whole[planes].reshape(size, rows * cols, -1)[:, cells].reshape(-1, whole.shape[-1])
+            assert np.array_equal(model.frequencies(phase, group), expected), (phase, group)
+            model.record(phase, group, flat[planes][:, cells].ravel())
+
+
+def test_grouped_planes_see_only_the_groups_before() -> None:
+    prior = random_prior(3, plane_group=4, checkerboard=False)  # (the anchors' context crosses groups)
+    gray, symbols = random_inputs(4, n=1)
+    changed = symbols.copy()
+    changed[0, 5] += 3  # plane 5, in the second group
+    before, after = frequencies(prior, gray, symbols, 1.5)[0], frequencies(prior, gray, changed, 1.5)[0]
+    assert np.array_equal(before[:8], after[:8]) and not np.array_equal(before[8:], after[8:])
+
+
+@pytest.mark.parametrize("rows, cols, group", [(3, 4, 1), (1, 1, 1), (2, 5, 1), (3, 4, 4)])
+def test_round_trip_with_escapes(rows: int, cols: int, group: int) -> None:
+    prior = random_prior(5, plane_group=group)
+    rng = np.random.default_rng(rows * 10 + cols)
+    gray = rng.integers(0, 256, (rows * CELL - 7, cols * CELL - 3), dtype=np.uint8)  # padded inside
+    symbols = np.round(rng.laplace(0, 2.0, (PLANES, rows, cols))).astype(np.int64)
+    symbols[0, 0, 0], symbols[-1, rows - 1, cols - 1] = 300, -41  # escapes, both signs
+    payload = encode_symbols(prior, gray, symbols, 2.0)
+    assert np.array_equal(decode_symbols(prior, gray, payload, symbols.shape, 2.0), symbols)
+
+
+def test_bytes_come_close_to_the_ideal_code_length() -> None:
+    prior = random_prior(6)
+    gray, symbols = random_inputs(7, n=1, rows=6, cols=8)
+    symbols[0, 3, 1, 1] = 0
+    ideal = float(ideal_bits(prior, gray, symbols, 1.0)[0])
+    real = 8 * len(encode_symbols(prior, gray[0], symbols[0], 1.0))
+    assert ideal <= real <= ideal * 1.01 + 64  # the range coder's words and its tail
+
+
+def test_damage_and_a_different_gray_fail_cleanly() -> None:
+    prior = random_prior(8)
+    gray, symbols = random_inputs(9, n=1)
+    payload = encode_symbols(prior, gray[0], symbols[0], 1.0)
+    with pytest.raises(EntropyCodingError):
+        decode_symbols(prior, gray[0], payload[:-2], symbols[0].shape, 1.0)
+    other = decode_symbols(prior, 255 - gray[0], payload, symbols[0].shape, 1.0)  # decodes, to other symbols
+    assert not np.array_equal(other, symbols[0])
+    with pytest.raises(EntropyCodingError):
+        decode_symbols(prior, gray[0], payload, (PLANES - 1, *symbols[0].shape[1:]), 1.0)
