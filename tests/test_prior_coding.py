@@ -31,6 +31,21 @@ def test_group_by_group_frequencies_are_the_priors(options: dict) -> None:
             model.record(phase, group, flat[planes][:, cells].ravel())
 
 
+def test_weights_too_large_for_float64_take_the_integer_path() -> None:
+    prior = random_prior(3)
+    prior.tensors["out.weight"] = prior.tensors["out.weight"] << 35  # partial sums past 2^53
+    gray, symbols = random_inputs(4, n=1)
+    whole = frequencies(prior, gray, symbols, 1.5)[0]
+    _, rows, cols = symbols[0].shape
+    model = PlaneModel(prior, gray[0], 1.5, rows, cols)
+    assert model.dtype is np.int64
+    flat = symbols[0].reshape(PLANES, -1)
+    for phase, cells in enumerate(model.phases):
+        for plane in range(PLANES):
+            assert np.array_equal(model.frequencies(phase, plane), whole[plane].reshape(rows * cols, -1)[cells])
+            model.record(phase, plane, flat[plane, cells])
+
+
 def test_grouped_planes_see_only_the_groups_before() -> None:
     prior = random_prior(3, plane_group=4, checkerboard=False)  # (the anchors' context crosses groups)
     gray, symbols = random_inputs(4, n=1)

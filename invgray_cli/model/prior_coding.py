@@ -58,28 +58,36 @@ class PlaneModel:
         in_cell = (t["planes.weight"] * ip.plane_mask(self.planes, self.hidden, self.group)) \
             .reshape(self.planes, self.hidden, 2 * self.planes)
         out_weight = t["out.weight"].reshape(self.planes, -1, self.hidden)
+        out_bias = t["out.bias"].reshape(self.planes, -1)
         symbol_max = HEAD * ip.SYMBOL_GAIN
-        exact = (_magnitude(in_cell) * symbol_max * 2 * self.planes + _magnitude(side) < ip.EXACT_FLOAT
-                 and _magnitude(out_weight) * ip.ACTIVATION_MAX * self.hidden < ip.EXACT_FLOAT)
+        spatial_max = _magnitude(t["spatial.weight"]) * symbol_max * t["spatial.weight"][0].size if cfg.checkerboard else 0
+        exact = (_magnitude(in_cell) * symbol_max * 2 * self.planes + _magnitude(side) + spatial_max < ip.EXACT_FLOAT
+                 and _magnitude(out_weight) * ip.ACTIVATION_MAX * self.hidden + _magnitude(out_bias) < ip.EXACT_FLOAT)
         self.dtype = np.float64 if exact else np.int64
         self.in_cell = in_cell.astype(self.dtype)
         self.out_weight_t = np.ascontiguousarray(out_weight.transpose(0, 2, 1)).astype(self.dtype)  # (P, H, A)
-        self.out_bias = t["out.bias"].reshape(self.planes, -1)
-        self.side = [np.ascontiguousarray(side[:, :, cells]).astype(self.dtype) for cells in self.phases]
+        self.out_bias = out_bias.astype(self.dtype)[:, None, :]
+        # what a group's hidden units start from in each phase: the side term, plus (second
+        # phase) the anchors' term once they are decoded
+        self.base = [np.ascontiguousarray(side[:, :, cells]).astype(self.dtype) for cells in self.phases]
         self.inputs = [np.zeros((2 * self.planes, cells.size), self.dtype) for cells in self.phases]
-        self.spatial: np.ndarray | None = None
+        self.half, self.scale = float(1 << (self.bits - 1)), 2.0 ** -self.bits
 
     def frequencies(self, phase: int, group: int) -> np.ndarray:
         """(planes of the group x cells of the phase, ALPHABET) uint32 frequencies there,
         plane-major, each row summing to 2^16."""
         planes, seen = slice(group * self.group, (group + 1) * self.group), 2 * group * self.group
-        acc = self.side[phase][planes] + self.in_cell[planes, :, :seen] @ self.inputs[phase][:seen]
-        if phase == 1:
-            acc = acc + self.spatial[planes]
-        hidden = ip.activation(acc.astype(np.int64), self.bits).astype(self.dtype)
-        out = (hidden.transpose(0, 2, 1) @ self.out_weight_t[planes]).astype(np.int64) \
-            + self.out_bias[planes][:, None, :]
-        logits = np.clip(ip.round_shift(out, self.bits), -ip.LOGIT_MAX, ip.LOGIT_MAX)
+        acc = self.base[phase][planes] + self.in_cell[planes, :, :seen] @ self.inputs[phase][:seen]
+        if self.dtype is np.float64:
+            # the integer network's rounding shift in float64: (acc + half) * 2^-bits is exact
+            # for these integers under 2^53, and so is its floor
+            hidden = np.clip(np.floor((acc + self.half) * self.scale), 0, ip.ACTIVATION_MAX)
+            out = hidden.transpose(0, 2, 1) @ self.out_weight_t[planes] + self.out_bias[planes]
+            logits = np.clip(np.floor((out + self.half) * self.scale), -ip.LOGIT_MAX, ip.LOGIT_MAX).astype(np.int64)
+        else:
+            hidden = ip.activation(acc, self.bits)
+            out = hidden.transpose(0, 2, 1) @ self.out_weight_t[planes] + self.out_bias[planes]
+            logits = np.clip(ip.round_shift(out, self.bits), -ip.LOGIT_MAX, ip.LOGIT_MAX)
         return ip.logits_to_frequencies(logits.reshape(-1, logits.shape[-1]), axis=-1)
 
     def record(self, phase: int, group: int, values: np.ndarray) -> None:
@@ -95,7 +103,7 @@ class PlaneModel:
             spatial = ip.conv3x3(anchored.reshape(1, 2 * self.planes, self.rows, self.cols),
                                  self.prior.tensors["spatial.weight"], groups=groups)[0]
             spatial = spatial.reshape(self.planes, self.hidden, self.rows * self.cols)[:, :, self.phases[1]]
-            self.spatial = np.ascontiguousarray(spatial).astype(self.dtype)
+            self.base[1] = self.base[1] + spatial.astype(self.dtype)
 
 
 def _magnitude(array: np.ndarray) -> int:
