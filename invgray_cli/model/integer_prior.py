@@ -225,14 +225,17 @@ def logits_to_frequencies(z: np.ndarray, axis: int = -1) -> np.ndarray:
     """Integer logits -> integer frequencies along ``axis``: every entry >= 1, each row
     summing to 2^FREQUENCY_BITS; the rounding's shortfall goes to the row's (first) largest."""
     z = np.moveaxis(np.asarray(z, np.int64), axis, -1)
-    shape, alphabet = z.shape, z.shape[-1]
-    z = z.reshape(-1, alphabet)
+    freq = frequency_rows(z.reshape(-1, z.shape[-1]))
+    return np.moveaxis(freq.reshape(z.shape), -1, axis).astype(np.uint32)
+
+
+def frequency_rows(z: np.ndarray) -> np.ndarray:
+    """:func:`logits_to_frequencies` of (rows, alphabet) int64 logits, as int64."""
     d = z - z.max(axis=1, keepdims=True)
     weights = _EXP_LOOKUP[d + 2 * LOGIT_MAX] if d.size and d.min() >= -2 * LOGIT_MAX else exp_table(d)
-    room = (1 << FREQUENCY_BITS) - alphabet
-    freq = 1 + weights * room // weights.sum(axis=1, keepdims=True)
+    freq = 1 + weights * ((1 << FREQUENCY_BITS) - z.shape[1]) // weights.sum(axis=1, keepdims=True)
     freq[np.arange(len(freq)), weights.argmax(axis=1)] += (1 << FREQUENCY_BITS) - freq.sum(axis=1)
-    return np.moveaxis(freq.reshape(shape), -1, axis).astype(np.uint32)
+    return freq
 
 
 # ------------------------------------------------------------------ the network
@@ -240,9 +243,25 @@ def logits_to_frequencies(z: np.ndarray, axis: int = -1) -> np.ndarray:
 def gray_features(prior: IntegerPrior, gray: np.ndarray) -> np.ndarray:
     """(N, H, W) uint8 decoded gray (sides multiples of CELL) -> (N, G, H/32, W/32) 0..255."""
     cfg, t = prior.config, prior.tensors
-    x = gray.astype(np.int64)[:, None] - GRAY_OFFSET
-    for k, stride in enumerate(cfg.gray_strides):
-        x = activation(conv1x1(unshuffle(x, stride), t[f"gray{k}.weight"], t[f"gray{k}.bias"]), cfg.weight_bits)
+    half = 1 << (cfg.weight_bits - 1)
+    exact_float = all(
+        int(np.abs(t[f"gray{k}.weight"]).max()) * (GRAY_OFFSET if k == 0 else ACTIVATION_MAX)
+        * t[f"gray{k}.weight"].shape[1] + int(np.abs(t[f"gray{k}.bias"]).max()) + half < EXACT_FLOAT
+        for k in range(len(cfg.gray_strides)))
+    if exact_float:  # the full-resolution layers in float64: integers under 2^53, scaled by 2^-bits, exact
+        scale = 2.0 ** -cfg.weight_bits
+        x = gray.astype(np.float64)[:, None] - GRAY_OFFSET
+        for k, stride in enumerate(cfg.gray_strides):
+            x = unshuffle(x, stride)
+            n, c, h, w = x.shape
+            acc = np.matmul(t[f"gray{k}.weight"].astype(np.float64) * scale, x.reshape(n, c, h * w))
+            acc += ((t[f"gray{k}.bias"] + half).astype(np.float64) * scale)[None, :, None]
+            x = np.clip(np.floor(acc), 0, ACTIVATION_MAX).reshape(n, -1, h, w)
+        x = x.astype(np.int64)
+    else:
+        x = gray.astype(np.int64)[:, None] - GRAY_OFFSET
+        for k, stride in enumerate(cfg.gray_strides):
+            x = activation(conv1x1(unshuffle(x, stride), t[f"gray{k}.weight"], t[f"gray{k}.bias"]), cfg.weight_bits)
     return activation(conv3x3(x, t["gray_cell.weight"], t["gray_cell.bias"]), cfg.weight_bits)
 
 

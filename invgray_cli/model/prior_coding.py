@@ -52,43 +52,59 @@ class PlaneModel:
         self.checkerboard = cfg.checkerboard
         self.phases = ([np.flatnonzero(self.anchors), np.flatnonzero(1 - self.anchors)] if cfg.checkerboard
                        else [np.arange(rows * cols)])
-        # Per phase, everything in the phase's cells only, contiguous: one plane's step is a few
-        # small products. float64 products and sums are exact below 2^53 (ip.integer_matmul);
-        # the bounds are checked here, once, and the int64 path taken where they do not hold.
+        # Per phase, everything in the phase's cells only, contiguous: a group's step is a few
+        # small products. Where no partial sum of these integers can reach 2^53 (checked once,
+        # here) the step runs in float64, with weights and biases pre-scaled by 2^-bits and the
+        # rounding's half folded into the biases: every value is then an integer times 2^-bits,
+        # held exactly, so floor() is the integer network's rounding shift. Otherwise int64.
         in_cell = (t["planes.weight"] * ip.plane_mask(self.planes, self.hidden, self.group)) \
             .reshape(self.planes, self.hidden, 2 * self.planes)
-        out_weight = t["out.weight"].reshape(self.planes, -1, self.hidden)
-        out_bias = t["out.bias"].reshape(self.planes, -1)
+        out_weight = np.ascontiguousarray(t["out.weight"].reshape(self.planes, -1, self.hidden).transpose(0, 2, 1))
+        out_bias = t["out.bias"].reshape(self.planes, 1, -1)
+        self.spatial_weight = t["spatial.weight"] if cfg.checkerboard else None
         symbol_max = HEAD * ip.SYMBOL_GAIN
-        spatial_max = _magnitude(t["spatial.weight"]) * symbol_max * t["spatial.weight"][0].size if cfg.checkerboard else 0
-        exact = (_magnitude(in_cell) * symbol_max * 2 * self.planes + _magnitude(side) + spatial_max < ip.EXACT_FLOAT
-                 and _magnitude(out_weight) * ip.ACTIVATION_MAX * self.hidden + _magnitude(out_bias) < ip.EXACT_FLOAT)
-        self.dtype = np.float64 if exact else np.int64
-        self.in_cell = in_cell.astype(self.dtype)
-        self.out_weight_t = np.ascontiguousarray(out_weight.transpose(0, 2, 1)).astype(self.dtype)  # (P, H, A)
-        self.out_bias = out_bias.astype(self.dtype)[:, None, :]
-        # what a group's hidden units start from in each phase: the side term, plus (second
+        anchors_max = _magnitude(self.spatial_weight) * symbol_max * self.spatial_weight[0].size \
+            if cfg.checkerboard else 0
+        half = 1 << (self.bits - 1)
+        self.exact_float = (
+            _magnitude(in_cell) * symbol_max * 2 * self.planes + _magnitude(side) + anchors_max + half < ip.EXACT_FLOAT
+            and _magnitude(out_weight) * ip.ACTIVATION_MAX * self.hidden + _magnitude(out_bias) + half < ip.EXACT_FLOAT)
+        self.dtype = np.float64 if self.exact_float else np.int64
+        scale = 2.0 ** -self.bits if self.exact_float else 1
+        offset = half if self.exact_float else 0  # the int64 path adds it in round_shift
+        self.scale = scale
+        self.in_cell = in_cell.astype(self.dtype) * scale
+        self.out_weight = out_weight.astype(self.dtype) * scale
+        self.out_bias = (out_bias + offset).astype(self.dtype) * scale
+        # where a group's hidden units start from in each phase: the side term, plus (second
         # phase) the anchors' term once they are decoded
-        self.base = [np.ascontiguousarray(side[:, :, cells]).astype(self.dtype) for cells in self.phases]
+        self.base = [(np.ascontiguousarray(side[:, :, cells]) + offset).astype(self.dtype) * scale
+                     for cells in self.phases]
         self.inputs = [np.zeros((2 * self.planes, cells.size), self.dtype) for cells in self.phases]
-        self.half, self.scale = float(1 << (self.bits - 1)), 2.0 ** -self.bits
+
+    def _logits(self, phase: int, group: int) -> np.ndarray:
+        planes, seen = slice(group * self.group, (group + 1) * self.group), 2 * group * self.group
+        acc = self.base[phase][planes] + self.in_cell[planes, :, :seen] @ self.inputs[phase][:seen]
+        if self.exact_float:
+            hidden = np.clip(np.floor(acc), 0, ip.ACTIVATION_MAX)
+            logits = np.floor(hidden.transpose(0, 2, 1) @ self.out_weight[planes] + self.out_bias[planes])
+        else:
+            hidden = ip.activation(acc, self.bits)
+            logits = ip.round_shift(hidden.transpose(0, 2, 1) @ self.out_weight[planes] + self.out_bias[planes],
+                                    self.bits)
+        logits = np.clip(logits, -ip.LOGIT_MAX, ip.LOGIT_MAX).astype(np.int64)
+        return logits.reshape(-1, logits.shape[-1])
 
     def frequencies(self, phase: int, group: int) -> np.ndarray:
         """(planes of the group x cells of the phase, ALPHABET) uint32 frequencies there,
         plane-major, each row summing to 2^16."""
-        planes, seen = slice(group * self.group, (group + 1) * self.group), 2 * group * self.group
-        acc = self.base[phase][planes] + self.in_cell[planes, :, :seen] @ self.inputs[phase][:seen]
-        if self.dtype is np.float64:
-            # the integer network's rounding shift in float64: (acc + half) * 2^-bits is exact
-            # for these integers under 2^53, and so is its floor
-            hidden = np.clip(np.floor((acc + self.half) * self.scale), 0, ip.ACTIVATION_MAX)
-            out = hidden.transpose(0, 2, 1) @ self.out_weight_t[planes] + self.out_bias[planes]
-            logits = np.clip(np.floor((out + self.half) * self.scale), -ip.LOGIT_MAX, ip.LOGIT_MAX).astype(np.int64)
-        else:
-            hidden = ip.activation(acc, self.bits)
-            out = hidden.transpose(0, 2, 1) @ self.out_weight_t[planes] + self.out_bias[planes]
-            logits = np.clip(ip.round_shift(out, self.bits), -ip.LOGIT_MAX, ip.LOGIT_MAX)
-        return ip.logits_to_frequencies(logits.reshape(-1, logits.shape[-1]), axis=-1)
+        return ip.frequency_rows(self._logits(phase, group)).astype(np.uint32)
+
+    def probabilities(self, phase: int, group: int) -> np.ndarray:
+        """The same as the coder's float64 probabilities (k / 2^16: exact), in C order:
+        constriction reads the buffer row by row whatever its strides (a transposed view
+        would code, and decode, under scrambled distributions)."""
+        return np.ascontiguousarray(ip.frequency_rows(self._logits(phase, group)) * 2.0 ** -FREQUENCY_BITS)
 
     def record(self, phase: int, group: int, values: np.ndarray) -> None:
         """Take the decoded symbols of ``group`` in ``phase``'s cells (plane-major) as context from now on."""
@@ -96,14 +112,23 @@ class PlaneModel:
         first = 2 * group * self.group
         self.inputs[phase][first:first + 2 * self.group:2] = clipped
         self.inputs[phase][first + 1:first + 2 * self.group:2] = np.abs(clipped)
-        if self.checkerboard and phase == 0 and group == self.groups - 1:
-            anchored = np.zeros((2 * self.planes, self.rows * self.cols), np.int64)
-            anchored[:, self.phases[0]] = self.inputs[0]
-            groups = self.planes // self.prior.config.planes_per_channel
-            spatial = ip.conv3x3(anchored.reshape(1, 2 * self.planes, self.rows, self.cols),
-                                 self.prior.tensors["spatial.weight"], groups=groups)[0]
-            spatial = spatial.reshape(self.planes, self.hidden, self.rows * self.cols)[:, :, self.phases[1]]
-            self.base[1] = self.base[1] + spatial.astype(self.dtype)
+        if self.spatial_weight is not None and phase == 0 and group == self.groups - 1:
+            self.base[1] = self.base[1] + self._anchor_term().astype(self.dtype) * self.scale
+
+    def _anchor_term(self) -> np.ndarray:
+        """(P, H, second-phase cells) int64: the 3x3 grouped convolution of the anchors' inputs
+        (zero elsewhere and outside), evaluated only where the second phase needs it."""
+        channels = 2 * self.planes
+        anchored = np.zeros((channels, self.rows * self.cols), np.int64)
+        anchored[:, self.phases[0]] = self.inputs[0]
+        padded = np.pad(anchored.reshape(channels, self.rows, self.cols), ((0, 0), (1, 1), (1, 1)))
+        cells = self.phases[1]
+        columns = np.stack([padded[:, dy:dy + self.rows, dx:dx + self.cols].reshape(channels, -1)[:, cells]
+                            for dy in range(3) for dx in range(3)], axis=1)  # (channels, 9, cells)
+        groups = self.planes // self.prior.config.planes_per_channel
+        weight = self.spatial_weight.reshape(groups, -1, channels // groups * 9)
+        out = ip.integer_matmul(weight, columns.reshape(groups, channels // groups * 9, cells.size))
+        return out.reshape(self.planes, self.hidden, cells.size)
 
 
 def _magnitude(array: np.ndarray) -> int:
@@ -128,7 +153,7 @@ def encode_symbols(prior: IntegerPrior, gray: np.ndarray, symbols: np.ndarray, s
         for group in range(model.groups):
             group_values = values[group * model.group:(group + 1) * model.group][:, cells].ravel()
             coded = np.where(np.abs(group_values) <= HEAD, group_values + HEAD, ESCAPE).astype(np.int32)
-            encoder.encode(coded, _FAMILY, _probabilities(model.frequencies(phase, group)))
+            encoder.encode(coded, _FAMILY, model.probabilities(phase, group))
             for value in group_values[coded == ESCAPE]:
                 encode_escape(encoder, int(value), _escape_prefix())
             model.record(phase, group, group_values)
@@ -151,7 +176,7 @@ def decode_symbols(prior: IntegerPrior, gray: np.ndarray, payload: bytes, shape:
             if not cells.size:
                 continue
             for group in range(model.groups):
-                coded = decoder.decode(_FAMILY, _probabilities(model.frequencies(phase, group))).astype(np.int64)
+                coded = decoder.decode(_FAMILY, model.probabilities(phase, group)).astype(np.int64)
                 group_values = coded - HEAD
                 for index in np.flatnonzero(coded == ESCAPE):
                     group_values[index] = decode_escape(decoder, _escape_prefix())
@@ -160,14 +185,6 @@ def decode_symbols(prior: IntegerPrior, gray: np.ndarray, payload: bytes, shape:
     except (RuntimeError, ValueError, AssertionError) as error:
         raise EntropyCodingError(f"range-coded payload does not decode ({error})") from None
     return out.reshape(shape)
-
-
-def _probabilities(frequencies: np.ndarray) -> np.ndarray:
-    """Frequencies as the coder's probabilities: k / 2^16 is exact in float64, and constriction
-    quantises the same float64 values the same way on every machine. C order: constriction
-    reads the buffer row by row whatever its strides (a transposed view codes, and decodes,
-    under scrambled distributions)."""
-    return np.ascontiguousarray(frequencies, np.float64) / float(1 << FREQUENCY_BITS)
 
 
 __all__ = ["PlaneModel", "decode_symbols", "encode_symbols"]
