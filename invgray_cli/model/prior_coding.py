@@ -11,9 +11,10 @@ format 2 codes them but with the prior's fixed prefix table.
 then, and in parts, so that decoding is one small step per (phase, group) instead of
 the whole network each time:
 
-* the gray features and the rate feature, once (``side``);
+* the gray features and the rate feature, once (each phase's ``base``);
 * the groups of planes decoded before in the same cell (a product with the masked in-cell weights);
-* for the second phase, the anchors' 3x3 neighbourhood, once the anchors are decoded.
+* for the second phase, the anchors' 3x3 neighbourhood, once the anchors are decoded
+  (added to its ``base``).
 
 Its integers equal :func:`integer_prior.frequencies` on the whole symbol array
 (``tests/test_prior_coding.py``), and both sides of the coder use it, so encoder and
@@ -135,10 +136,6 @@ def _magnitude(array: np.ndarray) -> int:
     return int(np.abs(array).max()) if array.size else 0
 
 
-def _escape_prefix() -> np.ndarray:
-    return ip.ESCAPE_PREFIX
-
-
 def encode_symbols(prior: IntegerPrior, gray: np.ndarray, symbols: np.ndarray, step: float) -> bytes:
     """Range-code (planes, rows, cols) integer symbols given the decoded ``gray`` (H, W) uint8."""
     planes, rows, cols = symbols.shape
@@ -155,7 +152,7 @@ def encode_symbols(prior: IntegerPrior, gray: np.ndarray, symbols: np.ndarray, s
             coded = np.where(np.abs(group_values) <= HEAD, group_values + HEAD, ESCAPE).astype(np.int32)
             encoder.encode(coded, _FAMILY, model.probabilities(phase, group))
             for value in group_values[coded == ESCAPE]:
-                encode_escape(encoder, int(value), _escape_prefix())
+                encode_escape(encoder, int(value), ip.ESCAPE_PREFIX)
             model.record(phase, group, group_values)
     return encoder.get_compressed().astype("<u4").tobytes()
 
@@ -179,7 +176,7 @@ def decode_symbols(prior: IntegerPrior, gray: np.ndarray, payload: bytes, shape:
                 coded = decoder.decode(_FAMILY, model.probabilities(phase, group)).astype(np.int64)
                 group_values = coded - HEAD
                 for index in np.flatnonzero(coded == ESCAPE):
-                    group_values[index] = decode_escape(decoder, _escape_prefix())
+                    group_values[index] = decode_escape(decoder, ip.ESCAPE_PREFIX)
                 out[group * model.group:(group + 1) * model.group, cells] = group_values.reshape(model.group, -1)
                 model.record(phase, group, group_values)
     except (RuntimeError, ValueError, AssertionError) as error:
