@@ -10,6 +10,7 @@ from invgray_cli import decode, decode_array, encode
 from invgray_cli.codec import GrayMismatchError
 from invgray_cli.engines.registry import default_model_id
 from invgray_cli.format.container import OVERHEAD, InvalidResidualError, read_residual
+from invgray_cli.imaging import gray as gray_module
 from invgray_cli.imaging.gray import decode_gray
 from invgray_cli.imaging.metrics import psnr
 
@@ -32,6 +33,21 @@ def test_gray_is_exactly_pillow_luma_when_lossless(small_rgb: np.ndarray) -> Non
         assert image.format == "PNG" and image.mode == "L"
         expected = np.asarray(Image.fromarray(small_rgb).convert("L"))
         assert np.array_equal(np.asarray(image), expected)
+
+
+@pytest.mark.parametrize("with_oxipng", [True, False])
+def test_png_gray_keeps_pixels_type_and_metadata_with_or_without_oxipng(
+        small_rgb: np.ndarray, monkeypatch: pytest.MonkeyPatch, with_oxipng: bool) -> None:
+    monkeypatch.setattr(gray_module, "oxipng_available", lambda: with_oxipng)
+    luma = np.asarray(Image.fromarray(small_rgb).convert("L"))
+    exif, xmp = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00", b"<x:xmpmeta>invgray</x:xmpmeta>"
+    data = gray_module.encode_gray(luma, "png", exif=exif, xmp=xmp)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG" and image.mode == "L" and np.array_equal(np.asarray(image), luma)
+    assert gray_module.gray_metadata(data) == (exif, xmp)
+    if with_oxipng:  # the recompressed file is the smaller one
+        monkeypatch.setattr(gray_module, "oxipng_available", lambda: False)
+        assert len(data) < len(gray_module.encode_gray(luma, "png", exif=exif, xmp=xmp))
 
 
 def test_gray_is_a_baseline_grayscale_jpeg(small_rgb: np.ndarray) -> None:
