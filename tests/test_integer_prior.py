@@ -152,3 +152,17 @@ def test_ideal_bits_are_minus_log2_of_the_frequencies(tmp_path: Path) -> None:
     loaded = IntegerPrior.load(tmp_path / "prior.npz")
     assert loaded.config == prior.config
     assert np.array_equal(frequencies(loaded, gray, symbols, 2.0), freq.astype(np.uint32))
+
+
+def test_frequency_rows_in_float64_equal_the_integer_division() -> None:
+    from invgray_cli.model.integer_prior import LOGIT_MAX, frequency_rows
+
+    rng = np.random.default_rng(11)
+    z = np.concatenate([rng.integers(-LOGIT_MAX, LOGIT_MAX + 1, (20000, ALPHABET)),
+                        rng.integers(-40, 41, (20000, ALPHABET)),  # near-flat rows: many ties
+                        np.zeros((1, ALPHABET), np.int64), np.full((1, ALPHABET), LOGIT_MAX)])
+    z[-3, 5] = LOGIT_MAX  # one dominant entry
+    weights = exp_table(z - z.max(axis=1, keepdims=True))
+    expected = 1 + weights * ((1 << FREQUENCY_BITS) - ALPHABET) // weights.sum(axis=1, keepdims=True)
+    expected[np.arange(len(z)), weights.argmax(axis=1)] += (1 << FREQUENCY_BITS) - expected.sum(axis=1)
+    assert np.array_equal(frequency_rows(z), expected)

@@ -31,6 +31,23 @@ def test_group_by_group_frequencies_are_the_priors(options: dict) -> None:
             model.record(phase, group, flat[planes][:, cells].ravel())
 
 
+@pytest.mark.parametrize("group", [1, 4])
+def test_the_encoders_one_pass_equals_the_decoders_steps(group: int) -> None:
+    prior = random_prior(3, plane_group=group)
+    gray, symbols = random_inputs(4, n=1)
+    _, rows, cols = symbols[0].shape
+    stepwise, whole = PlaneModel(prior, gray[0], 1.5, rows, cols), PlaneModel(prior, gray[0], 1.5, rows, cols)
+    flat = symbols[0].reshape(PLANES, -1)
+    expected = []
+    for phase, cells in enumerate(stepwise.phases):
+        for g in range(PLANES // group):
+            part = flat[g * group:(g + 1) * group][:, cells].ravel()
+            expected.append(stepwise.probabilities(phase, g))
+            stepwise.record(phase, g, part)
+            whole.record(phase, g, part)
+    assert np.array_equal(np.concatenate(expected), np.concatenate([whole.probabilities(p) for p in (0, 1)]))
+
+
 def test_weights_too_large_for_float64_take_the_integer_path() -> None:
     prior = random_prior(3)
     prior.tensors["out.weight"] = prior.tensors["out.weight"] << 35  # partial sums past 2^53

@@ -218,7 +218,7 @@ def exp_table(d: np.ndarray) -> np.ndarray:
     return EXP_BASE[e % LOGIT_SCALE] >> np.minimum(e // LOGIT_SCALE, EXP_MAX_SHIFT)
 
 
-_EXP_LOOKUP = exp_table(np.arange(-2 * LOGIT_MAX, 1))  # every difference of two clipped logits
+_EXP_LOOKUP_FLOAT = exp_table(np.arange(-2 * LOGIT_MAX, 1)).astype(np.float64)  # every difference of two clipped logits
 
 
 def logits_to_frequencies(z: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -230,12 +230,19 @@ def logits_to_frequencies(z: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def frequency_rows(z: np.ndarray) -> np.ndarray:
-    """:func:`logits_to_frequencies` of (rows, alphabet) int64 logits, as int64."""
+    """:func:`logits_to_frequencies` of (rows, alphabet) int64 logits, as int64.
+
+    In float64, exactly: every weight is an integer of at most 2^24, so the products with the
+    room (under 2^16) are exact below 2^40 and the row sums below 2^53; the quotient by a sum
+    b >= 2^24 is within 2^-37 of the true one, while a true quotient that is not an integer
+    lies at least 1/b >= 2^-29 from one, so its floor is the integer division's."""
     d = z - z.max(axis=1, keepdims=True)
-    weights = _EXP_LOOKUP[d + 2 * LOGIT_MAX] if d.size and d.min() >= -2 * LOGIT_MAX else exp_table(d)
-    freq = 1 + weights * ((1 << FREQUENCY_BITS) - z.shape[1]) // weights.sum(axis=1, keepdims=True)
+    weights = _EXP_LOOKUP_FLOAT[d + 2 * LOGIT_MAX] if d.size and d.min() >= -2 * LOGIT_MAX \
+        else exp_table(d).astype(np.float64)
+    room = float((1 << FREQUENCY_BITS) - z.shape[1])
+    freq = 1 + np.floor(weights * room / weights.sum(axis=1, keepdims=True))
     freq[np.arange(len(freq)), weights.argmax(axis=1)] += (1 << FREQUENCY_BITS) - freq.sum(axis=1)
-    return freq
+    return freq.astype(np.int64)
 
 
 # ------------------------------------------------------------------ the network

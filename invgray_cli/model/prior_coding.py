@@ -83,8 +83,14 @@ class PlaneModel:
                      for cells in self.phases]
         self.inputs = [np.zeros((2 * self.planes, cells.size), self.dtype) for cells in self.phases]
 
-    def _logits(self, phase: int, group: int) -> np.ndarray:
-        planes, seen = slice(group * self.group, (group + 1) * self.group), 2 * group * self.group
+    def _logits(self, phase: int, group: int | None = None) -> np.ndarray:
+        """(planes x cells, ALPHABET) int64 logits of one group, or of every plane at once
+        (``group=None``: the encoder, which knows every symbol; the in-cell weights' mask
+        makes the unseen planes' terms exact zeros)."""
+        if group is None:
+            planes, seen = slice(None), 2 * self.planes
+        else:
+            planes, seen = slice(group * self.group, (group + 1) * self.group), 2 * group * self.group
         acc = self.base[phase][planes] + self.in_cell[planes, :, :seen] @ self.inputs[phase][:seen]
         if self.exact_float:
             hidden = np.clip(np.floor(acc), 0, ip.ACTIVATION_MAX)
@@ -101,10 +107,11 @@ class PlaneModel:
         plane-major, each row summing to 2^16."""
         return ip.frequency_rows(self._logits(phase, group)).astype(np.uint32)
 
-    def probabilities(self, phase: int, group: int) -> np.ndarray:
+    def probabilities(self, phase: int, group: int | None = None) -> np.ndarray:
         """The same as the coder's float64 probabilities (k / 2^16: exact), in C order:
         constriction reads the buffer row by row whatever its strides (a transposed view
-        would code, and decode, under scrambled distributions)."""
+        would code, and decode, under scrambled distributions). ``group=None``: every plane
+        of the phase at once, plane-major, once every symbol is recorded (the encoder)."""
         return np.ascontiguousarray(ip.frequency_rows(self._logits(phase, group)) * 2.0 ** -FREQUENCY_BITS)
 
     def record(self, phase: int, group: int, values: np.ndarray) -> None:
@@ -143,17 +150,23 @@ def encode_symbols(prior: IntegerPrior, gray: np.ndarray, symbols: np.ndarray, s
         raise ValueError(f"{planes} symbol planes, a prior for {prior.config.planes}")
     model = PlaneModel(prior, gray, step, rows, cols)
     values = symbols.reshape(planes, rows * cols).astype(np.int64)
+    # The encoder knows every symbol: it records them all, then evaluates each phase's planes
+    # in one pass (the same integers as the decoder's group-by-group steps)
+    for phase, cells in enumerate(model.phases):
+        for group in range(model.groups):
+            model.record(phase, group, values[group * model.group:(group + 1) * model.group][:, cells].ravel())
     encoder = constriction.stream.queue.RangeEncoder()
     for phase, cells in enumerate(model.phases):
         if not cells.size:
             continue
+        probabilities = model.probabilities(phase)
+        rows_per_group = model.group * cells.size
         for group in range(model.groups):
             group_values = values[group * model.group:(group + 1) * model.group][:, cells].ravel()
             coded = np.where(np.abs(group_values) <= HEAD, group_values + HEAD, ESCAPE).astype(np.int32)
-            encoder.encode(coded, _FAMILY, model.probabilities(phase, group))
+            encoder.encode(coded, _FAMILY, probabilities[group * rows_per_group:(group + 1) * rows_per_group])
             for value in group_values[coded == ESCAPE]:
                 encode_escape(encoder, int(value), ip.ESCAPE_PREFIX)
-            model.record(phase, group, group_values)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
