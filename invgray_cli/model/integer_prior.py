@@ -236,13 +236,21 @@ def frequency_rows(z: np.ndarray) -> np.ndarray:
     room (under 2^16) are exact below 2^40 and the row sums below 2^53; the quotient by a sum
     b >= 2^24 is within 2^-37 of the true one, while a true quotient that is not an integer
     lies at least 1/b >= 2^-29 from one, so its floor is the integer division's."""
+    return frequency_rows_float(np.asarray(z, np.int64)).astype(np.int64)
+
+
+def frequency_rows_float(z: np.ndarray) -> np.ndarray:
+    """:func:`frequency_rows` of integer logits held in any integer or float64 array, as
+    float64 integers (the coder's path: no conversions on the way)."""
     d = z - z.max(axis=1, keepdims=True)
-    weights = _EXP_LOOKUP_FLOAT[d + 2 * LOGIT_MAX] if d.size and d.min() >= -2 * LOGIT_MAX \
-        else exp_table(d).astype(np.float64)
+    if d.size and d.min() >= -2 * LOGIT_MAX:
+        weights = _EXP_LOOKUP_FLOAT[(d + 2 * LOGIT_MAX).astype(np.intp)]
+    else:
+        weights = exp_table(d.astype(np.int64)).astype(np.float64)
     room = float((1 << FREQUENCY_BITS) - z.shape[1])
     freq = 1 + np.floor(weights * room / weights.sum(axis=1, keepdims=True))
     freq[np.arange(len(freq)), weights.argmax(axis=1)] += (1 << FREQUENCY_BITS) - freq.sum(axis=1)
-    return freq.astype(np.int64)
+    return freq
 
 
 # ------------------------------------------------------------------ the network

@@ -84,7 +84,7 @@ class PlaneModel:
         self.inputs = [np.zeros((2 * self.planes, cells.size), self.dtype) for cells in self.phases]
 
     def _logits(self, phase: int, group: int | None = None) -> np.ndarray:
-        """(planes x cells, ALPHABET) int64 logits of one group, or of every plane at once
+        """(planes x cells, ALPHABET) integer logits of one group, or of every plane at once
         (``group=None``: the encoder, which knows every symbol; the in-cell weights' mask
         makes the unseen planes' terms exact zeros)."""
         if group is None:
@@ -99,20 +99,20 @@ class PlaneModel:
             hidden = ip.activation(acc, self.bits)
             logits = ip.round_shift(hidden.transpose(0, 2, 1) @ self.out_weight[planes] + self.out_bias[planes],
                                     self.bits)
-        logits = np.clip(logits, -ip.LOGIT_MAX, ip.LOGIT_MAX).astype(np.int64)
+        logits = np.clip(logits, -ip.LOGIT_MAX, ip.LOGIT_MAX)  # integers, in float64 or int64
         return logits.reshape(-1, logits.shape[-1])
 
     def frequencies(self, phase: int, group: int) -> np.ndarray:
         """(planes of the group x cells of the phase, ALPHABET) uint32 frequencies there,
         plane-major, each row summing to 2^16."""
-        return ip.frequency_rows(self._logits(phase, group)).astype(np.uint32)
+        return ip.frequency_rows_float(self._logits(phase, group)).astype(np.uint32)
 
     def probabilities(self, phase: int, group: int | None = None) -> np.ndarray:
         """The same as the coder's float64 probabilities (k / 2^16: exact), in C order:
         constriction reads the buffer row by row whatever its strides (a transposed view
         would code, and decode, under scrambled distributions). ``group=None``: every plane
         of the phase at once, plane-major, once every symbol is recorded (the encoder)."""
-        return np.ascontiguousarray(ip.frequency_rows(self._logits(phase, group)) * 2.0 ** -FREQUENCY_BITS)
+        return np.ascontiguousarray(ip.frequency_rows_float(self._logits(phase, group)) * 2.0 ** -FREQUENCY_BITS)
 
     def record(self, phase: int, group: int, values: np.ndarray) -> None:
         """Take the decoded symbols of ``group`` in ``phase``'s cells (plane-major) as context from now on."""
