@@ -50,13 +50,10 @@ from invgray_cli.model.prior_coding import decode_symbols, encode_symbols
 T = TypeVar("T")
 
 
-REPEAT = 3
-
-
-def timed(function: Callable[..., T], *args: object) -> tuple[T, float]:
-    """The result and the median time in ms of REPEAT calls."""
+def timed(repeat: int, function: Callable[..., T], *args: object) -> tuple[T, float]:
+    """The result and the median time in ms of ``repeat`` calls."""
     times = []
-    for _ in range(REPEAT):
+    for _ in range(repeat):
         started = time.perf_counter()
         result = function(*args)
         times.append(1000 * (time.perf_counter() - started))
@@ -73,8 +70,6 @@ def main() -> None:
     parser.add_argument("--against", default=None, help="model id (default: the bundled default, invgray-v1.4)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per figure (the median)")
     args = parser.parse_args()
-    global REPEAT
-    REPEAT = args.repeat
     torch.set_num_threads(1)
     blob = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     v2 = conditional_from_weights(blob).net
@@ -90,19 +85,19 @@ def main() -> None:
         for step in args.steps:
             symbols = analyse_image(v2, rgb, gray, step)
             restored = synthesise_image(v2, gray, symbols, step)
-            payload, encode_ms = timed(encode_symbols, prior, gray, symbols, step)
-            decoded, decode_ms = timed(decode_symbols, prior, gray, payload, symbols.shape, step)
+            payload, encode_ms = timed(args.repeat, encode_symbols, prior, gray, symbols, step)
+            decoded, decode_ms = timed(args.repeat, decode_symbols, prior, gray, payload, symbols.shape, step)
             assert np.array_equal(decoded, symbols), f"{path.name}: v2 symbols do not survive the coder"
             ideal = float(ideal_bits(prior, pad_gray(gray)[None], symbols[None], step)[0])
             rows.setdefault(("v2 " + args.checkpoint.parent.name, step), []).append(
                 [psnr(rgb, restored), 8 * len(payload) / pixels, ideal / pixels, encode_ms, decode_ms])
             symbols = analyse_image(v1, rgb, gray, step)
             restored = synthesise_image(v1, gray, symbols, step)
-            payload, encode_ms = timed(encode_v1, symbols, step, tables)
-            decoded, decode_ms = timed(decode_v1, payload, symbols.shape, step, tables)
+            payload, encode_ms = timed(args.repeat, encode_v1, symbols, step, tables)
+            decoded, decode_ms = timed(args.repeat, decode_v1, payload, symbols.shape, step, tables)
             assert np.array_equal(decoded, symbols)
             pair = encode(rgb, step=step, quality=args.quality)
-            _, whole_ms = timed(decode_array, pair.gray, pair.residual)
+            _, whole_ms = timed(args.repeat, decode_array, pair.gray, pair.residual)
             rows.setdefault((args.against, step), []).append(
                 [psnr(rgb, restored), 8 * len(payload) / pixels, float("nan"), encode_ms, decode_ms, whole_ms])
             v2_row = rows[("v2 " + args.checkpoint.parent.name, step)][-1]
