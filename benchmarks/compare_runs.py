@@ -24,7 +24,7 @@ from bjontegaard import (  # a sibling script: benchmarks/ is on sys.path when r
 from invgray_cli.format.entropy import EntropyTables
 from invgray_cli.training.checkpoints import read_checkpoint
 from invgray_cli.training.data import list_images, load_rgb
-from invgray_cli.training.validation import validate
+from invgray_cli.training.validation import table_coder, validate
 
 DEFAULT_VAL = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "val" / "cbsd68"
 # inside the training step range [0.5, 4] and its well-visited rate classes: a class the
@@ -34,7 +34,7 @@ DEFAULT_STEPS = [0.7, 1.0, 1.5, 2.0, 3.0]
 
 def curve(run: Path, images: list, steps: list[float], quality: int) -> list[dict[str, float]]:
     model, blob = read_checkpoint(run / "last.pt")
-    payload_bytes = EntropyTables.load(run / "tables.entropy.npz").coded_size
+    payload_bytes = table_coder(EntropyTables.load(run / "tables.entropy.npz"))
     points = []
     for step in steps:
         figures = validate(model, images, quality, step, payload_bytes)

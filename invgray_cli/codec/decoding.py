@@ -2,8 +2,9 @@
 
 The residual names its model; the model is resolved once (:func:`model_spec`), and the
 symbols, the engine and the checks all come from that one spec. A gray that another
-program re-saved since encoding decodes best effort, with a warning; a residual made
-for another gray is refused.
+program re-saved since encoding decodes best effort, with a warning, where the format
+allows it; a residual made for another gray, or one whose refinement layer or
+probabilities need the exact gray (a refinement layer, format 4), is refused.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from invgray_cli.format import embedding
 from invgray_cli.format.entropy import EntropyCodingError
 from invgray_cli.format.container import (
     RECOMPRESSION_TOLERANCE,
-    REFINED,
     GrayMismatchError,
     InvalidResidualError,
     Residual,
@@ -79,12 +79,16 @@ def decode_photo(gray: bytes | Image.Image | np.ndarray, residual: bytes | None 
     notes: list[str] = []
     if header.gray_fingerprint != gray_fingerprint(pixels):
         distance = signature_distance(header.gray_signature, gray_signature(pixels))
-        if header.version == REFINED:  # its corrections are integers of these very pixels
+        if header.refined:  # its corrections are integers of these very pixels
             raise GrayMismatchError("residual has a refinement layer for other gray pixels (the gray was "
                                     "changed or re-saved since encoding; a refinement needs the exact gray)")
         if distance > RECOMPRESSION_TOLERANCE:
             raise GrayMismatchError("residual does not belong to this gray image (gray pixels differ "
                                     "from the ones it was encoded with)")
+        if header.exact_gray_only:  # its probabilities are computed from these very pixels
+            raise GrayMismatchError("gray was re-saved or changed since encoding, and this residual "
+                                    f"(format {header.version}) was coded given the exact gray pixels: "
+                                    "decode with the gray file invgray wrote")
         notes.append("gray pixels differ slightly from the encoded ones (re-compressed?): "
                      "best-effort decode, colour may be less accurate")
         warnings.warn(notes[-1], GrayRecompressedWarning, stacklevel=2)
@@ -112,12 +116,12 @@ def _restore_colour(header: Residual, pixels: np.ndarray, device: str | torch.de
         raise InvalidResidualError(f"residual declares {header.planes} symbol planes of {header.cell} px cells, "
                                    f"model {header.model_id} uses {engine.symbol_planes} of "
                                    f"{engine.symbol_stride} px")
-    symbols = read_symbols(header, spec)
+    symbols = read_symbols(header, spec, pixels)
     if batcher is not None:
         prediction = batcher.synthesise(pixels, symbols, header.step)
     else:
         prediction = engine.synthesise(pixels, symbols, header.step)
-    return _refined(header, pixels, prediction) if header.version == REFINED else prediction
+    return _refined(header, pixels, prediction) if header.refined else prediction
 
 
 def _refined(header: Residual, pixels: np.ndarray, prediction: np.ndarray | None) -> np.ndarray:

@@ -30,6 +30,7 @@ from invgray_cli.engines.engine import Engine, analyse, device_name, engine_for
 from invgray_cli.engines.registry import bundled_spec, model_spec
 from invgray_cli.format import embedding
 from invgray_cli.format.container import (
+    CONDITIONAL,
     FLAG_MONOCHROME,
     MAX_PIXELS,
     MAX_SIDE,
@@ -65,7 +66,7 @@ class Encoded:
     gray_note: str = ""  # why a JPEG input's luma was re-encoded rather than kept, when it was
     step: float = 0.0  # the quantisation step recorded in the residual
     model_id: str = ""
-    refinement: tuple[int, int] | None = None  # (space, step) of a format-3 refinement layer
+    refinement: tuple[int, int] | None = None  # (space, step) of a refinement layer
 
     def embedded(self) -> bytes:
         """The single-file form: the gray image with the residual inside it."""
@@ -133,18 +134,21 @@ class Prepared:
     def encoded(self, engine: Engine, step: float, symbols: np.ndarray | None,
                 refinement: Refinement | None = None) -> Encoded:
         """The gray and residual files for these symbols (None: a gray photo, or a refinement
-        in the RGB space alone), with a format-3 ``refinement`` layer when one is given."""
+        in the RGB space alone), with a ``refinement`` layer when one is given (format 3, or
+        format 4's refinement section for a model that writes format 4)."""
         if self.pending is not None:
             raise RuntimeError("Prepared.encoded before settled(): the gray file is still being made")
         height, width = self.decoded_gray.shape
         stored_step = float(np.float32(step))
-        version, payload, raw_size = symbol_payload(bundled_spec(engine.model_id), symbols, stored_step)
+        version, payload, raw_size = symbol_payload(bundled_spec(engine.model_id), symbols, stored_step,
+                                                    self.decoded_gray)
         refined = refinement is not None and not self.photo.is_gray
         if refined:
-            if symbols is not None and version != RANGE_CODED:
-                raise ValueError(f"a refinement layer builds on range-coded symbols (format {RANGE_CODED}); "
-                                 f"model {engine.model_id} writes format {version}")
-            version = REFINED
+            if symbols is not None and version not in (RANGE_CODED, CONDITIONAL):
+                raise ValueError(f"a refinement layer builds on range-coded symbols (format {RANGE_CODED} or "
+                                 f"{CONDITIONAL}); model {engine.model_id} writes format {version}")
+            if symbols is None or version == RANGE_CODED:  # format 4 carries its layer under a flag
+                version = REFINED
         residual = Residual(
             engine.model_id, width, height, engine.symbol_planes, engine.symbol_stride, stored_step,
             gray_fingerprint(self.decoded_gray), gray_signature(self.decoded_gray),
@@ -160,7 +164,7 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Refinement:
-    """A format-3 refinement layer, coded (:mod:`invgray_cli.codec.refinement`)."""
+    """A refinement layer, coded (:mod:`invgray_cli.codec.refinement`)."""
 
     space: int
     step: int
@@ -309,7 +313,8 @@ def check_refinable(model_id: str) -> None:
     spec = bundled_spec(model_id)
     if spec is None or spec.format_version != RANGE_CODED:
         raise ValueError(f"effort above {DEFAULT_EFFORT} needs a bundled model with entropy tables "
-                         f"(residual format {RANGE_CODED}); model {model_id} has none")
+                         f"(residual format {RANGE_CODED}); model {model_id} writes format "
+                         f"{spec.format_version if spec else 1}")
 
 
 def refined_symbols(engine: Engine, prepared: Prepared, step: float, symbols: np.ndarray, effort: int,

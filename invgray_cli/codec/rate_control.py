@@ -38,7 +38,7 @@ from invgray_cli.codec.encoding import Refinement
 from invgray_cli.codec.refinement import SPACE_CHROMA, SPACE_RGB, encode_chroma, encode_exact
 from invgray_cli.engines.engine import Engine, engine_for
 from invgray_cli.engines.registry import bundled_spec, model_spec
-from invgray_cli.format.container import RANGE_CODED
+from invgray_cli.format.container import CONDITIONAL, RANGE_CODED
 from invgray_cli.engines.tiling import quantise
 from invgray_cli.imaging.gray import GrayFormat
 from invgray_cli.imaging.images import Photo
@@ -291,7 +291,7 @@ def encode_to_target(image: Photo | Image.Image | np.ndarray, *, target_psnr: fl
     best, met = search(trials, target_psnr, max_bytes)
     tries = len(trials.trials)
     spec = bundled_spec(engine.model_id)
-    refinable = not trials.monochrome and spec is not None and spec.format_version == RANGE_CODED
+    refinable = not trials.monochrome and spec is not None and spec.format_version in (RANGE_CODED, CONDITIONAL)
     at_finest = best.step == float(np.float32(STEP_RANGE[0]))
     if refinable and ((target_psnr is not None and not met) or (max_bytes is not None and met and at_finest)):
         layers = RefinementTrials(trials)

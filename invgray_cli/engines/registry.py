@@ -5,7 +5,7 @@ The weights ship as the ``invgray_models`` package (the repository's ``models/``
 folder). ``models/registry.json`` lists every model this release can decode, by id; a
 network's id is the first 16 hex digits of SHA-256 over its tensors (names, dtypes,
 shapes and bytes, in name order), and a model that codes with entropy tables (format 2)
-hashes the tables in too, so an id changes whenever a weight or a table does and is
+or with a probability model that reads the gray (format 4) hashes those in too, so an id changes whenever a weight or a table does and is
 checked on every load. The registry is read once per process and each model resolved
 once: a decode asks for its model's spec and finds everything there.
 """
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # numpy and torch load lazily: --version and --help read the 
     import torch  # never needs torch
 
     from invgray_cli.format.entropy import EntropyTables
+    from invgray_cli.model.integer_prior import IntegerPrior
     from invgray_cli.model.network import InvGrayNet
 
 REGISTRY_FILE = "registry.json"
@@ -88,12 +89,16 @@ class ModelSpec:
     onnx: Mapping[str, Any] | None  # the ONNX graphs and their geometry, for the onnxruntime engine
     tables_file: str | None  # the frozen entropy tables of a format-2 model
     config: Mapping[str, Any] | None = None  # the network's configuration, for a model kept for decoding only
+    prior_file: str | None = None  # the integer probability model of a format-4 model
 
     @property
     def format_version(self) -> int:
-        """The residual format its files are written in: range-coded with tables, else packed."""
-        from invgray_cli.format.container import PACKED, RANGE_CODED
+        """The residual format its files are written in: range-coded under a prior that reads
+        the gray, range-coded with tables, else packed."""
+        from invgray_cli.format.container import CONDITIONAL, PACKED, RANGE_CODED
 
+        if self.prior_file is not None:
+            return CONDITIONAL
         return RANGE_CODED if self.tables_file is not None else PACKED
 
     @property
@@ -122,6 +127,10 @@ class ModelSpec:
         """The frozen tables of a format-2 model, checked against its id."""
         return _tables(self)
 
+    def prior(self) -> IntegerPrior:
+        """The integer probability model of a format-4 model, checked against its id."""
+        return _prior(self)
+
     def network(self, device: torch.device | str = "cpu") -> InvGrayNet:
         """The torch network, in eval mode (one copy per device, checked against its id)."""
         import torch
@@ -146,7 +155,7 @@ def _spec(model_id: str) -> ModelSpec:
     entry = entries[model_id]
     return ModelSpec(model_id, entry.get("name", model_id), entry.get("network", model_id),
                      dict(entry.get("levels", {"default": 1.0})), entry.get("file"), entry.get("onnx"),
-                     entry.get("entropy"), entry.get("config"))
+                     entry.get("entropy"), entry.get("config"), entry.get("prior"))
 
 
 def bundled_spec(model_id: str) -> ModelSpec | None:
@@ -169,10 +178,11 @@ def load_model(model_id: str | None = None, device: torch.device | str = "cpu") 
     return model_spec(model_id).network(device)
 
 
-def combined_id(network_id: str, tables: EntropyTables) -> str:
-    """A model's id when it codes with entropy tables (format 2): the network's id and
-    the tables, hashed together, so a file names the exact tables that coded it."""
-    return hashlib.sha256(bytes.fromhex(network_id) + tables.digest()).hexdigest()[:16]
+def combined_id(network_id: str, coder: EntropyTables | IntegerPrior) -> str:
+    """A model's id when it codes with entropy tables (format 2) or an integer prior
+    (format 4): the network's id and the coder's digest, hashed together, so a file names
+    the exact probabilities that coded it."""
+    return hashlib.sha256(bytes.fromhex(network_id) + coder.digest()).hexdigest()[:16]
 
 
 def weights_id(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -200,6 +210,21 @@ def _tables(spec: ModelSpec) -> EntropyTables:
 
 
 @lru_cache(maxsize=4)
+def _prior(spec: ModelSpec) -> IntegerPrior:
+    from invgray_cli.model.integer_prior import IntegerPrior
+
+    if spec.prior_file is None:
+        raise UnknownModelError(f"model {spec.model_id} has no integer prior (it writes format {spec.format_version})")
+    try:
+        prior = IntegerPrior.load(models_dir() / spec.prior_file)
+    except (OSError, ValueError, KeyError, SyntaxError) as exc:
+        raise UnknownModelError(f"bundled prior of model {spec.model_id} is damaged ({exc})") from None
+    if combined_id(spec.network_id, prior) != spec.model_id:
+        raise UnknownModelError(f"bundled prior of model {spec.model_id} is damaged (hash mismatch)")
+    return prior
+
+
+@lru_cache(maxsize=4)
 def _network(spec: ModelSpec) -> InvGrayNet:
     if spec.weights_file is not None:
         model = _whole_network(spec)
@@ -209,6 +234,8 @@ def _network(spec: ModelSpec) -> InvGrayNet:
         raise UnknownModelError(f"model {spec.model_id} ships without torch weights")
     if spec.tables_file is not None:
         spec.tables()
+    if spec.prior_file is not None:
+        spec.prior()
     model.model_id = spec.model_id
     return model
 

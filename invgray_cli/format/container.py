@@ -20,7 +20,11 @@ MAGIC = RESIDUAL_MAGIC
 PACKED = 1  # format 1: the payload is zstd-packed symbols (invgray_cli.format.packing)
 RANGE_CODED = 2  # format 2: the payload is range-coded 32-bit words (invgray_cli.format.entropy), not zstd
 REFINED = 3  # format 3: format 2 plus a refinement section (invgray_cli.format.refinement)
-SUPPORTED_VERSIONS = (PACKED, RANGE_CODED, REFINED)
+# format 4: range-coded under a probability model that reads the gray (invgray_cli.model.prior_coding),
+# with a refinement section where FLAG_REFINEMENT says so
+CONDITIONAL = 4
+SUPPORTED_VERSIONS = (PACKED, RANGE_CODED, REFINED, CONDITIONAL)
+WORD_CODED = (RANGE_CODED, REFINED, CONDITIONAL)  # payloads of whole 32-bit words, no raw size
 MAX_SIDE = 1 << 18
 MAX_PIXELS = 1 << 28  # 268 megapixels, above Pillow's own decompression-bomb limit
 MAX_PLANES = 1024
@@ -29,7 +33,8 @@ MAX_STEP = 1000.0
 FLAG_MONOCHROME = 0x0001  # the photo was gray: no payload, it decodes to its gray
 FLAG_ALPHA = 0x0002  # an alpha-plane section follows the payload
 FLAG_ICC = 0x0004  # an ICC-profile section follows (after the alpha section, if any)
-KNOWN_FLAGS = FLAG_MONOCHROME | FLAG_ALPHA | FLAG_ICC
+FLAG_REFINEMENT = 0x0008  # format 4: a refinement section follows the payload (format 3 always has one)
+KNOWN_FLAGS = FLAG_MONOCHROME | FLAG_ALPHA | FLAG_ICC | FLAG_REFINEMENT
 MAX_ICC_SIZE = 4 << 20
 _SECTION_LENGTH = struct.Struct("<I")
 _REFINEMENT = struct.Struct("<BBI")  # space, step, payload length
@@ -64,20 +69,31 @@ class Residual:
     gray_signature: bytes  # 16 bytes, coarse block means (recognises a re-compressed gray)
     raw_size: int
     payload: bytes
-    version: int = 1  # format 1: zstd payload (packing.py); 2: range-coded (entropy.py)
-    flags: int = 0  # FLAG_MONOCHROME; FLAG_ALPHA and FLAG_ICC follow from the fields below
+    version: int = 1  # format 1: zstd payload (packing.py); 2: range-coded (entropy.py); 4: prior_coding.py
+    flags: int = 0  # FLAG_MONOCHROME; FLAG_ALPHA, FLAG_ICC and FLAG_REFINEMENT follow from the fields below
     alpha: bytes = b""  # (height x width) uint8 alpha plane, row-major; empty when opaque
     icc_profile: bytes = b""  # ICC profile of the photo's RGB; empty for untagged (sRGB)
-    refinement_space: int = 0  # format 3: invgray_cli.format.refinement's SPACE_CHROMA or SPACE_RGB
-    refinement_step: int = 0  # format 3: the corrections' quantisation step (1: exact)
-    refinement: bytes = b""  # format 3: range-coded 32-bit words
+    refinement_space: int = 0  # formats 3 and 4: invgray_cli.format.refinement's SPACE_CHROMA or SPACE_RGB; 0: none
+    refinement_step: int = 0  # the corrections' quantisation step (1: exact)
+    refinement: bytes = b""  # range-coded 32-bit words
+
+    @property
+    def refined(self) -> bool:
+        """Whether a refinement layer corrects the network's colour (or replaces it)."""
+        return bool(self.refinement_space)
+
+    @property
+    def exact_gray_only(self) -> bool:
+        """Whether the file decodes only with the very gray pixels it was made for: its
+        refinement corrects those integers, or its probability model reads them."""
+        return self.refined or (self.version == CONDITIONAL and not self.monochrome)
 
     @property
     def uses_network(self) -> bool:
-        """Whether decoding runs the network (a format-3 file in the RGB space needs only the gray)."""
+        """Whether decoding runs the network (a refinement in the RGB space needs only the gray)."""
         from invgray_cli.format.refinement import SPACE_RGB
 
-        return not self.monochrome and not (self.version == REFINED and self.refinement_space == SPACE_RGB)
+        return not self.monochrome and self.refinement_space != SPACE_RGB
 
     @property
     def monochrome(self) -> bool:
@@ -132,10 +148,14 @@ def write_residual(residual: Residual) -> bytes:
     flags |= FLAG_ICC if residual.icc_profile else 0
     if residual.version not in SUPPORTED_VERSIONS:
         raise ValueError(f"unknown residual format version {residual.version}")
-    if residual.version in (RANGE_CODED, REFINED) and (residual.raw_size or len(residual.payload) % 4):
+    if residual.version in WORD_CODED and (residual.raw_size or len(residual.payload) % 4):
         raise ValueError("a range-coded payload is whole 32-bit words and has no raw size")
-    if (residual.version == REFINED) != bool(residual.refinement_space):
-        raise ValueError("a refinement section is what format 3 adds, and only format 3 has one")
+    if residual.version == REFINED and not residual.refinement_space:
+        raise ValueError("format 3 always has a refinement section")
+    if residual.refinement_space and residual.version not in (REFINED, CONDITIONAL):
+        raise ValueError("only formats 3 and 4 have a refinement section")
+    if residual.version == CONDITIONAL and residual.refinement_space:
+        flags |= FLAG_REFINEMENT
     if len(residual.refinement) % 4:
         raise ValueError("a refinement payload is whole 32-bit words")
     header = _HEADER.pack(
@@ -144,7 +164,7 @@ def write_residual(residual: Residual) -> bytes:
         residual.raw_size, len(residual.payload),
     )
     body = header + residual.payload
-    if residual.version == REFINED:
+    if residual.refinement_space:
         body += _REFINEMENT.pack(residual.refinement_space, residual.refinement_step, len(residual.refinement))
         body += residual.refinement
     if residual.alpha:
@@ -202,12 +222,13 @@ def read_residual(data: bytes, image_size: tuple[int, int] | None = None) -> Res
         raise InvalidResidualError(f"truncated residual file ({len(data)} bytes, header needs {OVERHEAD})")
     (_, _, flags, model_id, width, height, planes, cell, step, fingerprint, signature, raw_size,
      payload_length) = _HEADER.unpack_from(data)
-    if flags & ~KNOWN_FLAGS:
+    if flags & ~KNOWN_FLAGS or (flags & FLAG_REFINEMENT and version != CONDITIONAL):
         raise InvalidResidualError(f"residual uses feature flags {flags:#06x} unknown to this invgray")
+    has_refinement = version == REFINED or bool(flags & FLAG_REFINEMENT)
     expected = OVERHEAD + payload_length
     if len(data) < expected:
         raise InvalidResidualError(f"truncated residual file ({len(data)} of {expected} bytes)")
-    if len(data) > expected and not flags & (FLAG_ALPHA | FLAG_ICC) and version != REFINED:
+    if len(data) > expected and not flags & (FLAG_ALPHA | FLAG_ICC) and not has_refinement:
         raise InvalidResidualError(f"residual file has {len(data) - expected} unexpected trailing bytes")
     (checksum,) = _CHECKSUM.unpack_from(data, len(data) - _CHECKSUM.size)
     if zlib.crc32(data[:len(data) - _CHECKSUM.size]) != checksum:
@@ -224,7 +245,7 @@ def read_residual(data: bytes, image_size: tuple[int, int] | None = None) -> Res
         raise InvalidResidualError(f"residual declares an invalid quantisation step {step}")
     if flags & FLAG_MONOCHROME and (payload_length or raw_size):
         raise InvalidResidualError("monochrome residual must not carry a payload")
-    if version in (RANGE_CODED, REFINED) and (raw_size or payload_length % 4):
+    if version in WORD_CODED and (raw_size or payload_length % 4):
         raise InvalidResidualError("range-coded payload must be whole 32-bit words with raw size 0")
     from invgray_cli.format.packing import max_raw_size
 
@@ -237,7 +258,7 @@ def read_residual(data: bytes, image_size: tuple[int, int] | None = None) -> Res
     pos, end = HEADER_SIZE + payload_length, len(data) - _CHECKSUM.size
     space = refinement_step = 0
     refinement = b""
-    if version == REFINED:
+    if has_refinement:
         space, refinement_step, refinement, pos = _read_refinement(data, pos, end, flags)
     alpha = icc = b""
     if flags & FLAG_ALPHA:
@@ -252,7 +273,7 @@ def read_residual(data: bytes, image_size: tuple[int, int] | None = None) -> Res
 
 
 def _read_refinement(data: bytes, pos: int, end: int, flags: int) -> tuple[int, int, bytes, int]:
-    """Format 3's refinement section at ``pos``: (space, step, payload, position after it)."""
+    """The refinement section at ``pos`` (formats 3 and 4): (space, step, payload, position after it)."""
     from invgray_cli.format.refinement import MAX_STEP as MAX_REFINEMENT_STEP
     from invgray_cli.format.refinement import SPACES
 

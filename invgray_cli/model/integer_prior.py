@@ -41,6 +41,7 @@ Tensor layout (``IntegerPrior.tensors``, int64; O = outputs, I = inputs):
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -125,6 +126,16 @@ class IntegerPrior:
         config = np.frombuffer(repr(self.config.to_dict()).encode(), np.uint8)
         np.savez_compressed(buffer, __config__=config, **{k: v.astype(np.int64) for k, v in self.tensors.items()})
         path.write_bytes(buffer.getvalue())
+
+    def digest(self) -> bytes:
+        """SHA-256 over the configuration and every tensor (name, shape, int64 bytes, in
+        name order): what a model's id covers."""
+        digest = hashlib.sha256(repr(sorted(self.config.to_dict().items())).encode())
+        for name in sorted(self.tensors):
+            tensor = np.ascontiguousarray(self.tensors[name], dtype="<i8")
+            digest.update(f"|{name}|{tensor.shape}|".encode())
+            digest.update(tensor.tobytes())
+        return digest.digest()
 
     @staticmethod
     def load(path: Path) -> IntegerPrior:

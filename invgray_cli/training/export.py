@@ -9,6 +9,10 @@ its id, with its rate levels: for each level, the quantisation step whose mean
 residual size on the validation folder (gray JPEG q90) is closest to, without
 exceeding, the level's target bits per pixel. Existing entries stay, so residuals
 made with older models keep decoding.
+
+An invgray-v2 checkpoint (``train_v2``) brings its integer prior along:
+``models/<name>.prior.npz``, and the model writes format 4 (its id covers the network
+and the prior).
 """
 
 from __future__ import annotations
@@ -18,10 +22,9 @@ import importlib.util
 import math
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+import torch
 
 from invgray_cli.engines.registry import (
     combined_id,
@@ -31,11 +34,14 @@ from invgray_cli.engines.registry import (
     write_registry,
 )
 from invgray_cli.format.entropy import EntropyTables
+from invgray_cli.model.conditional import FAMILY as CONDITIONAL_FAMILY
+from invgray_cli.model.conditional import conditional_from_weights
+from invgray_cli.model.integer_prior import IntegerPrior
 from invgray_cli.model.network import InvGrayNet
 from invgray_cli.training.checkpoints import read_checkpoint
 from invgray_cli.training.data import list_images, load_rgb
 from invgray_cli.training.export_onnx import export_onnx
-from invgray_cli.training.validation import validate
+from invgray_cli.training.validation import PayloadBytes, prior_coder, table_coder, validate
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # the repository's models/ (invgray_models)
 
@@ -56,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     if importlib.util.find_spec("onnx") is None:  # torch's ONNX exporter needs it
         sys.exit("python -m invgray_cli.training.export needs the onnx package: pip install 'invgray[export]'")
 
-    model, ckpt = read_checkpoint(args.checkpoint)
+    model, ckpt, prior = read_any_checkpoint(args.checkpoint)
+    if prior is not None and args.entropy:
+        parser.error("an invgray-v2 checkpoint codes with its own prior: --entropy does not apply")
     registry = read_registry(args.models_dir)
     network_id = weights_id({k: v.detach() for k, v in model.state_dict().items()})
     bundled = [e for i, e in registry["models"].items()
@@ -77,7 +85,13 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copyfile(args.entropy, args.models_dir / tables_file)
         model_id = combined_id(network_id, tables)
         entry |= {"network": network_id, "entropy": tables_file}
-        payload_bytes = tables.coded_size
+        payload_bytes = table_coder(tables)
+    if prior is not None:
+        prior_file = f"{args.name}.prior.npz"
+        prior.save(args.models_dir / prior_file)
+        model_id = combined_id(network_id, prior)
+        entry |= {"network": network_id, "prior": prior_file}
+        payload_bytes = prior_coder(prior)
     if args.levels_val:
         targets = {name: float(bpp) for name, bpp in (item.split("=") for item in args.level_bpp)}
         entry["levels"], entry["validation"] = choose_levels(model, args.levels_val, targets, payload_bytes)
@@ -86,11 +100,23 @@ def main(argv: list[str] | None = None) -> None:
         registry["default"] = model_id
     write_registry(registry, args.models_dir)
     print(f"{args.name}: model id {model_id} -> {args.models_dir / entry['file']}"
-          + (f" + {entry['entropy']}" if args.entropy else ""))
+          + (f" + {entry['entropy']}" if args.entropy else "") + (f" + {entry['prior']}" if prior else ""))
+
+
+def read_any_checkpoint(path: Path) -> tuple[InvGrayNet, dict, IntegerPrior | None]:
+    """The network of a training checkpoint (invgray-v1's, or invgray-v2's with its integer
+    prior) or of bundled weights, in eval mode; the file's contents; the prior, if any."""
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    config = blob.get("config") or {}
+    if config.get("family") == CONDITIONAL_FAMILY:
+        conditional = conditional_from_weights(blob)
+        return conditional.net.eval(), blob, conditional.prior.export()
+    model, blob = read_checkpoint(path)
+    return model, blob, None
 
 
 def choose_levels(model: InvGrayNet, folder: Path, targets: dict[str, float],
-                  payload_bytes: Callable[[np.ndarray, float], int] | None = None) -> tuple[dict, dict]:
+                  payload_bytes: PayloadBytes | None = None) -> tuple[dict, dict]:
     """Per level, the smallest step (best quality) whose validation bpp meets the
     target, by bisection on log(step); plus the validation figures at each."""
     images = [load_rgb(p) for p in list_images([folder])]

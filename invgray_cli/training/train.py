@@ -33,7 +33,7 @@ from invgray_cli.model.code_length import LearnedTables, estimated_bits
 from invgray_cli.model.network import InvGrayNet, NetworkConfig
 from invgray_cli.training.checkpoints import grow_from, resume_from, save_checkpoint
 from invgray_cli.training.data import CropSampler, batch_loader, list_images, load_rgb
-from invgray_cli.training.validation import rd_score, validate
+from invgray_cli.training.validation import rd_score, table_coder, validate
 
 SPIKE_RUN = 20  # consecutive "exploding" batches after which the loss level is taken as real
 
@@ -369,7 +369,7 @@ class TrainingRun:
         and ``best.pt`` when the score is the run's best."""
         args, scores = self.args, []
         # real bytes of the tables as they would be frozen now
-        coder = self.tables.freeze().coded_size if self.tables is not None else None
+        coder = table_coder(self.tables.freeze()) if self.tables is not None else None
         for q_step in args.val_steps:
             metrics = validate(self.model, self.val_images, args.val_quality, q_step, coder)
             scores.append(rd_score(metrics, rate_lambda(args, q_step)))

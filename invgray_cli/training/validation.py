@@ -21,6 +21,7 @@ from invgray_cli.format.packing import pack_symbols
 from invgray_cli.imaging.gray import jpeg_round_trip, luma
 from invgray_cli.imaging.metrics import psnr
 from invgray_cli.model.code_length import estimated_bits
+from invgray_cli.model.integer_prior import IntegerPrior
 from invgray_cli.model.network import InvGrayNet
 from invgray_cli.training.checkpoints import read_checkpoint
 from invgray_cli.training.data import list_images, load_rgb
@@ -30,14 +31,28 @@ DEFAULT_VAL_STEPS = (1.5, 3.0)
 DEFAULT_LMBDA = 2e-3
 DEFAULT_QUALITY = 90
 
+PayloadBytes = Callable[[np.ndarray, float, np.ndarray], int]  # (symbols, step, decoded gray) -> bytes
+
+
+def table_coder(tables: EntropyTables) -> PayloadBytes:
+    """Format 2's payload size with these tables (they do not read the gray)."""
+    return lambda symbols, step, _gray: tables.coded_size(symbols, step)
+
+
+def prior_coder(prior: IntegerPrior) -> PayloadBytes:
+    """Format 4's payload size: the symbols range-coded under the integer prior, given the gray."""
+    from invgray_cli.model.prior_coding import encode_symbols
+
+    return lambda symbols, step, gray: len(encode_symbols(prior, gray, symbols, step))
+
 
 def validate(model: InvGrayNet, images: list[np.ndarray], quality: int, step: float,
-             payload_bytes: Callable[[np.ndarray, float], int] | None = None) -> dict[str, float]:
+             payload_bytes: PayloadBytes | None = None) -> dict[str, float]:
     """Mean RGB PSNR, real bits per pixel of the coded symbols and the rate proxy's
-    estimate. ``payload_bytes(symbols, step)``: the coder's size (default: format 1's
-    zstd packing; a model with entropy tables passes its range coder). Scored in float32,
-    as the network ships, whatever precision training runs it in."""
-    payload_bytes = payload_bytes or (lambda symbols, _step: len(pack_symbols(symbols)))
+    estimate. ``payload_bytes(symbols, step, gray)``: the coder's size (default: format 1's
+    zstd packing; a model with entropy tables or an integer prior passes its range coder).
+    Scored in float32, as the network ships, whatever precision training runs it in."""
+    payload_bytes = payload_bytes or (lambda symbols, _step, _gray: len(pack_symbols(symbols)))
     was_training = model.training
     model.eval()
     training_precision = model.mixed_precision(None)
@@ -48,7 +63,7 @@ def validate(model: InvGrayNet, images: list[np.ndarray], quality: int, step: fl
         symbols = analyse_image(model, rgb, gray, step, device)
         restored = synthesise_image(model, gray, symbols, step, device)
         psnrs.append(psnr(restored, rgb))
-        bits += 8 * payload_bytes(symbols, step)
+        bits += 8 * payload_bytes(symbols, step, gray)
         sym = torch.from_numpy(symbols).float()[None]
         proxy_bits += float(estimated_bits(sym, (sym != 0).float())[0])
         pixels += rgb.shape[0] * rgb.shape[1]
@@ -65,7 +80,7 @@ def rd_score(metrics: dict[str, float], lmbda: float) -> float:
 
 def score_model(model: InvGrayNet, images: list[np.ndarray], steps: tuple[float, ...] = DEFAULT_VAL_STEPS,
                 lmbda: float = DEFAULT_LMBDA, quality: int = DEFAULT_QUALITY,
-                payload_bytes: Callable[[np.ndarray, float], int] | None = None,
+                payload_bytes: PayloadBytes | None = None,
                 ) -> tuple[float, list[dict[str, float]]]:
     """The checkpoint-selection score (mean over ``steps``) and the figures at each step."""
     figures = [validate(model, images, quality, step, payload_bytes) | {"q_step": step} for step in steps]
@@ -98,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--tables takes one file, or one per checkpoint")
     for index, path in enumerate(args.checkpoints):
         model, blob = read_checkpoint(path)
-        coder = EntropyTables.load(tables[min(index, len(tables) - 1)]).coded_size if tables else None
+        coder = table_coder(EntropyTables.load(tables[min(index, len(tables) - 1)])) if tables else None
         score, figures = score_model(model, images, tuple(args.val_steps), args.lmbda, args.quality, coder)
         cells = " | ".join(f"{f['val_psnr']:.3f} / {f['val_bpp']:.4f}" for f in figures)
         print(f"| {path} | {blob.get('step', blob.get('checkpoint_step', '-'))} | {cells} | {score:.4e} |", flush=True)
