@@ -253,14 +253,21 @@ def frequency_rows(z: np.ndarray) -> np.ndarray:
 def frequency_rows_float(z: np.ndarray) -> np.ndarray:
     """:func:`frequency_rows` of integer logits held in any integer or float64 array, as
     float64 integers (the coder's path: no conversions on the way)."""
-    d = z - z.max(axis=1, keepdims=True)
+    peak = z.argmax(axis=1)  # the first largest logit is the first largest weight
+    rows = np.arange(len(z))
+    d = z - z[rows, peak][:, None]
     if d.size and d.min() >= -2 * LOGIT_MAX:
-        weights = _EXP_LOOKUP_FLOAT[(d + 2 * LOGIT_MAX).astype(np.intp)]
+        d += 2 * LOGIT_MAX
+        weights = _EXP_LOOKUP_FLOAT[d.astype(np.intp)]
     else:
         weights = exp_table(d.astype(np.int64)).astype(np.float64)
     room = float((1 << FREQUENCY_BITS) - z.shape[1])
-    freq = 1 + np.floor(weights * room / weights.sum(axis=1, keepdims=True))
-    freq[np.arange(len(freq)), weights.argmax(axis=1)] += (1 << FREQUENCY_BITS) - freq.sum(axis=1)
+    totals = weights.sum(axis=1, keepdims=True)
+    freq = np.multiply(weights, room, out=weights)
+    np.divide(freq, totals, out=freq)  # one division of exact integers: see frequency_rows
+    np.floor(freq, out=freq)
+    freq += 1
+    freq[rows, peak] += (1 << FREQUENCY_BITS) - freq.sum(axis=1)
     return freq
 
 

@@ -123,6 +123,16 @@ class PlaneModel:
         if self.spatial_weight is not None and phase == 0 and group == self.groups - 1:
             self.base[1] = self.base[1] + self._anchor_term().astype(self.dtype) * self.scale
 
+    def record_all(self, values: np.ndarray) -> None:
+        """Take every symbol, (planes, rows x cols), as context at once (the encoder, which knows
+        them all): the same state as :meth:`record` of every group of every phase in turn."""
+        clipped = np.clip(values.astype(np.int64), -HEAD, HEAD) * ip.SYMBOL_GAIN
+        for phase, cells in enumerate(self.phases):
+            self.inputs[phase][0::2] = clipped[:, cells]
+            self.inputs[phase][1::2] = np.abs(clipped[:, cells])
+        if self.spatial_weight is not None:
+            self.base[1] = self.base[1] + self._anchor_term().astype(self.dtype) * self.scale
+
     def _anchor_term(self) -> np.ndarray:
         """(P, H, second-phase cells) int64: the 3x3 grouped convolution of the anchors' inputs
         (zero elsewhere and outside), evaluated only where the second phase needs it."""
@@ -152,9 +162,7 @@ def encode_symbols(prior: IntegerPrior, gray: np.ndarray, symbols: np.ndarray, s
     values = symbols.reshape(planes, rows * cols).astype(np.int64)
     # The encoder knows every symbol: it records them all, then evaluates each phase's planes
     # in one pass (the same integers as the decoder's group-by-group steps)
-    for phase, cells in enumerate(model.phases):
-        for group in range(model.groups):
-            model.record(phase, group, values[group * model.group:(group + 1) * model.group][:, cells].ravel())
+    model.record_all(values)
     encoder = constriction.stream.queue.RangeEncoder()
     for phase, cells in enumerate(model.phases):
         if not cells.size:
