@@ -10,6 +10,13 @@ decodes the pair through ``codec.decode_array``, after one untimed warm-up encod
 decode; it reports the mean seconds per photo of each. The table gives, per tree and
 level, the median over rounds, the bytes and PSNR (which must agree where the trees
 promise the same files), and the ratio to the first tree.
+
+Each round also times **the first photo of a fresh process** through the CLI, as a
+user's one-off command meets it: ``invgray encode`` of the first photo at the default
+level, then ``invgray decode`` of that pair, each a new interpreter (start-up, imports,
+model loading and the one photo), wall time seen from outside. A tree's models are
+those of its ``invgray_models`` package: a tree with models of its own needs an
+``invgray_models`` link to its ``models/`` folder at its root.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 WORKER = r"""
@@ -63,9 +72,12 @@ def main() -> None:
     files = files[:args.limit] if args.limit else files
     job = json.dumps([files, args.levels, args.quality])
     results: dict[Path, list[dict]] = {tree: [] for tree in args.trees}
+    fresh: dict[Path, list[tuple[float, float]]] = {tree: [] for tree in args.trees}
+    scratch = Path(tempfile.mkdtemp(prefix="compare-versions-"))
     for round_number in range(args.rounds):
         for tree in args.trees:
             environment = dict(os.environ, PYTHONPATH=str(tree.resolve()))
+            fresh[tree].append(first_photo(tree, environment, Path(files[0]), scratch))
             run = subprocess.run([sys.executable, "-c", WORKER, job], env=environment, cwd=tree,
                                  capture_output=True, text=True, check=False)
             if run.returncode:
@@ -75,6 +87,16 @@ def main() -> None:
     reference = args.trees[0]
     print(f"{len(files)} photos of {args.folder}, gray q{args.quality}, median of {args.rounds} alternating rounds")
     print(f"{'tree':<28} {'level':<8} {'encode s':>9} {'ratio':>6} {'decode s':>9} {'ratio':>6} {'bpp':>8} {'PSNR':>7}")
+    print(f"\nfirst photo of a fresh process (CLI, default level, wall time), median of {args.rounds}")
+    print(f"{'tree':<28} {'encode s':>9} {'ratio':>6} {'decode s':>9} {'ratio':>6}")
+    for tree in args.trees:
+        encode_s = statistics.median(e for e, _ in fresh[tree])
+        decode_s = statistics.median(d for _, d in fresh[tree])
+        base_encode = statistics.median(e for e, _ in fresh[reference])
+        base_decode = statistics.median(d for _, d in fresh[reference])
+        print(f"{str(tree)[-28:]:<28} {encode_s:9.3f} {encode_s / base_encode:6.3f} "
+              f"{decode_s:9.3f} {decode_s / base_decode:6.3f}")
+    print()
     for tree in args.trees:
         for level in args.levels:
             encode_s = statistics.median(r[level]["encode_s"] for r in results[tree])
@@ -84,6 +106,24 @@ def main() -> None:
             last = results[tree][-1][level]
             print(f"{str(tree)[-28:]:<28} {level:<8} {encode_s:9.3f} {encode_s / base_encode:6.3f} "
                   f"{decode_s:9.3f} {decode_s / base_decode:6.3f} {last['residual_bpp']:8.4f} {last['psnr']:7.2f}")
+
+
+def first_photo(tree: Path, environment: dict[str, str], photo: Path, scratch: Path) -> tuple[float, float]:
+    """Wall seconds of ``invgray encode`` of one photo, then of ``invgray decode`` of its pair,
+    each in a fresh interpreter running ``tree``'s invgray."""
+    out = scratch / tree.resolve().name
+    out.mkdir(exist_ok=True)
+    cli = [sys.executable, "-c", "import sys; from invgray_cli.app.cli import main; sys.argv[0] = 'invgray'; main()"]
+    timings = []
+    for arguments in (["encode", str(photo), "--out-dir", str(out), "--device", "cpu", "--force", "--quiet"],
+                      ["decode", str(out / f"{photo.stem}.gray.jpg"), "-o", str(out / "restored.png"),
+                       "--device", "cpu", "--force", "--quiet"]):
+        started = time.perf_counter()
+        run = subprocess.run(cli + arguments, env=environment, cwd=tree, capture_output=True, text=True, check=False)
+        timings.append(time.perf_counter() - started)
+        if run.returncode:
+            raise SystemExit(f"{tree}: invgray {arguments[0]}: {(run.stderr or run.stdout).strip()}")
+    return timings[0], timings[1]
 
 
 if __name__ == "__main__":

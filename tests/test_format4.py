@@ -196,3 +196,14 @@ def test_damaged_prior_file_is_refused(v2_model: str, tmp_path: Path) -> None:
         with pytest.raises(registry.UnknownModelError, match="damaged"):
             registry.model_spec(v2_model).prior()
     _clear_caches()
+
+
+def test_info_names_the_format_and_its_coder(v2_engine, small_rgb: np.ndarray, tmp_path: Path) -> None:  # noqa: ANN001
+    encoded = encode(small_rgb, model=v2_engine, step=1.0)
+    residual = tmp_path / "photo.residual.bin"
+    residual.write_bytes(encoded.residual)
+    result = CliRunner().invoke(app, ["info", str(residual)])
+    assert result.exit_code == 0, result.output
+    assert "format version     4" in result.output and "integer prior given the gray" in result.output
+    result = CliRunner().invoke(app, ["info", str(residual), "--json"])
+    assert json.loads(result.output)["format_version"] == CONDITIONAL

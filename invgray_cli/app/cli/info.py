@@ -178,6 +178,10 @@ def _refinement_bound(header: Residual) -> str:
 
 
 def _payload_description(header: Residual) -> str:
+    from invgray_cli.format.container import CONDITIONAL
+
+    if header.version == CONDITIONAL:
+        return f"{len(header.payload)} bytes range-coded (integer prior given the gray)"
     if header.version >= 2:
         return f"{len(header.payload)} bytes range-coded (frozen context tables)"
     return f"{len(header.payload)} bytes zstd, {header.raw_size} bytes raw"
