@@ -23,6 +23,9 @@ decoder build the same frequencies on every machine.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+from functools import cache
+
 import constriction
 import numpy as np
 
@@ -149,12 +152,32 @@ class PlaneModel:
         return out.reshape(self.planes, self.hidden, cells.size)
 
 
+@cache
+def _openblas():  # threadpoolctl's controller, for numpy's OpenBLAS
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(internal_api="openblas")
+
+
+def one_blas_thread() -> AbstractContextManager:
+    """numpy's OpenBLAS on one thread for the coder's products. They are small (a few planes'
+    hidden units by a few hundred cells): a second BLAS thread gains nothing alone and, on a
+    busy machine (a folder run's workers, training beside it), makes a decode about 5x slower
+    while the threads wait on each other (docs/RESULTS.md)."""
+    return _openblas().limit(limits=1)
+
+
 def _magnitude(array: np.ndarray) -> int:
     return int(np.abs(array).max()) if array.size else 0
 
 
 def encode_symbols(prior: IntegerPrior, gray: np.ndarray, symbols: np.ndarray, step: float) -> bytes:
     """Range-code (planes, rows, cols) integer symbols given the decoded ``gray`` (H, W) uint8."""
+    with one_blas_thread():
+        return _encode_symbols(prior, gray, symbols, step)
+
+
+def _encode_symbols(prior: IntegerPrior, gray: np.ndarray, symbols: np.ndarray, step: float) -> bytes:
     planes, rows, cols = symbols.shape
     if planes != prior.config.planes:
         raise ValueError(f"{planes} symbol planes, a prior for {prior.config.planes}")
@@ -181,6 +204,12 @@ def encode_symbols(prior: IntegerPrior, gray: np.ndarray, symbols: np.ndarray, s
 def decode_symbols(prior: IntegerPrior, gray: np.ndarray, payload: bytes, shape: tuple[int, int, int],
                    step: float) -> np.ndarray:
     """Inverse of :func:`encode_symbols`: int32 symbols (planes, rows, cols)."""
+    with one_blas_thread():
+        return _decode_symbols(prior, gray, payload, shape, step)
+
+
+def _decode_symbols(prior: IntegerPrior, gray: np.ndarray, payload: bytes, shape: tuple[int, int, int],
+                    step: float) -> np.ndarray:
     planes, rows, cols = shape
     if planes != prior.config.planes:
         raise EntropyCodingError(f"{planes} symbol planes, a prior for {prior.config.planes}")
