@@ -137,8 +137,8 @@ def test_container_refuses_a_range_coded_payload_with_a_raw_size(small_rgb: np.n
     with pytest.raises(ValueError, match="32-bit words"):
         write_residual(header.__class__(**{**header.__dict__, "raw_size": 12}))
     data = bytearray(encode(small_rgb).residual)
-    data[4] = 4  # a version this invgray does not know
-    with pytest.raises(InvalidResidualError, match="version 4 is not supported"):
+    data[4] = 5  # a version this invgray does not know
+    with pytest.raises(InvalidResidualError, match="version 5 is not supported"):
         read_residual(bytes(data))
 
 
