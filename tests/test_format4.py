@@ -207,3 +207,26 @@ def test_info_names_the_format_and_its_coder(v2_engine, small_rgb: np.ndarray, t
     assert "format version     4" in result.output and "integer prior given the gray" in result.output
     result = CliRunner().invoke(app, ["info", str(residual), "--json"])
     assert json.loads(result.output)["format_version"] == CONDITIONAL
+
+
+def test_engines_share_the_coder(v2_engine, small_rgb: np.ndarray) -> None:  # noqa: ANN001
+    """The probabilities are integers of the gray and the symbols: a file the onnxruntime engine
+    wrote decodes to the same symbols for the torch engine, and its colour agrees within the
+    networks' float noise; the torch engine's own file codes its symbols the same way."""
+    from invgray_cli.engines.torch_engine import TorchEngine
+
+    spec = registry.model_spec(v2_engine.model_id)
+    torch_engine = TorchEngine(spec.network("cpu"), "cpu")
+    encoded = encode(small_rgb, model=v2_engine, step=1.0)
+    header = read_residual(encoded.residual)
+    gray = decode_gray(encoded.gray)
+    symbols = read_symbols(header, spec, gray)
+    by_torch = decode_array(encoded.gray, encoded.residual, model=torch_engine)
+    assert np.abs(by_torch.astype(int) - decode_array(encoded.gray, encoded.residual)).max() <= 1
+    assert np.array_equal(by_torch, torch_engine.synthesise(gray, symbols, header.step))
+    from_torch = read_residual(encode(small_rgb, model=torch_engine, step=1.0).residual)
+    assert from_torch.version == CONDITIONAL
+    torch_symbols = read_symbols(from_torch, spec, gray)
+    from invgray_cli.model.prior_coding import encode_symbols
+
+    assert encode_symbols(spec.prior(), gray, torch_symbols, header.step) == from_torch.payload
