@@ -166,3 +166,21 @@ def test_frequency_rows_in_float64_equal_the_integer_division() -> None:
     expected = 1 + weights * ((1 << FREQUENCY_BITS) - ALPHABET) // weights.sum(axis=1, keepdims=True)
     expected[np.arange(len(z)), weights.argmax(axis=1)] += (1 << FREQUENCY_BITS) - expected.sum(axis=1)
     assert np.array_equal(frequency_rows(z), expected)
+
+
+def test_saved_prior_keeps_every_integer_and_its_digest(tmp_path: Path) -> None:
+    """Tensors are stored in the narrowest integer type that holds them and read back as int64."""
+    prior = random_prior(12)
+    prior.tensors["out.bias"][0] = -(1 << 40)  # needs int64
+    prior.tensors["side.bias"][0] = 1 << 20  # needs int32
+    prior.save(tmp_path / "prior.npz")
+    with np.load(tmp_path / "prior.npz") as stored:
+        assert stored["out.bias"].dtype == np.int64 and stored["side.bias"].dtype == np.int32
+        assert stored["planes.weight"].dtype == np.int16
+    loaded = IntegerPrior.load(tmp_path / "prior.npz")
+    assert sorted(loaded.tensors) == sorted(prior.tensors)
+    assert all(loaded.tensors[k].dtype == np.int64 and np.array_equal(loaded.tensors[k], v)
+               for k, v in prior.tensors.items())
+    assert loaded.digest() == prior.digest()
+    prior.tensors["planes.weight"][0, 0] += 1
+    assert loaded.digest() != prior.digest()
