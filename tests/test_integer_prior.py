@@ -155,7 +155,7 @@ def test_ideal_bits_are_minus_log2_of_the_frequencies(tmp_path: Path) -> None:
 
 
 def test_frequency_rows_in_float64_equal_the_integer_division() -> None:
-    from invgray_cli.model.integer_prior import LOGIT_MAX, frequency_rows
+    from invgray_cli.model.integer_prior import LOGIT_MAX, clipped_frequency_rows, frequency_rows
 
     rng = np.random.default_rng(11)
     z = np.concatenate([rng.integers(-LOGIT_MAX, LOGIT_MAX + 1, (20000, ALPHABET)),
@@ -166,6 +166,7 @@ def test_frequency_rows_in_float64_equal_the_integer_division() -> None:
     expected = 1 + weights * ((1 << FREQUENCY_BITS) - ALPHABET) // weights.sum(axis=1, keepdims=True)
     expected[np.arange(len(z)), weights.argmax(axis=1)] += (1 << FREQUENCY_BITS) - expected.sum(axis=1)
     assert np.array_equal(frequency_rows(z), expected)
+    assert np.array_equal(clipped_frequency_rows(z.astype(np.intp)), expected)  # the coder's shorter path
 
 
 def test_saved_prior_keeps_every_integer_and_its_digest(tmp_path: Path) -> None:
@@ -184,3 +185,19 @@ def test_saved_prior_keeps_every_integer_and_its_digest(tmp_path: Path) -> None:
     assert loaded.digest() == prior.digest()
     prior.tensors["planes.weight"][0, 0] += 1
     assert loaded.digest() != prior.digest()
+
+
+@pytest.mark.parametrize("path", ["float64", "int64"])
+def test_gray_features_agree_on_every_path(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gray's layers run in float32, float64 or int64, whichever the weights' bound allows:
+    the same integers on each."""
+    from invgray_cli.model import integer_prior
+
+    prior = random_prior(13)
+    gray, _ = random_inputs(14)
+    fast = integer_prior.gray_features(prior, gray)
+    monkeypatch.setattr(integer_prior, "EXACT_FLOAT32", 0)
+    if path == "int64":
+        monkeypatch.setattr(integer_prior, "EXACT_FLOAT", 0)
+    assert np.array_equal(integer_prior.gray_features(prior, gray), fast)
+    assert fast.min() >= 0 and fast.max() <= 255 and fast.std() > 0

@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -282,31 +283,70 @@ def frequency_rows_float(z: np.ndarray) -> np.ndarray:
     return freq
 
 
+@cache
+def _scaled_exp_lookup(alphabet: int) -> np.ndarray:
+    """Every weight of :data:`_EXP_LOOKUP_FLOAT` times the room (2^16 - alphabet): exact integers under 2^40."""
+    return _EXP_LOOKUP_FLOAT * float((1 << FREQUENCY_BITS) - alphabet)
+
+
+def clipped_frequency_rows(z: np.ndarray) -> np.ndarray:
+    """:func:`frequency_rows_float` of integer logits already clipped to -LOGIT_MAX..LOGIT_MAX
+    (any integer array; the coder's path), in fewer passes: the weights come out of the table
+    already times the room, and their row sum, room x the weights' sum, is divided back
+    exactly, so each entry is still one division of the same exact integers."""
+    peak = z.argmax(axis=1)
+    rows = np.arange(len(z))
+    room = float((1 << FREQUENCY_BITS) - z.shape[1])
+    index = z - (z[rows, peak] - 2 * LOGIT_MAX)[:, None]
+    scaled = _scaled_exp_lookup(z.shape[1])[index]
+    totals = scaled.sum(axis=1, keepdims=True)
+    totals /= room
+    freq = np.divide(scaled, totals, out=scaled)
+    np.floor(freq, out=freq)
+    freq += 1
+    freq[rows, peak] += (1 << FREQUENCY_BITS) - freq.sum(axis=1)
+    return freq
+
+
 # ------------------------------------------------------------------ the network
 
 def gray_features(prior: IntegerPrior, gray: np.ndarray) -> np.ndarray:
     """(N, H, W) uint8 decoded gray (sides multiples of CELL) -> (N, G, H/32, W/32) 0..255."""
     cfg, t = prior.config, prior.tensors
     half = 1 << (cfg.weight_bits - 1)
-    exact_float = all(
-        int(np.abs(t[f"gray{k}.weight"]).max()) * (GRAY_OFFSET if k == 0 else ACTIVATION_MAX)
-        * t[f"gray{k}.weight"].shape[1] + int(np.abs(t[f"gray{k}.bias"]).max()) + half < EXACT_FLOAT
-        for k in range(len(cfg.gray_strides)))
-    if exact_float:  # the full-resolution layers in float64: integers under 2^53, scaled by 2^-bits, exact
+    # The strided layers see the gray as 0..255, the offset folded into the first layer's bias:
+    # the same integer sums. Each layer's largest partial sum, in units of 2^-bits:
+    bounds = [int(np.abs(t[f"gray{k}.weight"]).max()) * ACTIVATION_MAX * t[f"gray{k}.weight"].shape[1]
+              + int(np.abs(_gray_bias(t, k, half)).max()) for k in range(len(cfg.gray_strides))]
+    # In floats where every partial sum is an integer times 2^-bits under the format's exact range
+    # (2^24 units in float32, 2^53 in float64): floor() is then the integer network's shift, exactly
+    dtype = np.float32 if max(bounds) < EXACT_FLOAT32 else np.float64 if max(bounds) < EXACT_FLOAT else None
+    if dtype is not None:
         scale = 2.0 ** -cfg.weight_bits
-        x = gray.astype(np.float64)[:, None] - GRAY_OFFSET
+        x = gray[:, None]
         for k, stride in enumerate(cfg.gray_strides):
             x = unshuffle(x, stride)
             n, c, h, w = x.shape
-            acc = np.matmul(t[f"gray{k}.weight"].astype(np.float64) * scale, x.reshape(n, c, h * w))
-            acc += ((t[f"gray{k}.bias"] + half).astype(np.float64) * scale)[None, :, None]
-            x = np.clip(np.floor(acc), 0, ACTIVATION_MAX).reshape(n, -1, h, w)
+            acc = np.matmul((t[f"gray{k}.weight"] * scale).astype(dtype), x.reshape(n, c, h * w).astype(dtype))
+            acc += (_gray_bias(t, k, half) * scale).astype(dtype)[None, :, None]
+            np.floor(acc, out=acc)
+            x = np.clip(acc, 0, ACTIVATION_MAX, out=acc).reshape(n, -1, h, w)
         x = x.astype(np.int64)
     else:
         x = gray.astype(np.int64)[:, None] - GRAY_OFFSET
         for k, stride in enumerate(cfg.gray_strides):
             x = activation(conv1x1(unshuffle(x, stride), t[f"gray{k}.weight"], t[f"gray{k}.bias"]), cfg.weight_bits)
     return activation(conv3x3(x, t["gray_cell.weight"], t["gray_cell.bias"]), cfg.weight_bits)
+
+
+EXACT_FLOAT32 = 1 << 24
+
+
+def _gray_bias(t: dict[str, np.ndarray], k: int, half: int) -> np.ndarray:
+    """Layer k's bias plus the rounding's half; for the first layer also the gray's offset
+    (-GRAY_OFFSET times each row's weights), so that it reads the gray as 0..255."""
+    bias = t[f"gray{k}.bias"] + half
+    return bias - GRAY_OFFSET * t[f"gray{k}.weight"].sum(axis=1) if k == 0 else bias
 
 
 def logits(prior: IntegerPrior, gray: np.ndarray, symbols: np.ndarray, step: float) -> np.ndarray:

@@ -77,9 +77,12 @@ class PlaneModel:
         scale = 2.0 ** -self.bits if self.exact_float else 1
         offset = half if self.exact_float else 0  # the int64 path adds it in round_shift
         self.scale = scale
-        self.in_cell = in_cell.astype(self.dtype) * scale
+        self.in_cell = (in_cell.astype(self.dtype) * scale).reshape(self.planes * self.hidden, 2 * self.planes)
+        self.per_channel = cfg.planes_per_channel
         self.out_weight = out_weight.astype(self.dtype) * scale
         self.out_bias = (out_bias + offset).astype(self.dtype) * scale
+        # the float path's output layer with its bias as a last input row (hidden units get a constant 1)
+        self.out_augmented = np.concatenate([self.out_weight, self.out_bias], axis=1)
         # where a group's hidden units start from in each phase: the side term, plus (second
         # phase) the anchors' term once they are decoded
         self.base = [(np.ascontiguousarray(side[:, :, cells]) + offset).astype(self.dtype) * scale
@@ -90,32 +93,43 @@ class PlaneModel:
         """(planes x cells, ALPHABET) integer logits of one group, or of every plane at once
         (``group=None``: the encoder, which knows every symbol; the in-cell weights' mask
         makes the unseen planes' terms exact zeros)."""
-        if group is None:
-            planes, seen = slice(None), 2 * self.planes
+        inputs, rows = self.inputs[phase], self.hidden
+        if group is None:  # channel by channel, each with only the inputs its planes can see
+            planes = slice(None)
+            product = np.concatenate([
+                self.in_cell[start * rows:(start + self.per_channel) * rows, :2 * (start + self.per_channel - self.group)]
+                @ inputs[:2 * (start + self.per_channel - self.group)]
+                for start in range(0, self.planes, self.per_channel)])
         else:
             planes, seen = slice(group * self.group, (group + 1) * self.group), 2 * group * self.group
-        acc = self.base[phase][planes] + self.in_cell[planes, :, :seen] @ self.inputs[phase][:seen]
+            product = self.in_cell[planes.start * rows:planes.stop * rows, :seen] @ inputs[:seen]
+        acc = self.base[phase][planes] + product.reshape(-1, rows, product.shape[-1])
         if self.exact_float:
-            hidden = np.clip(np.floor(acc), 0, ip.ACTIVATION_MAX)
-            logits = np.floor(hidden.transpose(0, 2, 1) @ self.out_weight[planes] + self.out_bias[planes])
-        else:
-            hidden = ip.activation(acc, self.bits)
-            logits = ip.round_shift(hidden.transpose(0, 2, 1) @ self.out_weight[planes] + self.out_bias[planes],
-                                    self.bits)
-        logits = np.clip(logits, -ip.LOGIT_MAX, ip.LOGIT_MAX)  # integers, in float64 or int64
-        return logits.reshape(-1, logits.shape[-1])
+            hidden = np.ones((acc.shape[0], acc.shape[2], rows + 1))
+            np.clip(np.floor(acc), 0, ip.ACTIVATION_MAX, out=hidden[:, :, :rows].transpose(0, 2, 1))
+            logits = hidden @ self.out_augmented[planes]
+            np.floor(logits, out=logits)
+            integers = np.empty(logits.shape, np.intp)  # clipped and made integers in one pass
+            np.clip(logits, -ip.LOGIT_MAX, ip.LOGIT_MAX, out=integers, casting="unsafe")
+            return integers.reshape(-1, integers.shape[-1])
+        hidden = ip.activation(acc, self.bits)
+        logits = ip.round_shift(hidden.transpose(0, 2, 1) @ self.out_weight[planes] + self.out_bias[planes], self.bits)
+        return np.clip(logits, -ip.LOGIT_MAX, ip.LOGIT_MAX).reshape(-1, logits.shape[-1])
+
+    def _frequency_rows(self, logits: np.ndarray) -> np.ndarray:
+        return ip.clipped_frequency_rows(logits) if self.exact_float else ip.frequency_rows_float(logits)
 
     def frequencies(self, phase: int, group: int) -> np.ndarray:
         """(planes of the group x cells of the phase, ALPHABET) uint32 frequencies there,
         plane-major, each row summing to 2^16."""
-        return ip.frequency_rows_float(self._logits(phase, group)).astype(np.uint32)
+        return self._frequency_rows(self._logits(phase, group)).astype(np.uint32)
 
     def probabilities(self, phase: int, group: int | None = None) -> np.ndarray:
         """The same as the coder's float64 probabilities (k / 2^16: exact), in C order:
         constriction reads the buffer row by row whatever its strides (a transposed view
         would code, and decode, under scrambled distributions). ``group=None``: every plane
         of the phase at once, plane-major, once every symbol is recorded (the encoder)."""
-        return np.ascontiguousarray(ip.frequency_rows_float(self._logits(phase, group)) * 2.0 ** -FREQUENCY_BITS)
+        return np.ascontiguousarray(self._frequency_rows(self._logits(phase, group)) * 2.0 ** -FREQUENCY_BITS)
 
     def record(self, phase: int, group: int, values: np.ndarray) -> None:
         """Take the decoded symbols of ``group`` in ``phase``'s cells (plane-major) as context from now on."""
@@ -138,17 +152,21 @@ class PlaneModel:
 
     def _anchor_term(self) -> np.ndarray:
         """(P, H, second-phase cells) int64: the 3x3 grouped convolution of the anchors' inputs
-        (zero elsewhere and outside), evaluated only where the second phase needs it."""
+        (zero elsewhere and outside), evaluated only where the second phase needs it: around a
+        second-phase cell only the four edge neighbours are anchors (its centre and corners
+        hold zeros), so only their four taps are computed."""
         channels = 2 * self.planes
         anchored = np.zeros((channels, self.rows * self.cols), np.int64)
         anchored[:, self.phases[0]] = self.inputs[0]
         padded = np.pad(anchored.reshape(channels, self.rows, self.cols), ((0, 0), (1, 1), (1, 1)))
         cells = self.phases[1]
         columns = np.stack([padded[:, dy:dy + self.rows, dx:dx + self.cols].reshape(channels, -1)[:, cells]
-                            for dy in range(3) for dx in range(3)], axis=1)  # (channels, 9, cells)
+                            for dy, dx in _EDGE_TAPS], axis=1)  # (channels, 4, cells)
         groups = self.planes // self.prior.config.planes_per_channel
-        weight = self.spatial_weight.reshape(groups, -1, channels // groups * 9)
-        out = ip.integer_matmul(weight, columns.reshape(groups, channels // groups * 9, cells.size))
+        taps = len(_EDGE_TAPS)
+        weight = np.ascontiguousarray(self.spatial_weight[:, :, [dy for dy, _ in _EDGE_TAPS], [dx for _, dx in _EDGE_TAPS]])
+        weight = weight.reshape(groups, -1, channels // groups * taps)
+        out = ip.integer_matmul(weight, columns.reshape(groups, channels // groups * taps, cells.size))
         return out.reshape(self.planes, self.hidden, cells.size)
 
 
@@ -165,6 +183,9 @@ def one_blas_thread() -> AbstractContextManager:
     busy machine (a folder run's workers, training beside it), makes a decode about 5x slower
     while the threads wait on each other (docs/RESULTS.md)."""
     return _openblas().limit(limits=1)
+
+
+_EDGE_TAPS = ((0, 1), (1, 0), (1, 2), (2, 1))  # (dy, dx) of a 3x3 kernel: the cells that share an edge
 
 
 def _magnitude(array: np.ndarray) -> int:
@@ -191,13 +212,20 @@ def _encode_symbols(prior: IntegerPrior, gray: np.ndarray, symbols: np.ndarray, 
         if not cells.size:
             continue
         probabilities = model.probabilities(phase)
+        phase_values = values[:, cells].ravel()  # plane-major, so group by group
+        coded = np.where(np.abs(phase_values) <= HEAD, phase_values + HEAD, ESCAPE).astype(np.int32)
+        # A group's escapes follow the group: the symbols up to the end of each group that has
+        # escapes go in one call (the same stream as a call per group), then its escapes
         rows_per_group = model.group * cells.size
-        for group in range(model.groups):
-            group_values = values[group * model.group:(group + 1) * model.group][:, cells].ravel()
-            coded = np.where(np.abs(group_values) <= HEAD, group_values + HEAD, ESCAPE).astype(np.int32)
-            encoder.encode(coded, _FAMILY, probabilities[group * rows_per_group:(group + 1) * rows_per_group])
-            for value in group_values[coded == ESCAPE]:
+        start = 0
+        for group in np.unique(np.flatnonzero(coded == ESCAPE) // rows_per_group):
+            stop = (group + 1) * rows_per_group
+            encoder.encode(coded[start:stop], _FAMILY, probabilities[start:stop])
+            for value in phase_values[group * rows_per_group:stop][coded[group * rows_per_group:stop] == ESCAPE]:
                 encode_escape(encoder, int(value), ip.ESCAPE_PREFIX)
+            start = stop
+        if start < coded.size:
+            encoder.encode(coded[start:], _FAMILY, probabilities[start:])
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
