@@ -120,3 +120,46 @@ def test_training_runs_saves_the_integer_prior_and_resumes(tmp_path: Path) -> No
     assert all(np.array_equal(saved.tensors[k], v) for k, v in model.prior.export().tensors.items())
     lines = (out / "log.jsonl").read_text().splitlines()
     assert any('"val_bpp"' in line for line in lines)
+
+
+@pytest.mark.parametrize("options", [{}, {"gray": False}, {"plane_group": 4}])
+def test_an_exported_prior_loads_back_to_the_same_integers(options: dict) -> None:
+    exported = trained_looking(5, **options).export()
+    fresh = ConditionalPrior(exported.config)
+    fresh.load_integer(exported)
+    assert fresh.export().digest() == exported.digest()
+    gray, symbols = inputs(6)
+    assert np.array_equal(fresh.logits(*as_tensors(gray, symbols), 2.0).detach().numpy().astype(np.int64),
+                          integer_prior.logits(exported, gray, symbols, 2.0))
+    with pytest.raises(ValueError, match="configuration"):
+        ConditionalPrior(PriorConfig(planes=PLANES, planes_per_channel=16, hidden=8)).load_integer(exported)
+
+
+def test_training_restarts_from_an_exported_model(tmp_path: Path) -> None:
+    """A run lost with its optimiser goes on from the model exported out of it: the same
+    network and prior integers, the step count from --init-step."""
+    from invgray_cli.training.train_v2 import main
+
+    photos = _photos(tmp_path / "photos")
+    common = ["--data", str(photos), "--crop", "64", "--batch", "2", "--val-every", "100", "--latent-channels", "2",
+              "--lr-warmup", "2", "--seed", "4", "--threads", "1"]
+    threads = torch.get_num_threads()
+    try:
+        main([*common, "--out", str(tmp_path / "first"), "--steps", "2"])
+        first = torch.load(tmp_path / "first" / "last.pt", weights_only=False)
+        model = ConditionalNet(ConditionalConfig.from_dict(first["config"]))
+        model.load_state_dict(first["model"])
+        weights = tmp_path / "model.pt"  # the bundled form: the network's config and weights
+        torch.save({"config": model.net.cfg.to_dict(), "state_dict": model.net.state_dict()}, weights)
+        restarted = tmp_path / "restarted"
+        main([*common, "--out", str(restarted), "--steps", "4", "--stop-at-step", "3", "--init", str(weights),
+              "--init-prior", str(tmp_path / "first" / "prior.npz"), "--init-step", "2", "--lr", "0"])
+    finally:
+        torch.set_num_threads(threads)
+    again = torch.load(restarted / "last.pt", weights_only=False)
+    assert again["step"] == 3  # one step on from --init-step, at learning rate 0: the weights as loaded
+    for name, tensor in first["model"].items():
+        if name.startswith("net."):
+            torch.testing.assert_close(again["model"][name], tensor, rtol=0, atol=0, msg=name)
+    assert IntegerPrior.load(restarted / "prior.npz").digest() == IntegerPrior.load(
+        tmp_path / "first" / "prior.npz").digest()  # the prior's floats differ; its integers do not

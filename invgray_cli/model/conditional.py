@@ -217,6 +217,29 @@ class ConditionalPrior(nn.Module):
             tensors = {k: v for k, v in tensors.items() if not k.startswith("gray")}
         return IntegerPrior(self.cfg, tensors)
 
+    @torch.no_grad()
+    def load_integer(self, prior: IntegerPrior) -> None:
+        """Take the weights of an exported integer prior: each integer over 2^weight_bits,
+        which rounds back to that integer, so this prior computes exactly ``prior``'s
+        frequencies (a run restarted from a bundled or exported model)."""
+        if prior.config != self.cfg:
+            raise ValueError(f"the prior's configuration {prior.config} is not this network's {self.cfg}")
+        scale = float(1 << self.cfg.weight_bits)
+
+        def put(layer_tensor: torch.Tensor, name: str) -> None:
+            values = torch.from_numpy(prior.tensors[name].astype(np.float64) / scale)
+            layer_tensor.copy_(values.reshape(layer_tensor.shape).to(layer_tensor.dtype))
+
+        if self.cfg.gray:
+            for k, layer in enumerate(self.gray_layers):
+                put(layer.weight, f"gray{k}.weight")
+                put(layer.bias, f"gray{k}.bias")
+            put(self.gray_cell.weight, "gray_cell.weight")
+            put(self.gray_cell.bias, "gray_cell.bias")
+        for name in ("side.weight", "side.bias", "planes.weight", "spatial.weight", "out.weight", "out.bias"):
+            layer, _, kind = name.partition(".")
+            put(getattr(getattr(self, layer), kind), name)
+
 
 @dataclass(frozen=True)
 class ConditionalConfig:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from invgray_cli.engines.torch_engine import analyse_image, synthesise_image
 from invgray_cli.imaging.gray import jpeg_round_trip, luma
 from invgray_cli.imaging.metrics import psnr
 from invgray_cli.model.conditional import ConditionalConfig, ConditionalNet
-from invgray_cli.model.integer_prior import pad_gray
+from invgray_cli.model.integer_prior import IntegerPrior, pad_gray
 from invgray_cli.model.network import NetworkConfig
 from invgray_cli.training import train
 from invgray_cli.training.checkpoints import grow_from, save_checkpoint
@@ -60,9 +61,17 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
                             "train's cosine to zero over --steps / --time-limit")
     group.add_argument("--lr-warmup", type=int, default=500, help="steps of linear learning-rate warm-up")
     group.add_argument("--val-images", type=int, default=0, help="validate on the first N images only (0: all)")
+    group.add_argument("--init-prior", type=Path,
+                       help="start the prior from this exported integer prior (NAME.prior.npz, beside the "
+                            "--init weights of an exported invgray-v2 model): a run restarted from a model")
+    group.add_argument("--init-step", type=int, default=0,
+                       help="the steps the --init model was trained for: the step count goes on from there "
+                            "(the learning-rate warm-up counts from the restart)")
     args = parser.parse_args(argv)
     if args.rate_gains or args.tables or args.rate != "proxy" or args.lmbda_power:
         parser.error("--rate, --tables, --rate-gains and --lmbda-power are invgray-v1's; v2's rate is its prior")
+    if (args.init_prior or args.init_step) and not args.init:
+        parser.error("--init-prior and --init-step go with --init (the model's network weights)")
     args.rate = "prior"  # the training log's label of the rate term
     return args
 
@@ -99,6 +108,8 @@ class ConditionalRun(train.TrainingRun):
         super().__init__(args)
         if args.val_images:
             self.val_images = self.val_images[:args.val_images]
+        if args.init_step and self.step == 0:
+            self.step = self.step_at_window = args.init_step
         print(f"invgray-v2 prior: {self.model.cfg.prior}; {sum(p.numel() for p in self.model.prior.parameters())} "
               f"parameters", flush=True)
 
@@ -111,6 +122,9 @@ class ConditionalRun(train.TrainingRun):
         model = ConditionalNet(cfg).to(self.device)
         if args.init and not (args.resume and (args.out / "last.pt").exists()):
             grow_from(model.net, args.init)
+            if args.init_prior:
+                model.prior.load_integer(IntegerPrior.load(args.init_prior))
+                print(f"prior initialised from {args.init_prior}", flush=True)
         if args.no_sep:
             model.net.gate.freeze_threshold(0.5)
         if args.bf16:
@@ -124,7 +138,8 @@ class ConditionalRun(train.TrainingRun):
         if self.args.schedule == "cosine":
             super().set_learning_rate()
             return
-        self.lr = self.args.lr * min(1.0, (self.step + 1) / max(1, self.args.lr_warmup))
+        since_start = self.step - self.args.init_step
+        self.lr = self.args.lr * min(1.0, (since_start + 1) / max(1, self.args.lr_warmup))
         for group in self.optimiser.param_groups:
             group["lr"] = self.lr
 
