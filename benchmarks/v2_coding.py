@@ -33,6 +33,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from bjontegaard import bd_rate
 from PIL import Image
 
 from invgray_cli.codec import decode_array, encode
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--against", default=None, help="model id (default: the bundled default, invgray-v1.4)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per figure (the median)")
+    parser.add_argument("--no-whole", action="store_true",
+                        help="skip v1.4's whole product decode (only for the times; the figures are the same)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     blob = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
@@ -96,8 +99,10 @@ def main() -> None:
             payload, encode_ms = timed(args.repeat, encode_v1, symbols, step, tables)
             decoded, decode_ms = timed(args.repeat, decode_v1, payload, symbols.shape, step, tables)
             assert np.array_equal(decoded, symbols)
-            pair = encode(rgb, step=step, quality=args.quality)
-            _, whole_ms = timed(args.repeat, decode_array, pair.gray, pair.residual)
+            whole_ms = float("nan")
+            if not args.no_whole:
+                pair = encode(rgb, step=step, quality=args.quality)
+                _, whole_ms = timed(args.repeat, decode_array, pair.gray, pair.residual)
             rows.setdefault((args.against, step), []).append(
                 [psnr(rgb, restored), 8 * len(payload) / pixels, float("nan"), encode_ms, decode_ms, whole_ms])
             v2_row = rows[("v2 " + args.checkpoint.parent.name, step)][-1]
@@ -110,11 +115,17 @@ def main() -> None:
     for (name, step), values in by_step:
         mean = np.mean(values, axis=0)
         ideal = "-" if np.isnan(mean[2]) else f"{mean[2]:.5f}"
-        whole = f"{mean[5]:.0f}"
-        if name != args.against:
+        whole = "-" if np.isnan(mean[5]) else f"{mean[5]:.0f}"
+        if name != args.against and not np.isnan(mean[5]):
             whole = f"about {mean[5]:.0f} ({mean[5] / np.mean(rows[(args.against, step)], axis=0)[5]:.2f}x)"
         print(f"| {name} | {step:g} | {mean[0]:.3f} | {mean[1]:.5f} | {ideal} | {mean[3]:.0f} | {mean[4]:.0f} | "
               f"{whole} |")
+    if len(args.steps) >= 4:  # BD-rate needs a cubic through at least four points per curve
+        v2_curve = np.array([np.mean(rows[("v2 " + args.checkpoint.parent.name, step)], axis=0)[:2]
+                             for step in args.steps])
+        v1_curve = np.array([np.mean(rows[(args.against, step)], axis=0)[:2] for step in args.steps])
+        print(f"\nBD-rate of v2 against {args.against} over steps {' '.join(f'{s:g}' for s in args.steps)} "
+              f"(real bpp, mean PSNR): {bd_rate(v1_curve[:, 1], v1_curve[:, 0], v2_curve[:, 1], v2_curve[:, 0]):+.1f} %")
 
 
 if __name__ == "__main__":
