@@ -19,13 +19,8 @@ use, so the CLI starts fast, and the CPU path never imports torch.
 
 from __future__ import annotations
 
-from importlib import metadata
+from functools import cache
 from typing import TYPE_CHECKING, Any
-
-try:
-    __version__ = metadata.version("invgray")
-except metadata.PackageNotFoundError:  # a source tree used without installing it
-    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from invgray_cli.app.cluster import BatchDecoder, BatchEncoder, Decoder, Encoder, decode_batch, encode_batch
@@ -43,7 +38,20 @@ _LAZY = {"encode", "decode", "decode_array", "decode_photo", "Encoded", "Photo"}
 _BATCHES = {"encode_batch", "decode_batch", "BatchEncoder", "BatchDecoder", "Encoder", "Decoder"}
 
 
+@cache
+def _installed_version() -> str:
+    # importlib.metadata costs about 20 ms of a command's start: read only when asked for
+    from importlib import metadata
+
+    try:
+        return metadata.version("invgray")
+    except metadata.PackageNotFoundError:  # a source tree used without installing it
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        return _installed_version()
     if name in _LAZY:
         import invgray_cli.codec as codec
 

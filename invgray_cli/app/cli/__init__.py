@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from invgray_cli import __version__
+import invgray_cli
 from invgray_cli.app.cli import decode, embed, encode, extract, info
 from invgray_cli.app.cli.options import err
 from invgray_cli.engines.registry import model_spec
@@ -31,7 +31,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_mar
 def _version(value: bool) -> None:
     if value:
         spec = model_spec()
-        typer.echo(f"invgray {__version__} (model {spec.name} {spec.model_id})")
+        typer.echo(f"invgray {invgray_cli.__version__} (model {spec.name} {spec.model_id})")
         raise typer.Exit()
 
 
