@@ -102,3 +102,20 @@ def test_damage_and_a_different_gray_fail_cleanly() -> None:
     assert not np.array_equal(other, symbols[0])
     with pytest.raises(EntropyCodingError):
         decode_symbols(prior, gray[0], payload, (PLANES - 1, *symbols[0].shape[1:]), 1.0)
+
+
+def test_golden_payload_decodes_and_encodes_the_same() -> None:
+    """Format 4's bytes, pinned (tests/golden/make_golden.py format4-coder): the coder as
+    released wrote this payload, and every later coder must read and write the very same."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from invgray_cli.model.integer_prior import IntegerPrior
+
+    folder = Path(__file__).resolve().parent / "golden" / "format4-coder"
+    prior = IntegerPrior.load(folder / "prior.npz")
+    gray = np.asarray(Image.open(folder / "gray.png"))
+    symbols, payload = np.load(folder / "symbols.npy"), (folder / "payload.bin").read_bytes()
+    assert np.array_equal(decode_symbols(prior, gray, payload, symbols.shape, 2.787), symbols)
+    assert encode_symbols(prior, gray, symbols, 2.787) == payload

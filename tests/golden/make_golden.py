@@ -1,6 +1,9 @@
 """Regenerate the golden fixtures: ``python tests/golden/make_golden.py``, and
 ``python tests/golden/make_golden.py format3`` for the refinement layer's (format 3).
 
+``python tests/golden/make_golden.py format4-coder`` pins format 4's range coding
+under an integer prior (``tests/golden/format4-coder``; no v2 model ships yet).
+
 Run once when a model or a format version is added. Fixtures are never regenerated for an existing
 model: they pin what its residual files decode to, so a change that breaks old
 files fails test_golden.py instead of landing silently.
@@ -48,7 +51,34 @@ def format3_cases() -> dict[str, tuple[Photo, dict]]:
     }
 
 
+def format4_coder() -> None:
+    """Format 4's range coding under an integer prior, pinned without a shipped v2 model: a
+    random prior of the sizes training gives (groups of 4 planes), a gray, symbols with
+    escapes, and the payload the coder wrote for them."""
+    import sys
+
+    sys.path.insert(0, str(HERE.parent.parent))
+    from invgray_cli.model.prior_coding import encode_symbols
+    from tests.test_integer_prior import random_inputs, random_prior
+
+    folder = HERE / "format4-coder"
+    if folder.exists():
+        raise SystemExit(f"{folder} exists: golden files are never regenerated")
+    folder.mkdir()
+    prior = random_prior(11, plane_group=4)
+    gray, symbols = random_inputs(12, n=1, rows=3, cols=5)
+    symbols[0, 7, 2, 4], symbols[0, 30, 0, 0] = -300, 17  # escapes in two groups and both phases
+    prior.save(folder / "prior.npz")
+    Image.fromarray(gray[0]).save(folder / "gray.png")
+    np.save(folder / "symbols.npy", symbols[0].astype(np.int32))
+    (folder / "payload.bin").write_bytes(encode_symbols(prior, gray[0], symbols[0], 2.787))
+    print(f"wrote {folder}")
+
+
 def main(which: str = "model") -> None:
+    if which == "format4-coder":
+        format4_coder()
+        return
     model_id = default_model_id()
     folder = HERE / (model_id if which == "model" else f"{which}-{model_id}")
     if folder.exists():
