@@ -42,10 +42,10 @@ def test_the_encoders_one_pass_equals_the_decoders_steps(group: int) -> None:
     for phase, cells in enumerate(stepwise.phases):
         for g in range(PLANES // group):
             part = flat[g * group:(g + 1) * group][:, cells].ravel()
-            expected.append(stepwise.probabilities(phase, g))
+            expected.append(stepwise.coder_weights(phase, g))
             stepwise.record(phase, g, part)
             whole.record(phase, g, part)
-    assert np.array_equal(np.concatenate(expected), np.concatenate([whole.probabilities(p) for p in (0, 1)]))
+    assert np.array_equal(np.concatenate(expected), np.concatenate([whole.coder_weights(p) for p in (0, 1)]))
 
 
 def test_weights_too_large_for_float64_take_the_integer_path() -> None:
@@ -119,3 +119,25 @@ def test_golden_payload_decodes_and_encodes_the_same() -> None:
     symbols, payload = np.load(folder / "symbols.npy"), (folder / "payload.bin").read_bytes()
     assert np.array_equal(decode_symbols(prior, gray, payload, symbols.shape, 2.787), symbols)
     assert encode_symbols(prior, gray, symbols, 2.787) == payload
+
+
+def test_threads_and_sizes_share_no_work_arrays() -> None:
+    """The coder's work arrays are its thread's: photos of different sizes coded at once in
+    several threads give the bytes and symbols each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prior = random_prior(5, plane_group=4)
+    cases = []
+    for seed, (rows, cols) in enumerate([(3, 4), (5, 7), (1, 2), (4, 4)] * 3):
+        gray, symbols = random_inputs(seed, n=1, rows=rows, cols=cols)
+        cases.append((gray[0], symbols[0]))
+    alone = [encode_symbols(prior, gray, symbols, 1.5) for gray, symbols in cases]
+
+    def round_trip(case: tuple[np.ndarray, np.ndarray]) -> tuple[bytes, np.ndarray]:
+        payload = encode_symbols(prior, case[0], case[1], 1.5)
+        return payload, decode_symbols(prior, case[0], payload, case[1].shape, 1.5)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(round_trip, cases))
+    for (gray, symbols), expected, (payload, decoded) in zip(cases, alone, results):
+        assert payload == expected and np.array_equal(decoded, symbols)

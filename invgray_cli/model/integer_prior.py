@@ -289,16 +289,20 @@ def _scaled_exp_lookup(alphabet: int) -> np.ndarray:
     return _EXP_LOOKUP_FLOAT * float((1 << FREQUENCY_BITS) - alphabet)
 
 
-def clipped_frequency_rows(z: np.ndarray) -> np.ndarray:
+def clipped_frequency_rows(z: np.ndarray, out: np.ndarray | None = None, index: np.ndarray | None = None) -> np.ndarray:
     """:func:`frequency_rows_float` of integer logits already clipped to -LOGIT_MAX..LOGIT_MAX
-    (any integer array; the coder's path), in fewer passes: the weights come out of the table
-    already times the room, and their row sum, room x the weights' sum, is divided back
-    exactly, so each entry is still one division of the same exact integers."""
+    (integers held in any integer or float array; the coder's path), in fewer passes: the
+    weights come out of the table already times the room, and their row sum, room x the
+    weights' sum, is divided back exactly, so each entry is still one division of the same
+    exact integers. ``out`` (float64) and ``index`` (intp), of z's shape, are work arrays
+    to reuse: the result is ``out``."""
     peak = z.argmax(axis=1)
     rows = np.arange(len(z))
     room = float((1 << FREQUENCY_BITS) - z.shape[1])
-    index = z - (z[rows, peak] - 2 * LOGIT_MAX)[:, None]
-    scaled = _scaled_exp_lookup(z.shape[1])[index]
+    if index is None:
+        index = np.empty(z.shape, np.intp)
+    np.subtract(z, (z[rows, peak] - 2 * LOGIT_MAX)[:, None], out=index, casting="unsafe")  # exact integers
+    scaled = np.take(_scaled_exp_lookup(z.shape[1]), index, out=out, mode="clip")  # (in range: unbuffered)
     totals = scaled.sum(axis=1, keepdims=True)
     totals /= room
     freq = np.divide(scaled, totals, out=scaled)
