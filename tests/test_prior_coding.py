@@ -128,7 +128,7 @@ def test_threads_and_sizes_share_no_work_arrays() -> None:
 
     prior = random_prior(5, plane_group=4)
     cases = []
-    for seed, (rows, cols) in enumerate([(3, 4), (5, 7), (1, 2), (4, 4)] * 3):
+    for seed, (rows, cols) in enumerate([(3, 4), (5, 7), (2, 2), (4, 4)] * 3):
         gray, symbols = random_inputs(seed, n=1, rows=rows, cols=cols)
         cases.append((gray[0], symbols[0]))
     alone = [encode_symbols(prior, gray, symbols, 1.5) for gray, symbols in cases]
