@@ -98,8 +98,8 @@ LONG_RUN_INIT = ""  # from scratch; every later session resumes the carried chec
 SHIPPED_MODEL = "models/invgray-v1.4.pt"  # what `collect` scores a v1 checkpoint against
 SHIPPED_TABLES = "models/invgray-v1.4.entropy.npz"
 DEFAULT_TRAIN_ARGS = ("--batch 16 --crop 128 --lr 5e-4 --lr-warmup 1000 --schedule constant --warmup 1000 "
-                      "--lmbda 2e-3 --step-range 0.5 12 --latent-channels 6 --seed 1 --steps 100000000 "
-                      "--plane-group 4 --val-every 1000000000")
+                      "--lmbda 2e-3 --step-range 0.5 12 --latent-channels 6 --seed 3 --steps 100000000 "
+                      "--plane-group 4 --bf16 --val-every 1000000000")
 DEFAULT_TRAIN_SECONDS = 283.0  # the train stage's share of a session's 900 s
 STAGES = ("environment", "install", "tests", "cross-device", "speed", "train")
 
