@@ -163,3 +163,39 @@ def test_training_restarts_from_an_exported_model(tmp_path: Path) -> None:
             torch.testing.assert_close(again["model"][name], tensor, rtol=0, atol=0, msg=name)
     assert IntegerPrior.load(restarted / "prior.npz").digest() == IntegerPrior.load(
         tmp_path / "first" / "prior.npz").digest()  # the prior's floats differ; its integers do not
+
+
+def test_a_frozen_network_leaves_the_prior_to_learn_first(tmp_path: Path) -> None:
+    """--freeze-network-steps: the first steps train the prior on the --init network's
+    symbols and leave the network as it was; then both train, the network at
+    --network-lr-scale times the prior's rate."""
+    from invgray_cli.training.train_v2 import ConditionalRun, main, parse_arguments
+
+    photos = _photos(tmp_path / "photos")
+    common = ["--data", str(photos), "--crop", "64", "--batch", "2", "--val-every", "100", "--latent-channels", "2",
+              "--lr-warmup", "1", "--seed", "4", "--threads", "1", "--steps", "4"]
+    threads = torch.get_num_threads()
+    try:
+        main([*common, "--out", str(tmp_path / "first"), "--steps", "1"])
+        first = torch.load(tmp_path / "first" / "last.pt", weights_only=False)
+        model = ConditionalNet(ConditionalConfig.from_dict(first["config"]))
+        model.load_state_dict(first["model"])
+        weights = tmp_path / "model.pt"
+        torch.save({"config": model.net.cfg.to_dict(), "state_dict": model.net.state_dict()}, weights)
+        warm = [*common, "--out", str(tmp_path / "warm"), "--init", str(weights), "--freeze-network-steps", "2",
+                "--network-lr-scale", "0.5", "--init-prior", str(tmp_path / "first" / "prior.npz")]
+        main([*warm, "--stop-at-step", "2"])
+        frozen = torch.load(tmp_path / "warm" / "last.pt", weights_only=False)
+        main([*warm, "--resume"])
+        moved = torch.load(tmp_path / "warm" / "last.pt", weights_only=False)
+        run = ConditionalRun(parse_arguments([*warm, "--out", str(tmp_path / "lr")]))
+    finally:
+        torch.set_num_threads(threads)
+    net = [k for k in first["model"] if k.startswith("net.")]
+    loaded = ConditionalPrior(model.prior.cfg)
+    loaded.load_integer(IntegerPrior.load(tmp_path / "first" / "prior.npz"))
+    assert all(torch.equal(frozen["model"][k], first["model"][k]) for k in net)
+    assert any(not torch.equal(frozen["model"][f"prior.{k}"], v) for k, v in loaded.state_dict().items())
+    assert moved["step"] == 4 and any(not torch.equal(moved["model"][k], first["model"][k]) for k in net)
+    run.set_learning_rate()
+    assert [g["lr"] for g in run.optimiser.param_groups] == [run.lr * 0.5, run.lr]

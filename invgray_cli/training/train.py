@@ -207,8 +207,7 @@ class TrainingRun:
         self.args = args
         self.device = prepare_process(args)
         self.model, self.tables = self.build_network()
-        parameters = list(self.model.parameters()) + (list(self.tables.parameters()) if self.tables is not None else [])
-        self.optimiser = torch.optim.Adam(parameters, lr=args.lr)
+        self.optimiser = self.build_optimiser()
         self.step, self.best, self.trained_before = 0, math.inf, 0.0
         self.last = args.out / "last.pt"
         if args.resume and self.last.exists():
@@ -230,6 +229,15 @@ class TrainingRun:
         self.lr = args.lr
         self.t_start = self.last_save = self.window_start = time.time()
         self.step_at_window = self.step
+
+    def build_optimiser(self) -> torch.optim.Optimizer:
+        """Adam over the network's and the tables' parameters (a subclass may group them)."""
+        parameters = list(self.model.parameters()) + (list(self.tables.parameters()) if self.tables is not None else [])
+        return torch.optim.Adam(parameters, lr=self.args.lr)
+
+    def forward(self, rgb: torch.Tensor, gray: torch.Tensor, q_step: float) -> dict[str, torch.Tensor]:
+        """The network's training pass (a subclass may run it without gradients)."""
+        return self.model(rgb, gray, q_step)
 
     def build_network(self) -> tuple[torch.nn.Module, torch.nn.Module | None]:
         """The network to train and its learned rate term (a subclass trains another family)."""
@@ -282,7 +290,7 @@ class TrainingRun:
         unless the batch is skipped as a spike."""
         args = self.args
         rgb, gray = rgb.to(self.device, non_blocking=True), gray.to(self.device, non_blocking=True)
-        out = self.model(rgb, gray, q_step)
+        out = self.forward(rgb, gray, q_step)
         mse = torch.mean((out["rgb"] - rgb) ** 2)
         bits = self.rate_bits(out, gray, q_step)
         bpp = bits.mean() / (rgb.shape[2] * rgb.shape[3])

@@ -64,14 +64,19 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--init-prior", type=Path,
                        help="start the prior from this exported integer prior (NAME.prior.npz, beside the "
                             "--init weights of an exported invgray-v2 model): a run restarted from a model")
+    group.add_argument("--freeze-network-steps", type=int, default=0,
+                       help="train only the prior for this many steps from the run's start (a start from a "
+                            "trained network: the prior learns its symbols before the network moves)")
+    group.add_argument("--network-lr-scale", type=float, default=1.0,
+                       help="the network's learning rate as a fraction of --lr (the prior's); 1: one group")
     group.add_argument("--init-step", type=int, default=0,
                        help="the steps the --init model was trained for: the step count goes on from there "
                             "(the learning-rate warm-up counts from the restart)")
     args = parser.parse_args(argv)
     if args.rate_gains or args.tables or args.rate != "proxy" or args.lmbda_power:
         parser.error("--rate, --tables, --rate-gains and --lmbda-power are invgray-v1's; v2's rate is its prior")
-    if (args.init_prior or args.init_step) and not args.init:
-        parser.error("--init-prior and --init-step go with --init (the model's network weights)")
+    if (args.init_prior or args.init_step or args.freeze_network_steps) and not args.init:
+        parser.error("--init-prior, --init-step and --freeze-network-steps go with --init (a trained network)")
     args.rate = "prior"  # the training log's label of the rate term
     return args
 
@@ -131,17 +136,35 @@ class ConditionalRun(train.TrainingRun):
             model.mixed_precision(torch.bfloat16)
         return model, None
 
+    def build_optimiser(self) -> torch.optim.Optimizer:
+        """One Adam group, or with ``--network-lr-scale`` two: the network's at that fraction
+        of the prior's rate (a run started from a trained network moves it gently)."""
+        if self.args.network_lr_scale == 1.0:
+            return super().build_optimiser()
+        return torch.optim.Adam([
+            {"params": list(self.model.net.parameters()), "lr_scale": self.args.network_lr_scale},
+            {"params": list(self.model.prior.parameters()), "lr_scale": 1.0}], lr=self.args.lr)
+
+    def network_frozen(self) -> bool:
+        return self.step < self.args.init_step + self.args.freeze_network_steps
+
+    def forward(self, rgb: torch.Tensor, gray: torch.Tensor, q_step: float) -> dict[str, torch.Tensor]:
+        if not self.network_frozen():
+            return super().forward(rgb, gray, q_step)
+        with torch.no_grad():  # the prior learns the network's symbols; the network does not move
+            return super().forward(rgb, gray, q_step)
+
     def rate_bits(self, out: dict[str, torch.Tensor], gray: torch.Tensor, q_step: float) -> torch.Tensor:
         return self.model.prior.code_length(gray, out["gated"], q_step, out["gate"], out["latent"])
 
     def set_learning_rate(self) -> None:
         if self.args.schedule == "cosine":
             super().set_learning_rate()
-            return
-        since_start = self.step - self.args.init_step
-        self.lr = self.args.lr * min(1.0, (since_start + 1) / max(1, self.args.lr_warmup))
+        else:
+            since_start = self.step - self.args.init_step
+            self.lr = self.args.lr * min(1.0, (since_start + 1) / max(1, self.args.lr_warmup))
         for group in self.optimiser.param_groups:
-            group["lr"] = self.lr
+            group["lr"] = self.lr * group.get("lr_scale", 1.0)
 
     def save_last(self) -> None:
         super().save_last()
