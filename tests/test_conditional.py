@@ -135,6 +135,20 @@ def test_an_exported_prior_loads_back_to_the_same_integers(options: dict) -> Non
         ConditionalPrior(PriorConfig(planes=PLANES, planes_per_channel=16, hidden=8)).load_integer(exported)
 
 
+def _trained_and_exported(tmp_path: Path, common: list[str], steps: int) -> tuple[dict, ConditionalNet, Path]:
+    """A short run in ``tmp_path/first`` (its checkpoint, its network) and that network saved in
+    the bundled form (config and weights), as the export writes it."""
+    from invgray_cli.training.train_v2 import main
+
+    main([*common, "--out", str(tmp_path / "first"), "--steps", str(steps)])
+    first = torch.load(tmp_path / "first" / "last.pt", weights_only=False)
+    model = ConditionalNet(ConditionalConfig.from_dict(first["config"]))
+    model.load_state_dict(first["model"])
+    weights = tmp_path / "model.pt"
+    torch.save({"config": model.net.cfg.to_dict(), "state_dict": model.net.state_dict()}, weights)
+    return first, model, weights
+
+
 def test_training_restarts_from_an_exported_model(tmp_path: Path) -> None:
     """A run lost with its optimiser goes on from the model exported out of it: the same
     network and prior integers, the step count from --init-step."""
@@ -145,12 +159,7 @@ def test_training_restarts_from_an_exported_model(tmp_path: Path) -> None:
               "--lr-warmup", "2", "--seed", "4", "--threads", "1"]
     threads = torch.get_num_threads()
     try:
-        main([*common, "--out", str(tmp_path / "first"), "--steps", "2"])
-        first = torch.load(tmp_path / "first" / "last.pt", weights_only=False)
-        model = ConditionalNet(ConditionalConfig.from_dict(first["config"]))
-        model.load_state_dict(first["model"])
-        weights = tmp_path / "model.pt"  # the bundled form: the network's config and weights
-        torch.save({"config": model.net.cfg.to_dict(), "state_dict": model.net.state_dict()}, weights)
+        first, _, weights = _trained_and_exported(tmp_path, common, 2)
         restarted = tmp_path / "restarted"
         main([*common, "--out", str(restarted), "--steps", "4", "--stop-at-step", "3", "--init", str(weights),
               "--init-prior", str(tmp_path / "first" / "prior.npz"), "--init-step", "2", "--lr", "0"])
@@ -176,12 +185,7 @@ def test_a_frozen_network_leaves_the_prior_to_learn_first(tmp_path: Path) -> Non
               "--lr-warmup", "1", "--seed", "4", "--threads", "1", "--steps", "4"]
     threads = torch.get_num_threads()
     try:
-        main([*common, "--out", str(tmp_path / "first"), "--steps", "1"])
-        first = torch.load(tmp_path / "first" / "last.pt", weights_only=False)
-        model = ConditionalNet(ConditionalConfig.from_dict(first["config"]))
-        model.load_state_dict(first["model"])
-        weights = tmp_path / "model.pt"
-        torch.save({"config": model.net.cfg.to_dict(), "state_dict": model.net.state_dict()}, weights)
+        first, model, weights = _trained_and_exported(tmp_path, common, 1)
         warm = [*common, "--out", str(tmp_path / "warm"), "--init", str(weights), "--freeze-network-steps", "2",
                 "--network-lr-scale", "0.5", "--init-prior", str(tmp_path / "first" / "prior.npz")]
         main([*warm, "--stop-at-step", "2"])
