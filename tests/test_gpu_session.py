@@ -31,7 +31,7 @@ def _photos(folder: Path, count: int, size: tuple[int, int]) -> Path:
 
 
 def test_rehearsal_runs_every_stage_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(gpu_session, "LONG_RUN_DIR", tmp_path / "runs" / "v2-long")  # not this checkout's run
+    monkeypatch.setattr(gpu_session, "LONG_RUN_DIR", tmp_path / "runs" / "v2-warm2")  # not this checkout's run
     photos = _photos(tmp_path / "photos", 3, (200, 264))
     carry, out = tmp_path / "carry", tmp_path / "out"
     gpu_session.main(["prepare", "--carry", str(carry), "--data", str(photos), "--crops", "6", "--crop-size", "128",

@@ -75,8 +75,8 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.rate_gains or args.tables or args.rate != "proxy" or args.lmbda_power:
         parser.error("--rate, --tables, --rate-gains and --lmbda-power are invgray-v1's; v2's rate is its prior")
-    if (args.init_prior or args.init_step or args.freeze_network_steps) and not args.init:
-        parser.error("--init-prior, --init-step and --freeze-network-steps go with --init (a trained network)")
+    if (args.init_prior or args.init_step) and not args.init:
+        parser.error("--init-prior and --init-step go with --init (the model's network weights)")
     args.rate = "prior"  # the training log's label of the rate term
     return args
 
