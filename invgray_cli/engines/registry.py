@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -194,19 +194,27 @@ def weights_id(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
+def _verified(spec: ModelSpec, file: str, load: Callable[[Path], Any], what: str,
+              errors: tuple[type[Exception], ...]) -> Any:
+    """A bundled file of ``spec`` (its tables or its prior) loaded and checked against the
+    model id, which covers it; ``what`` names it in the one-line error."""
+    damaged = f"bundled {what} of model {spec.model_id} {'are' if what.endswith('s') else 'is'} damaged"
+    try:
+        part = load(models_dir() / file)
+    except errors as exc:
+        raise UnknownModelError(f"{damaged} ({exc})") from None
+    if combined_id(spec.network_id, part) != spec.model_id:
+        raise UnknownModelError(f"{damaged} (hash mismatch)")
+    return part
+
+
 @lru_cache(maxsize=4)
 def _tables(spec: ModelSpec) -> EntropyTables:
     from invgray_cli.format.entropy import EntropyTables
 
     if spec.tables_file is None:
         raise UnknownModelError(f"model {spec.model_id} has no entropy tables (it writes format 1)")
-    try:
-        tables = EntropyTables.load(models_dir() / spec.tables_file)
-    except (OSError, ValueError, KeyError) as exc:
-        raise UnknownModelError(f"bundled entropy tables of model {spec.model_id} are damaged ({exc})") from None
-    if combined_id(spec.network_id, tables) != spec.model_id:
-        raise UnknownModelError(f"bundled entropy tables of model {spec.model_id} are damaged (hash mismatch)")
-    return tables
+    return _verified(spec, spec.tables_file, EntropyTables.load, "entropy tables", (OSError, ValueError, KeyError))
 
 
 @lru_cache(maxsize=4)
@@ -215,13 +223,7 @@ def _prior(spec: ModelSpec) -> IntegerPrior:
 
     if spec.prior_file is None:
         raise UnknownModelError(f"model {spec.model_id} has no integer prior (it writes format {spec.format_version})")
-    try:
-        prior = IntegerPrior.load(models_dir() / spec.prior_file)
-    except (OSError, ValueError, KeyError, SyntaxError) as exc:
-        raise UnknownModelError(f"bundled prior of model {spec.model_id} is damaged ({exc})") from None
-    if combined_id(spec.network_id, prior) != spec.model_id:
-        raise UnknownModelError(f"bundled prior of model {spec.model_id} is damaged (hash mismatch)")
-    return prior
+    return _verified(spec, spec.prior_file, IntegerPrior.load, "prior", (OSError, ValueError, KeyError, SyntaxError))
 
 
 @lru_cache(maxsize=4)
